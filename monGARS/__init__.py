@@ -1,0 +1,1 @@
+"""monGARS: a French-speaking, code-aware assistant. This distribution holds its MLOps pipeline."""

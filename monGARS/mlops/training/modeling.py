@@ -1,0 +1,61 @@
+"""Loading models and adapters, shared by sft, llm2vec, raft and export."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from monGARS.mlops.base_model import check_model_folder
+
+ADAPTER_SUBDIR = "adapter"
+
+
+def pick_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(model_dir: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(
+    base_model_dir: str | Path,
+    adapter_dir: str | Path | None = None,
+    *,
+    merge: bool = True,
+    dtype: Any = None,
+    device: str | None = None,
+) -> Any:
+    """Load the base model, apply a LoRA adapter folder if given, and merge it unless told not to."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    check_model_folder(Path(base_model_dir), "base_model")
+    model = AutoModelForCausalLM.from_pretrained(
+        str(base_model_dir),
+        dtype=dtype or torch.float32,
+        token=os.environ.get("HF_TOKEN") or None,
+    )
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+        if merge:
+            model = model.merge_and_unload()
+    if device:
+        model = model.to(device)
+    return model
+
+
+def adapter_path(stage_output_dir: str | Path) -> Path:
+    """Where an sft/raft output keeps its PEFT adapter."""
+    return Path(stage_output_dir) / ADAPTER_SUBDIR
