@@ -19,6 +19,10 @@ from monGARS.mlops.tiny_model import TINY_MODEL_NAME, build_tiny_model
 
 # Files a model folder needs beyond its weights; anything else (optimizer states, .bin duplicates
 # of safetensors, README images) is not copied.
+# Where the cluster mounts the shared model-cache PVC (pipelines/placement.py); hub downloads go
+# through it when it is there, so a model is fetched from the hub once per cluster.
+MODEL_CACHE_DIR = Path("/var/cache/mongars")
+
 _MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 
 
@@ -86,9 +90,11 @@ def _download_from_hub(repo_id: str, destination: Path) -> None:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    cache_dir = MODEL_CACHE_DIR / "huggingface" if MODEL_CACHE_DIR.is_dir() else None
     try:
         snapshot_download(
             repo_id=repo_id,
+            cache_dir=cache_dir,
             local_dir=destination,
             allow_patterns=_MODEL_FILE_PATTERNS,
             token=os.environ.get("HF_TOKEN") or None,

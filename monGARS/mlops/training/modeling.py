@@ -59,3 +59,35 @@ def load_causal_lm(
 def adapter_path(stage_output_dir: str | Path) -> Path:
     """Where an sft/raft output keeps its PEFT adapter."""
     return Path(stage_output_dir) / ADAPTER_SUBDIR
+
+
+def merge_adapter_to_folder(
+    base_model_dir: str | Path, stage_output_dir: str | Path, out_dir: str | Path
+) -> dict[str, Any]:
+    """Write base + the stage's LoRA adapter, merged, as a standalone HF folder (atomically).
+
+    The stage's ``training_config.json`` and ``metrics.json`` travel along as ``provenance.json``
+    so export and the report know which stage (sft or raft) produced the chat model.
+    """
+    import json
+
+    from monGARS.mlops.atomic import atomic_dir, write_json
+    from monGARS.mlops.errors import MongarsError
+
+    stage_dir = Path(stage_output_dir)
+    adapter = adapter_path(stage_dir)
+    if not (adapter / "adapter_config.json").is_file():
+        raise MongarsError(f"adapter: {adapter} has no adapter_config.json; is it an sft/raft output?")
+    provenance: dict[str, Any] = {}
+    for name in ("training_config.json", "metrics.json"):
+        path = stage_dir / name
+        if path.is_file():
+            provenance[name.removesuffix(".json")] = json.loads(path.read_text(encoding="utf-8"))
+    model = load_causal_lm(base_model_dir, adapter, merge=True)
+    tokenizer = load_tokenizer(base_model_dir)
+    with atomic_dir(out_dir) as scratch:
+        model.save_pretrained(scratch, safe_serialization=True)
+        tokenizer.save_pretrained(scratch)
+        write_json(scratch / "provenance.json", provenance)
+    parameters = sum(p.numel() for p in model.parameters())
+    return {"parameters": parameters, "model_type": model.config.model_type}

@@ -1,0 +1,28 @@
+"""build_datasets: French corpora and per-module code datasets; outputs the module list."""
+
+from typing import List
+
+from kfp import dsl
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def build_datasets(
+    datasets_config: dict,
+    languages: List[str],
+    val_split: float,
+    split_seed: int,
+    datasets: dsl.Output[dsl.Dataset],
+    summary: dsl.Output[dsl.Markdown],
+) -> List[str]:
+    """Build every corpus and module dataset; return the module names the pipeline fans out over."""
+    from monGARS.mlops import stages
+    from monGARS.mlops.artifacts import publish, stage_errors
+
+    config = {"languages": languages, "val_split": val_split, "seed": split_seed}
+    config.update(datasets_config)
+    with stage_errors("build_datasets"):
+        modules, metadata = stages.run_build_datasets(config, datasets.path, summary.path)
+    publish(datasets, metadata)
+    return modules

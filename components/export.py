@@ -1,0 +1,35 @@
+"""export: merge adapters, write GGUF (f16 + quantised), verify every file with llama.cpp."""
+
+from kfp import dsl
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def export(
+    chat_model: dsl.Input[dsl.Model],
+    module: str,
+    export_method: str,
+    quant_types: str,
+    export_cmd: str,
+    export_config: dict,
+    gguf: dsl.Output[dsl.Model],
+    metrics: dsl.Output[dsl.Metrics],
+    encoder: dsl.Input[dsl.Model] = None,
+) -> None:
+    """Write and verify the module's merged chat model and encoder as GGUF files plus a bundle."""
+    from monGARS.mlops import stages
+    from monGARS.mlops.artifacts import log_metrics, publish, stage_errors
+
+    config = {"export_method": export_method, "quant_types": quant_types, "export_cmd": export_cmd}
+    config.update(export_config)
+    with stage_errors("export"):
+        metadata = stages.run_export(
+            config,
+            chat_model.path,
+            encoder.path if encoder is not None else None,
+            module,
+            gguf.path,
+        )
+    publish(gguf, metadata)
+    log_metrics(metrics, metadata)

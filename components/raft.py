@@ -1,0 +1,35 @@
+"""raft: retrieval-augmented fine-tuning on top of the module's SFT adapter (optional stage)."""
+
+from kfp import dsl
+
+from components.images import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def raft(
+    base_model: dsl.Input[dsl.Model],
+    sft_adapter: dsl.Input[dsl.Model],
+    encoder: dsl.Input[dsl.Model],
+    datasets: dsl.Input[dsl.Dataset],
+    module: str,
+    seed: int,
+    raft_config: dict,
+    adapter: dsl.Output[dsl.Model],
+    metrics: dsl.Output[dsl.Metrics],
+) -> None:
+    """Fine-tune on questions with oracle and distractor documents mined by the encoder."""
+    from monGARS.mlops import stages
+    from monGARS.mlops.artifacts import log_metrics, publish, stage_errors
+
+    with stage_errors("raft"):
+        metadata = stages.run_raft(
+            {"seed": seed, **raft_config},
+            base_model.path,
+            sft_adapter.path,
+            encoder.path,
+            datasets.path,
+            module,
+            adapter.path,
+        )
+    publish(adapter, metadata)
+    log_metrics(metrics, metadata)

@@ -1,0 +1,37 @@
+"""report: one HTML page and metrics for the whole run, shown in the Kubeflow UI."""
+
+from typing import List
+
+from kfp import dsl
+
+from components.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def report(
+    run_name: str,
+    datasets: dsl.Input[dsl.Dataset],
+    report_html: dsl.Output[dsl.HTML],
+    metrics: dsl.Output[dsl.Metrics],
+    sft_adapters: dsl.Input[List[dsl.Model]] = None,
+    encoders: dsl.Input[List[dsl.Model]] = None,
+    ggufs: dsl.Input[List[dsl.Model]] = None,
+) -> str:
+    """Gather every stage's figures; return a JSON summary of artifact locations per module."""
+    from monGARS.mlops import stages
+    from monGARS.mlops.artifacts import log_metrics, stage_errors
+
+    def locations(artifacts):
+        return [artifact.path for artifact in artifacts or []]
+
+    with stage_errors("report"):
+        summary, figures = stages.run_report(
+            run_name,
+            datasets.path,
+            locations(sft_adapters),
+            locations(encoders),
+            locations(ggufs),
+            report_html.path,
+        )
+    log_metrics(metrics, figures)
+    return summary

@@ -1,0 +1,48 @@
+"""sft: QLoRA fine-tuning of one module (Unsloth on CUDA, transformers + peft + trl elsewhere)."""
+
+from kfp import dsl
+
+from components.images import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def sft(
+    base_model: dsl.Input[dsl.Model],
+    datasets: dsl.Input[dsl.Dataset],
+    module: str,
+    lora_r: int,
+    lora_alpha: int,
+    lora_dropout: float,
+    epochs: float,
+    max_steps: int,
+    batch_size: int,
+    learning_rate: float,
+    vram_budget_mb: int,
+    seed: int,
+    sft_config: dict,
+    adapter: dsl.Output[dsl.Model],
+    metrics: dsl.Output[dsl.Metrics],
+    loss_curve: dsl.Output[dsl.HTML],
+) -> None:
+    """Train a LoRA adapter for ``module``; ``sft_config`` overrides any other hyperparameter."""
+    from monGARS.mlops import stages
+    from monGARS.mlops.artifacts import log_metrics, publish, stage_errors
+
+    config = {
+        "lora_r": lora_r,
+        "lora_alpha": lora_alpha,
+        "lora_dropout": lora_dropout,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "vram_budget_mb": vram_budget_mb,
+        "seed": seed,
+    }
+    config.update(sft_config)
+    with stage_errors("sft"):
+        metadata = stages.run_sft(
+            config, base_model.path, datasets.path, module, adapter.path, loss_curve.path
+        )
+    publish(adapter, metadata)
+    log_metrics(metrics, metadata)

@@ -1,0 +1,234 @@
+"""The ``mongars`` command and the runbook's ``mongars_multistage_pipeline.py`` flags.
+
+``mongars run`` runs the pipeline locally (kfp.local, caching on) on the embedded tiny model by
+default; ``mongars compile`` writes the pipeline YAML; ``submit``/``schedule``/``preflight`` talk
+to a cluster. User mistakes print one ``error:`` line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from monGARS.mlops.errors import MongarsError
+
+DEFAULT_RUN_ID = "demo"
+DEFAULT_RUNS_ROOT = "runs"
+COMPILED_PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "mongars.yaml"
+STAGE_FLAGS = ("build_datasets", "sft", "llm2vec", "raft", "export")
+
+
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _read_json_config(flag: str, path: str) -> dict[str, Any]:
+    from monGARS.mlops.configs import read_config_file
+
+    try:
+        return read_config_file(path)
+    except MongarsError as error:
+        raise MongarsError(f"{flag}: {error}") from None
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The runbook's flags (kept as they were) plus a few for the new stages."""
+    where = parser.add_argument_group("run")
+    where.add_argument("--run-id", default=DEFAULT_RUN_ID, help="folder name under --runs-root")
+    where.add_argument("--runs-root", default=DEFAULT_RUNS_ROOT, help="where runs are kept")
+    where.add_argument("--config", help="YAML/JSON file of pipeline parameters (flags win)")
+    where.add_argument("--hf-token", help="Hugging Face token (prefer the HF_TOKEN variable)")
+    where.add_argument("--llm2vec-root", help=argparse.SUPPRESS)
+    stages = parser.add_argument_group("stages (the furthest one given sets how far the DAG runs)")
+    for stage in STAGE_FLAGS:
+        stages.add_argument(f"--{stage.replace('_', '-')}", action="store_true")
+    params = parser.add_argument_group("parameters")
+    params.add_argument("--base-model", help="hub id, folder, gs:// URI, or 'tiny'")
+    params.add_argument("--languages", type=_comma_list, help="comma-separated, e.g. fr")
+    params.add_argument("--val-split", type=float)
+    params.add_argument("--split-seed", type=int)
+    params.add_argument("--seed", type=int)
+    params.add_argument("--lora-r", type=int)
+    params.add_argument("--lora-alpha", type=int)
+    params.add_argument("--lora-dropout", type=float)
+    params.add_argument("--epochs", type=float)
+    params.add_argument("--max-steps", type=int)
+    params.add_argument("--batch-size", type=int)
+    params.add_argument("--learning-rate", type=float)
+    params.add_argument("--vram-budget-mb", type=int)
+    params.add_argument("--mntp-config", help="upstream llm2vec MNTP JSON config")
+    params.add_argument("--simcse-config", help="upstream llm2vec SimCSE JSON config")
+    params.add_argument("--export-method", help="gguf, or a llama.cpp quant type such as q4_k_m")
+    params.add_argument("--quant-types", help="comma-separated GGUF quant types, e.g. q8_0,q4_k_m")
+    params.add_argument("--export-cmd", help="command template with {model_dir} and {gguf_path}")
+
+
+_PARAMETER_FLAGS = (
+    "base_model",
+    "languages",
+    "val_split",
+    "split_seed",
+    "seed",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "learning_rate",
+    "vram_budget_mb",
+    "export_method",
+    "quant_types",
+    "export_cmd",
+)
+
+
+def parameters_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Pipeline parameters from a config file and flags (flags win). Never includes secrets."""
+    parameters: dict[str, Any] = _read_json_config("--config", args.config) if args.config else {}
+    for name in _PARAMETER_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            parameters[name] = value
+    for flag in ("mntp_config", "simcse_config"):
+        path = getattr(args, flag)
+        if path:
+            parameters[flag] = _read_json_config(f"--{flag.replace('_', '-')}", path)
+    if args.raft:
+        parameters["raft"] = True
+    parameters.setdefault("run_name", args.run_id)
+    return parameters
+
+
+def last_stage_from_args(args: argparse.Namespace) -> str:
+    chosen = [stage for stage in STAGE_FLAGS if getattr(args, stage)]
+    if not chosen:
+        return "report"
+    furthest = chosen[-1]
+    return "report" if furthest == "export" else furthest
+
+
+def _print_result(result: Any) -> None:
+    outputs = result.outputs or {}
+    print()
+    print(f"run finished in {result.wall_seconds:.1f}s: {len(result.executed)} task(s) ran, "
+          f"{len(result.cached)} served from the cache")
+    for name, module in sorted(outputs.get("modules", {}).items()):
+        for path in module.get("gguf_files", []):
+            print(f"  GGUF   [{name}] {path}")
+    if outputs.get("report"):
+        print(f"  report {outputs['report']}")
+    print(f"  state  {result.state_file}")
+
+
+def run_command(args: argparse.Namespace, *, require_base_model: bool) -> int:
+    from pipelines.local_run import run_local
+
+    if args.llm2vec_root:
+        print("notice: --llm2vec-root is no longer needed (llm2vec runs in-process); ignored",
+              file=sys.stderr)
+    last_stage = last_stage_from_args(args)
+    parameters = parameters_from_args(args)
+    needs_model = last_stage != "build_datasets"
+    if require_base_model and needs_model and not parameters.get("base_model"):
+        raise MongarsError(
+            "--base-model: required for --sft/--llm2vec/--export; give a hub id, a model folder, "
+            "a gs:// URI, or 'tiny' for the embedded test model"
+        )
+    result = run_local(
+        args.run_id,
+        parameters,
+        runs_root=args.runs_root,
+        last_stage=last_stage,
+        hf_token=args.hf_token,
+    )
+    _print_result(result)
+    return 0
+
+
+def compile_command(args: argparse.Namespace) -> int:
+    from pipelines.compile import compile_pipeline, is_up_to_date
+
+    output = Path(args.output)
+    if args.check:
+        if is_up_to_date(output):
+            print(f"{output} is up to date")
+            return 0
+        print(f"error: {output} is stale; run `make compile`", file=sys.stderr)
+        return 1
+    compile_pipeline(output)
+    print(f"wrote {output}")
+    return 0
+
+
+def build_tiny_command(args: argparse.Namespace) -> int:
+    from monGARS.mlops.tiny_model import build_tiny_model
+
+    print(build_tiny_model(args.output))
+    return 0
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    from monGARS.mlops.stages import resolve_local_parameters, validate_parameters
+
+    parameters = resolve_local_parameters(parameters_from_args(args))
+    validate_parameters(parameters, last_stage_from_args(args))
+    print(json.dumps({"valid": True, "last_stage": last_stage_from_args(args)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mongars", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the pipeline locally (kfp.local, cached)")
+    add_run_arguments(run)
+    run.set_defaults(handler=lambda a: run_command(a, require_base_model=False))
+    validate = commands.add_parser("validate", help="check every stage config, run nothing")
+    add_run_arguments(validate)
+    validate.set_defaults(handler=validate_command)
+    compile_parser = commands.add_parser("compile", help="compile the pipeline to YAML")
+    compile_parser.add_argument("--output", default=str(COMPILED_PIPELINE))
+    compile_parser.add_argument("--check", action="store_true", help="fail if the YAML is stale")
+    compile_parser.set_defaults(handler=compile_command)
+    tiny = commands.add_parser("build-tiny-model", help="write the embedded tiny model")
+    tiny.add_argument("output")
+    tiny.set_defaults(handler=build_tiny_command)
+    try:
+        from monGARS.deploy.cli import add_deploy_subcommands
+    except ImportError:
+        pass
+    else:
+        add_deploy_subcommands(commands)
+    return parser
+
+
+def _run(handler: Any, args: argparse.Namespace) -> int:
+    try:
+        return int(handler(args) or 0)
+    except MongarsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume from the cache", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _run(args.handler, args)
+
+
+def runbook_main(argv: Sequence[str] | None = None) -> int:
+    """``mongars_multistage_pipeline.py``: the original runbook's command line."""
+    parser = argparse.ArgumentParser(
+        prog="mongars_multistage_pipeline.py",
+        description="Run monGARS stages locally; stage flags pick how far the DAG runs and "
+        "unchanged upstream stages come from the cache.",
+    )
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    return _run(lambda a: run_command(a, require_base_model=True), args)

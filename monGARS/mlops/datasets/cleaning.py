@@ -1,0 +1,83 @@
+"""Per-record cleaning: normalise, check the schema, then length, spam, PII and language filters.
+
+Filters run in a fixed order and a dropped record counts under the first reason it fails, so
+the reason counts add up to the records dropped. Duplicate removal comes after, across sources
+(``dedup.Deduplicator``), because it needs the records kept so far.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from monGARS.mlops.datasets.langid import identify
+from monGARS.mlops.datasets.normalize import normalize_text
+from monGARS.mlops.datasets.pii import find_pii, redact
+from monGARS.mlops.datasets.records import RecordError, check_record, content_text, map_texts
+from monGARS.mlops.datasets.spam import spam_reason
+
+
+@dataclass(frozen=True)
+class CleaningRules:
+    """The thresholds cleaning needs (taken from ``DatasetsConfig``)."""
+
+    min_chars: int = 16
+    max_chars: int = 20_000
+    languages: tuple[str, ...] = ("fr",)
+    language_min_margin: float = 0.1
+    pii_drop: frozenset[str] = frozenset({"card", "iban", "nir", "secret"})
+
+    @classmethod
+    def from_config(cls, config: Any) -> CleaningRules:
+        return cls(
+            min_chars=config.min_chars,
+            max_chars=config.max_chars,
+            languages=tuple(config.languages),
+            language_min_margin=config.language_min_margin,
+            pii_drop=frozenset(config.pii_drop),
+        )
+
+
+@dataclass
+class Cleaned:
+    """The outcome for one record: the cleaned record, or the reason it was dropped."""
+
+    record: dict[str, Any] | None
+    reason: str | None
+    redacted: Counter[str]
+
+
+def _scrub(kind: str, record: dict[str, Any], rules: CleaningRules) -> tuple[dict[str, Any], Counter[str]]:
+    redacted: Counter[str] = Counter()
+
+    def transform(text: str) -> str:
+        matches = find_pii(text)
+        for match in matches:
+            if match.kind in rules.pii_drop:
+                raise RecordError(f"pii_{match.kind}")
+        redacted.update(match.kind for match in matches)
+        return redact(text, matches) if matches else text
+
+    return map_texts(kind, record, transform), redacted
+
+
+def clean_record(kind: str, record: dict[str, Any], rules: CleaningRules) -> Cleaned:
+    """Normalise and filter one candidate record (already in the ``kind`` schema's shape)."""
+    try:
+        record = map_texts(kind, record, normalize_text)
+        check_record(kind, record)
+        text = content_text(kind, record)
+        if len(text) < rules.min_chars:
+            raise RecordError("too_short")
+        if len(text) > rules.max_chars:
+            raise RecordError("too_long")
+        if reason := spam_reason(text):
+            raise RecordError(reason)
+        record, redacted = _scrub(kind, record, rules)
+        guess = identify(content_text(kind, record))
+        if guess.language not in rules.languages or guess.margin < rules.language_min_margin:
+            raise RecordError("language")
+    except RecordError as error:
+        return Cleaned(None, error.reason, Counter())
+    return Cleaned(record, None, redacted)

@@ -1,0 +1,46 @@
+"""Text normalisation: Unicode NFC and whitespace, without breaking code indentation.
+
+Records mix prose and code (Python answers), so leading indentation and single newlines are kept;
+only what carries no meaning is rewritten: control and zero-width characters, exotic spaces,
+trailing spaces, runs of blank lines and runs of inner spaces.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Zero-width and bidi control characters, and the BOM: invisible, and they break dedup.
+_INVISIBLE = re.compile("[\u200b\u200c\u200d\u200e\u200f\u2060\u2066-\u2069\u202a-\u202e\ufeff\u00ad]")
+# C0/C1 controls except tab and newline.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Non-breaking, narrow and other typographic spaces (French typography uses U+202F before ;:!?).
+_SPACES = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+_INNER_SPACES = re.compile(r"(?<=\S)[ \t]{2,}(?=\S)")
+_TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
+_BLANK_RUNS = re.compile(r"\n{3,}")
+_WORD_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def normalize_text(text: str) -> str:
+    """NFC, invisible/control characters removed, spaces unified, blank-line runs collapsed."""
+    text = unicodedata.normalize("NFC", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _INVISIBLE.sub("", text)
+    text = _CONTROL.sub("", text)
+    text = _SPACES.sub(" ", text)
+    text = _TRAILING.sub("", text)
+    text = _INNER_SPACES.sub(" ", text)
+    text = _BLANK_RUNS.sub("\n\n", text)
+    return text.strip()
+
+
+def dedup_key(text: str) -> str:
+    """The text as exact dedup sees it: case, accents' composition, punctuation and spacing ignored."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(_WORD_TOKEN.findall(folded))
+
+
+def words(text: str) -> list[str]:
+    """Lowercased word tokens (letters and digits), the unit of shingles and spam checks."""
+    return _WORD_TOKEN.findall(text.casefold())

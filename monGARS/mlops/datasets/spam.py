@@ -1,0 +1,73 @@
+"""Spam and junk heuristics: cheap signals that a text is not worth training on.
+
+Each check returns the drop reason or ``None``. Thresholds are fixed here (documented in
+docs/datasets.md) rather than configurable: they are set loose enough that code answers and
+short French sentences pass, and only clear junk is caught.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from monGARS.mlops.datasets.normalize import words
+
+MAX_URL_CHAR_RATIO = 0.3  # share of characters inside URLs
+MAX_URLS = 8  # URLs per record
+MAX_SYMBOL_RATIO = 0.35  # characters that are neither letters, digits nor spaces
+MAX_UPPERCASE_RATIO = 0.7  # of letters, for texts with at least 40 letters
+MAX_CHAR_RUN = 20  # the same character repeated
+MAX_TOP_WORD_SHARE = 0.3  # the most frequent word, for texts with at least 20 words
+MAX_REPEATED_TRIGRAM_SHARE = 0.5  # word trigrams that are repeats, for texts with >= 20 words
+MAX_DUPLICATE_LINE_SHARE = 0.5  # non-empty lines that repeat an earlier one, from 4 lines
+SPAM_PHRASES = (
+    "cliquez ici",
+    "click here",
+    "gagnez de l'argent",
+    "argent facile",
+    "offre exclusive",
+    "achetez maintenant",
+    "buy now",
+    "casino en ligne",
+    "viagra",
+    "cialis",
+    "lorem ipsum",
+    "100% gratuit",
+    "sans engagement, inscrivez-vous",
+)
+MIN_SPAM_PHRASES = 2  # one phrase alone can be innocent ("cliquez ici pour ouvrir le menu")
+
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_CHAR_RUN = re.compile(r"(\S)\1{%d,}" % (MAX_CHAR_RUN - 1))
+# Code indentation and operators are expected: symbols are counted outside leading whitespace.
+_SYMBOL = re.compile(r"[^\w\s]", re.UNICODE)
+
+
+def spam_reason(text: str) -> str | None:
+    """The first heuristic ``text`` fails, as a drop reason, or ``None`` when it looks fine."""
+    urls = _URL.findall(text)
+    if len(urls) > MAX_URLS or sum(map(len, urls)) > MAX_URL_CHAR_RATIO * max(len(text), 1):
+        return "spam_urls"
+    if _CHAR_RUN.search(text):
+        return "spam_repetition"
+    tokens = words(text)
+    if len(tokens) >= 20:
+        top_share = Counter(tokens).most_common(1)[0][1] / len(tokens)
+        trigrams = list(zip(tokens, tokens[1:], tokens[2:], strict=False))
+        repeated = len(trigrams) - len(set(trigrams))
+        if top_share > MAX_TOP_WORD_SHARE or repeated > MAX_REPEATED_TRIGRAM_SHARE * len(trigrams):
+            return "spam_repetition"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) >= 4 and (len(lines) - len(set(lines))) > MAX_DUPLICATE_LINE_SHARE * len(lines):
+        return "spam_repetition"
+    compact = _URL.sub("", text)
+    visible = sum(1 for char in compact if not char.isspace())
+    if visible and len(_SYMBOL.findall(compact)) > MAX_SYMBOL_RATIO * visible:
+        return "spam_symbols"
+    letters = [char for char in compact if char.isalpha()]
+    if len(letters) >= 40 and sum(c.isupper() for c in letters) > MAX_UPPERCASE_RATIO * len(letters):
+        return "spam_uppercase"
+    lowered = text.casefold()
+    if sum(phrase in lowered for phrase in SPAM_PHRASES) >= MIN_SPAM_PHRASES:
+        return "spam_keywords"
+    return None

@@ -1,0 +1,135 @@
+"""Use an exported bundle: ``load_bundle(path).generate(...)`` and ``.embed(...)`` via llama.cpp.
+
+The manifest holds only relative paths, so a bundle folder can be copied or downloaded anywhere.
+Files are checked against the manifest's sizes on load (sha256 on request).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monGARS.mlops.atomic import sha256_file
+from monGARS.mlops.errors import MongarsError
+
+BUNDLE_JSON = "bundle.json"
+_POOLING_CODES = {"mean": 1, "cls": 2, "last": 3}
+
+
+@dataclasses.dataclass
+class Bundle:
+    """An exported module: chat GGUF files, an optional encoder, and the manifest describing them."""
+
+    root: Path
+    manifest: dict[str, Any]
+    n_ctx: int = 2048
+    _chat: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    _encoder: Any = dataclasses.field(default=None, repr=False)
+
+    @property
+    def module(self) -> str:
+        return str(self.manifest["module"])
+
+    def file(self, kind: str, quant: str | None = None) -> Path:
+        """Path of the ``kind`` ('chat'/'encoder') file of type ``quant`` (default: the bundle's)."""
+        family = self.manifest.get(kind)
+        if not family:
+            raise MongarsError(f"bundle {self.root}: has no {kind} model")
+        label = (quant or family["default"]).upper()
+        if label not in family["files"]:
+            raise MongarsError(
+                f"bundle {self.root}: no {kind} file of type {label}; available: {', '.join(family['files'])}"
+            )
+        return self.root / family["files"][label]["path"]
+
+    def _chat_llm(self, quant: str | None) -> Any:
+        import llama_cpp
+
+        path = self.file("chat", quant)
+        if path not in self._chat:
+            self._chat[path] = llama_cpp.Llama(model_path=str(path), n_ctx=self.n_ctx, verbose=False)
+        return self._chat[path]
+
+    def generate(
+        self,
+        prompt: str | list[dict[str, str]],
+        max_tokens: int = 128,
+        *,
+        quant: str | None = None,
+        temperature: float = 0.0,
+    ) -> str:
+        """Complete a raw prompt, or answer chat ``messages`` through the model's chat template."""
+        llm = self._chat_llm(quant)
+        if isinstance(prompt, str):
+            result = llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature)
+            return str(result["choices"][0]["text"])
+        result = llm.create_chat_completion(messages=prompt, max_tokens=max_tokens, temperature=temperature)
+        return str(result["choices"][0]["message"]["content"] or "")
+
+    def embed(self, texts: str | list[str], *, normalize: bool = False) -> np.ndarray:
+        """Pooled embeddings ([texts, hidden]) from the encoder, attention as it was trained."""
+        import llama_cpp
+
+        family = self.manifest.get("encoder")
+        if not family:
+            raise MongarsError(f"bundle {self.root}: has no encoder; export it with an llm2vec output")
+        if self._encoder is None:
+            attention = (
+                llama_cpp.LLAMA_ATTENTION_TYPE_CAUSAL
+                if family.get("causal", False)
+                else llama_cpp.LLAMA_ATTENTION_TYPE_NON_CAUSAL
+            )
+            self._encoder = llama_cpp.Llama(
+                model_path=str(self.file("encoder")),
+                embedding=True,
+                n_ctx=self.n_ctx,
+                n_batch=self.n_ctx,
+                n_ubatch=self.n_ctx,
+                pooling_type=_POOLING_CODES[family.get("pooling", "mean")],
+                attention_type=attention,
+                verbose=False,
+            )
+        items = [texts] if isinstance(texts, str) else list(texts)
+        vectors = [self._encoder.embed(text, normalize=normalize) for text in items]
+        return np.asarray(vectors, dtype=np.float32)
+
+    def close(self) -> None:
+        """Free the llama.cpp models (their finalisers misbehave at interpreter exit)."""
+        for llm in self._chat.values():
+            llm.close()
+        self._chat.clear()
+        if self._encoder is not None:
+            self._encoder.close()
+            self._encoder = None
+
+    def __enter__(self) -> Bundle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_bundle(path: str | Path, *, n_ctx: int = 2048, check_hashes: bool = False) -> Bundle:
+    """Open a bundle folder (or its bundle.json) after checking every listed file is there."""
+    root = Path(path)
+    if root.is_file():
+        root = root.parent
+    manifest_path = root / BUNDLE_JSON
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MongarsError(f"bundle: {root} has no {BUNDLE_JSON}; give an export output folder") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise MongarsError(f"bundle: {manifest_path} cannot be read ({error})") from None
+    for kind in ("chat", "encoder"):
+        for entry in ((manifest.get(kind) or {}).get("files") or {}).values():
+            file_path = root / entry["path"]
+            if not file_path.is_file() or file_path.stat().st_size != entry["bytes"]:
+                raise MongarsError(f"bundle: {file_path} is missing or truncated; re-run the export")
+            if check_hashes and sha256_file(file_path) != entry["sha256"]:
+                raise MongarsError(f"bundle: {file_path} does not match its sha256; re-run the export")
+    return Bundle(root=root, manifest=manifest, n_ctx=n_ctx)

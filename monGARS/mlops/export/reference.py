@@ -1,0 +1,120 @@
+"""What the Hugging Face models say about the sample texts: the yardstick GGUF files are held to.
+
+Computed once per exported model (not per GGUF file), in float32 on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monGARS.mlops.errors import MongarsError
+
+CHAT_PROBE = [
+    {"role": "system", "content": "Tu es monGARS, un assistant francophone qui écrit du code."},
+    {"role": "user", "content": "Écris une fonction Python qui inverse une chaîne."},
+]
+
+
+@dataclasses.dataclass
+class ChatReference:
+    """Token ids and next-token logits of the merged HF chat model."""
+
+    texts: list[str]
+    sample_ids: list[list[int]]  # each sample text, tokenised with special tokens (BOS) added
+    sample_logits: list[np.ndarray]  # [tokens, vocab] float32 per sample
+    chat_text: str | None  # the probe conversation rendered by the chat template
+    chat_ids: list[int] | None  # its ids, special tokens parsed, nothing added
+    chat_next_token: int | None  # HF greedy next token after the chat prompt
+
+
+@dataclasses.dataclass
+class EncoderReference:
+    """Token ids and pooled embeddings of the HF encoder."""
+
+    texts: list[str]
+    sample_ids: list[list[int]]
+    embeddings: np.ndarray  # [samples, hidden]
+    pooling: str
+    causal: bool
+
+
+def _load_tokenizer(folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder))
+
+
+def chat_reference(model_dir: str | Path, texts: tuple[str, ...] | list[str]) -> ChatReference:
+    """Logits at every position of each sample text, and the chat-template probe."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = Path(model_dir)
+    tokenizer = _load_tokenizer(folder)
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    model.eval()
+    sample_ids = [tokenizer(text, add_special_tokens=True)["input_ids"] for text in texts]
+    logits: list[np.ndarray] = []
+    with torch.no_grad():
+        for ids in sample_ids:
+            logits.append(model(torch.tensor([ids])).logits[0].float().numpy())
+        chat_text = chat_ids = next_token = None
+        if getattr(tokenizer, "chat_template", None):
+            chat_text = tokenizer.apply_chat_template(
+                CHAT_PROBE, tokenize=False, add_generation_prompt=True
+            )
+            chat_ids = tokenizer(chat_text, add_special_tokens=False)["input_ids"]
+            next_logits = model(torch.tensor([chat_ids])).logits[0, -1]
+            next_token = int(torch.argmax(next_logits))
+    return ChatReference(list(texts), sample_ids, logits, chat_text, chat_ids, next_token)
+
+
+def set_bidirectional(model: Any) -> None:
+    """transformers 5 reads ``is_causal`` from the config and from every attention module."""
+    model.config.is_causal = False
+    for module in model.modules():
+        if hasattr(module, "is_causal"):
+            module.is_causal = False
+
+
+def pool(hidden: np.ndarray, pooling: str) -> np.ndarray:
+    """Pool one sequence's final hidden states ([tokens, hidden]) as llama.cpp does."""
+    if pooling == "mean":
+        return hidden.mean(axis=0)
+    if pooling == "cls":
+        return hidden[0]
+    if pooling == "last":
+        return hidden[-1]
+    raise MongarsError(f"export: pooling {pooling!r} is not supported; use mean, cls or last")
+
+
+def encoder_reference(
+    encoder_dir: str | Path, texts: tuple[str, ...] | list[str], pooling: str
+) -> EncoderReference:
+    """Pooled final-layer embeddings of each text (one unpadded sequence each)."""
+    import json
+
+    import torch
+    from transformers import AutoModel
+
+    folder = Path(encoder_dir)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    causal = bool(config.get("is_causal", True))
+    tokenizer = _load_tokenizer(folder)
+    model = AutoModel.from_pretrained(str(folder), dtype=torch.float32)
+    if not causal:
+        set_bidirectional(model)
+    model.eval()
+    sample_ids = [tokenizer(text, add_special_tokens=True)["input_ids"] for text in texts]
+    vectors = []
+    with torch.no_grad():
+        for ids in sample_ids:
+            output = model(
+                input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long)
+            )
+            vectors.append(pool(output.last_hidden_state[0].float().numpy(), pooling))
+    return EncoderReference(list(texts), sample_ids, np.stack(vectors), pooling, causal)

@@ -1,0 +1,292 @@
+"""One entry point per pipeline stage: what a KFP component body calls, with plain paths.
+
+Each ``run_*`` builds the stage's typed config from the component's parameters, runs the stage and
+returns the flat metadata the component copies onto its artifact. ``validate_parameters`` builds
+every stage's config from the pipeline parameters the same way, so a bad value is refused before
+anything runs, with every problem of every stage reported at once.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from monGARS.mlops.configs import load_config
+from monGARS.mlops.errors import ConfigError, MongarsError
+from monGARS.mlops.tiny_model import TINY_MODEL_NAME
+
+STAGE_ORDER = ("build_datasets", "sft", "llm2vec", "raft", "export", "report")
+
+# Pipeline parameters each component folds into its stage config (before the stage's own
+# ``*_config`` dict, which overrides them). Kept in one place for components and validation.
+DATASETS_PARAMETERS = {"languages": "languages", "val_split": "val_split", "split_seed": "seed"}
+SFT_PARAMETERS = (
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "learning_rate",
+    "vram_budget_mb",
+    "seed",
+)
+EXPORT_PARAMETERS = ("export_method", "quant_types", "export_cmd")
+
+# The embedded default is a 2-layer model: these settings make `make run` train visibly in
+# minutes on 2 CPU cores. Cluster runs use the stage configs' own (production) defaults.
+TINY_PRESET: dict[str, Any] = {
+    "max_steps": 40,
+    "batch_size": 4,
+    "learning_rate": 2e-3,
+    "sft_config": {
+        "gradient_accumulation_steps": 1,
+        "max_seq_length": 256,
+        "eval_steps": 10,
+        "logging_steps": 5,
+        "save_steps": 20,
+        "warmup_ratio": 0.0,
+        "lr_scheduler": "constant",
+    },
+    "llm2vec_config": {
+        "mntp_steps": 30,
+        "mntp_learning_rate": 1e-3,
+        "mntp_batch_size": 8,
+        "mntp_gradient_accumulation_steps": 1,
+        "mntp_max_seq_length": 128,
+        "simcse_steps": 30,
+        "simcse_learning_rate": 1e-3,
+        "simcse_batch_size": 16,
+        "simcse_max_seq_length": 64,
+        "gradient_checkpointing": False,
+    },
+    "raft_config": {"max_steps": 30, "learning_rate": 2e-3},
+    "export_config": {"n_ctx": 512},
+}
+
+
+def _merge_preset(preset: Mapping[str, Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(preset)
+    for key, value in parameters.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_local_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Pipeline parameters for a local run: the tiny model and its preset unless told otherwise."""
+    resolved = dict(parameters)
+    resolved.setdefault("base_model", TINY_MODEL_NAME)
+    if resolved["base_model"] == TINY_MODEL_NAME:
+        resolved = _merge_preset(TINY_PRESET, resolved)
+    return resolved
+
+
+def sft_config_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    values = {name: parameters[name] for name in SFT_PARAMETERS if name in parameters}
+    values.update(parameters.get("sft_config") or {})
+    return values
+
+
+def datasets_config_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    values = {
+        field: parameters[name] for name, field in DATASETS_PARAMETERS.items() if name in parameters
+    }
+    values.update(parameters.get("datasets_config") or {})
+    return values
+
+
+def llm2vec_config_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {"seed": parameters["seed"]} if "seed" in parameters else {}
+    values.update(parameters.get("llm2vec_config") or {})
+    for key in ("mntp_config", "simcse_config"):
+        if parameters.get(key):
+            values[key] = parameters[key]
+    return values
+
+
+def raft_config_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {"seed": parameters["seed"]} if "seed" in parameters else {}
+    values.update(parameters.get("raft_config") or {})
+    return values
+
+
+def export_config_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    values = {name: parameters[name] for name in EXPORT_PARAMETERS if name in parameters}
+    values.update(parameters.get("export_config") or {})
+    return values
+
+
+def _reaches(last_stage: str, stage: str) -> bool:
+    return STAGE_ORDER.index(stage) <= STAGE_ORDER.index(last_stage)
+
+
+def validate_parameters(parameters: Mapping[str, Any], last_stage: str = "report") -> None:
+    """Build every stage config the run will use; one ``ConfigError`` lists all problems."""
+    from monGARS.mlops.datasets.config import load_datasets_config
+    from monGARS.mlops.export.config import ExportConfig
+    from monGARS.mlops.training.llm2vec_config import Llm2VecConfig
+    from monGARS.mlops.training.raft import RaftConfig
+    from monGARS.mlops.training.sft_config import SFTConfig
+
+    checks: list[tuple[str, Any]] = [
+        ("build_datasets", lambda: load_datasets_config(datasets_config_values(parameters)))
+    ]
+    if _reaches(last_stage, "sft"):
+        checks.append(("sft", lambda: load_config(SFTConfig, sft_config_values(parameters))))
+    if _reaches(last_stage, "llm2vec"):
+        checks.append(
+            ("llm2vec", lambda: load_config(Llm2VecConfig, llm2vec_config_values(parameters)))
+        )
+    if _reaches(last_stage, "raft") and parameters.get("raft"):
+        checks.append(("raft", lambda: load_config(RaftConfig, raft_config_values(parameters))))
+    if _reaches(last_stage, "export"):
+        checks.append(("export", lambda: load_config(ExportConfig, export_config_values(parameters))))
+    problems: list[str] = []
+    for stage, build in checks:
+        try:
+            build()
+        except ConfigError as error:
+            problems.extend(f"{stage}.{problem}" for problem in error.problems)
+        except MongarsError as error:
+            problems.append(f"{stage}: {error}")
+    if problems:
+        raise ConfigError("pipeline", problems)
+
+
+def run_fetch_base_model(spec: str, out_dir: str) -> dict[str, Any]:
+    from monGARS.mlops.base_model import fetch_base_model
+
+    return fetch_base_model(spec, out_dir)
+
+
+def run_build_datasets(
+    values: Mapping[str, Any], out_dir: str, summary_path: str
+) -> tuple[list[str], dict[str, Any]]:
+    from monGARS.mlops.atomic import write_text
+    from monGARS.mlops.datasets.build import build_datasets
+    from monGARS.mlops.datasets.config import load_datasets_config
+
+    result = build_datasets(load_datasets_config(values), Path(out_dir))
+    write_text(summary_path, result.summary_markdown)
+    return list(result.modules), dict(result.metadata)
+
+
+def run_sft(
+    values: Mapping[str, Any],
+    base_model_dir: str,
+    datasets_dir: str,
+    module: str,
+    out_dir: str,
+    loss_curve_html: str,
+) -> dict[str, Any]:
+    from monGARS.mlops.training.sft import train_sft
+    from monGARS.mlops.training.sft_config import load_sft_config
+
+    metadata = train_sft(
+        load_sft_config(dict(values)), Path(base_model_dir), Path(datasets_dir), module, Path(out_dir)
+    )
+    _copy_if_exists(Path(out_dir) / "loss_curve.html", loss_curve_html)
+    return metadata
+
+
+def run_llm2vec(
+    values: Mapping[str, Any],
+    mntp_config: Mapping[str, Any],
+    simcse_config: Mapping[str, Any],
+    base_model_dir: str,
+    sft_dir: str,
+    datasets_dir: str,
+    module: str,
+    out_dir: str,
+) -> dict[str, Any]:
+    from monGARS.mlops.training.llm2vec import train_llm2vec
+    from monGARS.mlops.training.llm2vec_config import Llm2VecConfig
+
+    merged = dict(values)
+    if mntp_config:
+        merged["mntp_config"] = dict(mntp_config)
+    if simcse_config:
+        merged["simcse_config"] = dict(simcse_config)
+    config = load_config(Llm2VecConfig, merged)
+    return train_llm2vec(
+        config, Path(base_model_dir), Path(sft_dir), Path(datasets_dir), module, Path(out_dir)
+    )
+
+
+def run_raft(
+    values: Mapping[str, Any],
+    base_model_dir: str,
+    sft_dir: str,
+    encoder_dir: str,
+    datasets_dir: str,
+    module: str,
+    out_dir: str,
+) -> dict[str, Any]:
+    from monGARS.mlops.training.raft import RaftConfig, train_raft
+
+    config = load_config(RaftConfig, dict(values))
+    return train_raft(
+        config,
+        Path(base_model_dir),
+        Path(sft_dir),
+        Path(encoder_dir) if encoder_dir else None,
+        Path(datasets_dir),
+        module,
+        Path(out_dir),
+    )
+
+
+def run_merge_adapter(
+    base_model_dir: str, adapter_dir: str, module: str, out_dir: str
+) -> dict[str, Any]:
+    from monGARS.mlops.training.modeling import merge_adapter_to_folder
+
+    metadata = merge_adapter_to_folder(base_model_dir, adapter_dir, out_dir)
+    return {"module": module, **metadata}
+
+
+def run_export(
+    values: Mapping[str, Any],
+    chat_model_dir: str,
+    encoder_dir: str | None,
+    module: str,
+    out_dir: str,
+) -> dict[str, Any]:
+    from monGARS.mlops.export.config import ExportConfig
+    from monGARS.mlops.export.export import export_module
+
+    config = load_config(ExportConfig, dict(values))
+    return export_module(
+        config,
+        Path(chat_model_dir),
+        None,
+        Path(encoder_dir) if encoder_dir else None,
+        module,
+        Path(out_dir),
+    )
+
+
+def run_report(
+    run_name: str,
+    datasets_dir: str,
+    sft_dirs: Sequence[str],
+    encoder_dirs: Sequence[str],
+    gguf_dirs: Sequence[str],
+    html_path: str,
+) -> tuple[str, dict[str, float]]:
+    from monGARS.mlops.report import write_report
+
+    return write_report(run_name, datasets_dir, sft_dirs, encoder_dirs, gguf_dirs, html_path)
+
+
+def _copy_if_exists(source: Path, target: str) -> None:
+    if source.is_file():
+        from monGARS.mlops.atomic import atomic_file
+
+        with atomic_file(target) as partial:
+            shutil.copyfile(source, partial)

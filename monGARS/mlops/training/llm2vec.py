@@ -1,0 +1,310 @@
+"""The llm2vec stage: turn a module's fine-tuned decoder into a text encoder, in-process.
+
+SFT model (base + sft adapter, merged) -> bidirectional attention -> MNTP LoRA (merged) -> SimCSE
+LoRA (merged) -> ``encoder/``. Retrieval is measured before MNTP (the SFT model made bidirectional,
+mean pooling) and after SimCSE on the same queries and passage pool, so the gain is the stage's.
+
+Output folder (written atomically):
+
+- ``encoder/``: the merged ``*ForCausalLM`` with ``is_causal: false`` in config.json, plus the
+  tokenizer. Reload with :func:`monGARS.mlops.training.bidirectional.load_bidirectional` or
+  :func:`monGARS.mlops.training.encoder.load_encoder` (they re-apply the per-layer switch that
+  config.json cannot carry);
+- ``encoder.json``: pooling, normalisation, max_length, base model, module;
+- ``metrics.json``: loss curves, first/last losses, retrieval before/after, text counts;
+- ``training_config.json``: the resolved config and the upstream-config report.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from monGARS.mlops.atomic import atomic_dir, write_json
+from monGARS.mlops.configs import config_to_dict
+from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.names import check_safe_name
+from monGARS.mlops.training.bidirectional import check_supported, enable_bidirectional
+from monGARS.mlops.training.encoder import ENCODER_JSON, ENCODER_SUBDIR, embed_texts
+from monGARS.mlops.training.llm2vec_config import Llm2VecConfig
+from monGARS.mlops.training.llm2vec_data import (
+    RetrievalSet,
+    load_retrieval_eval,
+    load_training_texts,
+)
+from monGARS.mlops.training.llm2vec_lora import add_lora, cycle_batches, merge_lora, train_steps
+from monGARS.mlops.training.llm2vec_mntp import make_mntp_step, resolve_mask_token_id
+from monGARS.mlops.training.llm2vec_simcse import make_simcse_step, simcse_dropout
+from monGARS.mlops.training.llm2vec_upstream import load_llm2vec_config, log_report, upstream_report
+from monGARS.mlops.training.retrieval_eval import evaluate_retrieval
+
+LOG = logging.getLogger(__name__)
+
+
+def _torch_dtype(name: str, device: str) -> Any:
+    import torch
+
+    if name == "auto":
+        if device == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, name)
+
+
+def _seed_everything(seed: int) -> Any:
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def _loss_summary(losses: list[float]) -> dict[str, Any]:
+    """First/last step losses, plus means of the first and last tenth (steps are noisy)."""
+    window = max(1, math.ceil(len(losses) / 10))
+    return {
+        "steps": len(losses),
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "loss_first_mean": sum(losses[:window]) / window,
+        "loss_last_mean": sum(losses[-window:]) / window,
+        "losses": losses,
+    }
+
+
+def _evaluate(model: Any, tokenizer: Any, eval_set: RetrievalSet, config: Llm2VecConfig) -> dict:
+    backbone = model.base_model
+
+    def embed(texts: list[str]) -> Any:
+        return embed_texts(
+            backbone,
+            tokenizer,
+            texts,
+            max_length=config.simcse_max_seq_length,
+            batch_size=config.eval_batch_size,
+        )
+
+    return evaluate_retrieval(embed, eval_set.queries, eval_set.passages, eval_set.relevant)
+
+
+def _resolve_sft_adapter(sft_dir: str | Path | None) -> Path | None:
+    from monGARS.mlops.training.modeling import adapter_path
+
+    if sft_dir is None:
+        return None
+    adapter = adapter_path(sft_dir)
+    if not (adapter / "adapter_config.json").is_file():
+        raise MongarsError(
+            f"sft_dir: {sft_dir} has no adapter/adapter_config.json; pass the sft stage's output "
+            "folder, or None to start from the base model"
+        )
+    return adapter
+
+
+def _load_start_model(
+    config: Llm2VecConfig, base_model_dir: str | Path, adapter: Path | None, device: str
+) -> Any:
+    """The module's SFT model (adapter merged), on ``device``, with bidirectional attention."""
+    from monGARS.mlops.training.modeling import load_causal_lm
+
+    model = load_causal_lm(
+        base_model_dir, adapter, merge=True, dtype=_torch_dtype(config.dtype, device), device=device
+    )
+    check_supported(model.config, "base_model")
+    if model.config._attn_implementation != config.attn_implementation:
+        model.set_attn_implementation(config.attn_implementation)
+    model.config.use_cache = False
+    return enable_bidirectional(model)
+
+
+def _train_phase(
+    model: Any, config: Llm2VecConfig, phase: str, make_step: Any, texts: list[str], seed: int
+) -> tuple[Any, list[float]]:
+    """Attach a fresh LoRA, train it, merge it; return the merged model and the step losses."""
+    peft_model = add_lora(
+        model,
+        getattr(config, f"{phase}_lora_r"),
+        config.lora_alpha(phase),  # type: ignore[arg-type]
+        getattr(config, f"{phase}_lora_dropout"),
+    )
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    batches = cycle_batches(texts, getattr(config, f"{phase}_batch_size"), seed)
+    losses = train_steps(
+        peft_model,
+        make_step(peft_model, batches),
+        steps=getattr(config, f"{phase}_steps"),
+        accumulation=getattr(config, f"{phase}_gradient_accumulation_steps"),
+        learning_rate=getattr(config, f"{phase}_learning_rate"),
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        phase=phase,
+    )
+    merged = merge_lora(peft_model)
+    if config.gradient_checkpointing:
+        merged.gradient_checkpointing_disable()
+    return enable_bidirectional(merged), losses
+
+
+def _flat_metadata(
+    summary: dict[str, Any], report_flat: dict[str, str], retrieval: dict[str, Any]
+) -> dict[str, Any]:
+    flat = {k: v for k, v in summary.items() if isinstance(v, str | int | float | bool)}
+    for when in ("before", "after"):
+        for metric, value in retrieval[when].items():
+            flat[f"retrieval_{when}_{metric}"] = value
+    flat["retrieval_split"] = retrieval["split"]
+    flat["retrieval_note"] = retrieval["note"]
+    flat.update(report_flat)
+    return flat
+
+
+def train_llm2vec(
+    config: Llm2VecConfig | Mapping[str, Any],
+    base_model_dir: str | Path,
+    sft_dir: str | Path | None,
+    datasets_dir: str | Path,
+    module: str,
+    out_dir: str | Path,
+) -> dict[str, Any]:
+    """Run bidirectional + MNTP + SimCSE for ``module``; write the encoder; return flat metadata.
+
+    ``config`` may be a mapping (then upstream configs in it are applied by
+    :func:`load_llm2vec_config`) or an already loaded :class:`Llm2VecConfig`.
+    """
+    started = time.monotonic()
+    if not isinstance(config, Llm2VecConfig):
+        config = load_llm2vec_config(config)
+    check_safe_name("module", module)
+    report = upstream_report(config)
+    log_report(report)
+    adapter = _resolve_sft_adapter(sft_dir)
+    corpus = load_training_texts(
+        datasets_dir, module, config.text_sources, seed=config.seed, max_texts=config.max_train_texts
+    )
+    if len(corpus.texts) < config.simcse_batch_size:
+        raise MongarsError(
+            f"text_sources: {len(corpus.texts)} distinct training texts for module {module!r}, "
+            f"fewer than simcse_batch_size={config.simcse_batch_size}; add sources or lower the "
+            "batch size"
+        )
+    eval_set = load_retrieval_eval(datasets_dir, config.min_eval_queries)
+    if eval_set.note:
+        LOG.warning("llm2vec: %s", eval_set.note)
+
+    from monGARS.mlops.training.modeling import load_tokenizer, pick_device
+
+    device = pick_device()
+    generator = _seed_everything(config.seed)
+    tokenizer = load_tokenizer(base_model_dir)
+    tokenizer.padding_side = "right"
+    mask_token_id = resolve_mask_token_id(tokenizer, config.mask_token_type)
+    model = _load_start_model(config, base_model_dir, adapter, device)
+
+    before = _evaluate(model, tokenizer, eval_set, config)
+    LOG.info("llm2vec: retrieval before MNTP: %s", before)
+
+    model, mntp_losses = _train_phase(
+        model,
+        config,
+        "mntp",
+        lambda peft_model, batches: make_mntp_step(
+            peft_model,
+            tokenizer,
+            batches,
+            max_length=config.mntp_max_seq_length,
+            probability=config.mlm_probability,
+            mask_token_id=mask_token_id,
+            collator_type=config.data_collator_type,
+            generator=generator,
+        ),
+        corpus.texts,
+        config.seed,
+    )
+    after_mntp = _evaluate(model, tokenizer, eval_set, config)
+    with simcse_dropout(model, config.simcse_dropout):
+        model, simcse_losses = _train_phase(
+            model,
+            config,
+            "simcse",
+            lambda peft_model, batches: make_simcse_step(
+                peft_model,
+                tokenizer,
+                batches,
+                max_length=config.simcse_max_seq_length,
+                temperature=config.temperature,
+            ),
+            corpus.texts,
+            config.seed + 1,
+        )
+    after = _evaluate(model, tokenizer, eval_set, config)
+    LOG.info("llm2vec: retrieval after SimCSE: %s", after)
+
+    retrieval = {
+        "split": eval_set.split,
+        "note": eval_set.note,
+        "queries": len(eval_set.queries),
+        "passages": len(eval_set.passages),
+        "before": before,
+        "after_mntp": after_mntp,
+        "after": after,
+    }
+    settings = {
+        "pooling": config.pooling_mode,
+        "normalize": True,
+        "bidirectional": True,
+        "max_length": config.simcse_max_seq_length,
+        "base_model": str(base_model_dir),
+        "sft_adapter": str(adapter) if adapter else None,
+        "module": module,
+        "model_type": model.config.model_type,
+        "hidden_size": int(model.config.hidden_size),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+    }
+    metrics = {
+        "module": module,
+        "mntp": _loss_summary(mntp_losses),
+        "simcse": _loss_summary(simcse_losses),
+        "retrieval": retrieval,
+        "train_texts": len(corpus.texts),
+        "text_counts": corpus.counts,
+        "missing_sources": corpus.missing,
+    }
+    with atomic_dir(out_dir) as scratch:
+        encoder_dir = scratch / ENCODER_SUBDIR
+        model.config.is_causal = False
+        model.save_pretrained(encoder_dir, safe_serialization=True)
+        tokenizer.save_pretrained(encoder_dir)
+        write_json(scratch / ENCODER_JSON, settings)
+        write_json(scratch / "metrics.json", metrics)
+        write_json(
+            scratch / "training_config.json",
+            {"config": config_to_dict(config), "upstream": report.to_dict()},
+        )
+    summary = {
+        "module": module,
+        "encoder_dir": str(Path(out_dir) / ENCODER_SUBDIR),
+        "pooling": settings["pooling"],
+        "max_length": settings["max_length"],
+        "base_model": settings["base_model"],
+        "model_type": settings["model_type"],
+        "device": device,
+        "train_texts": len(corpus.texts),
+        "mntp_steps": len(mntp_losses),
+        "mntp_loss_first": mntp_losses[0],
+        "mntp_loss_last": mntp_losses[-1],
+        "simcse_steps": len(simcse_losses),
+        "simcse_loss_first": simcse_losses[0],
+        "simcse_loss_last": simcse_losses[-1],
+        "retrieval_queries": len(eval_set.queries),
+        "retrieval_passages": len(eval_set.passages),
+        "seconds": round(time.monotonic() - started, 2),
+    }
+    return _flat_metadata(summary, report.flat(), retrieval)

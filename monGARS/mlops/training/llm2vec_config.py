@@ -1,0 +1,161 @@
+"""The llm2vec stage config: MNTP and SimCSE hyperparameters, validated before any model loads.
+
+Defaults follow the upstream LLM2Vec training configs (BehnamGhader et al. 2024,
+``train_configs/mntp/*.json`` and ``train_configs/simcse/*.json``) scaled to one GPU: MNTP with
+mlm_probability 0.2, the "blank" ("_") mask token, LoRA r=16 / alpha=2r / dropout 0.05; SimCSE with
+dropout 0.3 and loss_scale 20 (temperature 0.05), 1000 steps each. ``TINY_LLM2VEC_OVERRIDES`` turns
+them into a run that trains the embedded tiny model on CPU in well under a minute and measurably
+improves its retrieval; ``make run`` and the tests use it.
+
+Upstream JSON configs (``mntp_config`` / ``simcse_config``) are applied by
+:func:`monGARS.mlops.training.llm2vec_upstream.load_llm2vec_config`: values they set replace these
+defaults, and keys given directly in the stage config win over both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Literal
+
+from monGARS.mlops.configs import Checks
+
+TextSource = Literal["instruction", "reasoning", "conversation", "retrieval", "module"]
+MaskTokenType = Literal["blank", "eos", "pad", "mask"]
+CollatorType = Literal["all_mask", "default"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+AttnImplementation = Literal["sdpa", "eager"]
+
+# LoRA on the attention and MLP projections, as upstream ``initialize_peft`` does for these families.
+LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+# The embedded tiny model on 2 CPU cores: ~10 s of MNTP and ~20 s of SimCSE. Measured in
+# docs/llm2vec.md: retrieval MRR rises clearly above the untrained encoder's with these.
+TINY_LLM2VEC_OVERRIDES: dict[str, Any] = {
+    "mntp_steps": 20,
+    "mntp_learning_rate": 1e-3,
+    "mntp_batch_size": 8,
+    "mntp_gradient_accumulation_steps": 1,
+    "mntp_max_seq_length": 128,
+    "mntp_lora_r": 8,
+    "simcse_steps": 40,
+    "simcse_learning_rate": 1e-3,
+    "simcse_batch_size": 16,
+    "simcse_gradient_accumulation_steps": 1,
+    "simcse_max_seq_length": 64,
+    "simcse_lora_r": 8,
+    "gradient_checkpointing": False,
+    "eval_batch_size": 32,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Llm2VecConfig:
+    """Hyperparameters of one module's llm2vec run (bidirectional attention, MNTP, SimCSE)."""
+
+    CONFIG_NAME: ClassVar[str] = "llm2vec"
+
+    # Upstream LLM2Vec JSON training configs: a path or an already parsed mapping; see
+    # llm2vec_upstream.py for which keys map where. Reported in metadata, never silently dropped.
+    mntp_config: str | dict[str, Any] | None = None
+    simcse_config: str | dict[str, Any] | None = None
+
+    # Training text: corpora kinds under datasets/corpora/ plus "module" (datasets/modules/<m>/).
+    text_sources: list[TextSource] = dataclasses.field(
+        default_factory=lambda: ["instruction", "conversation", "retrieval", "module"]
+    )
+    # Cap on distinct training texts after deduplication (0 = all).
+    max_train_texts: int = 0
+
+    # MNTP (masked next-token prediction).
+    mntp_steps: int = 1000
+    mntp_learning_rate: float = 5e-5  # HF TrainingArguments' default, which upstream MNTP kept
+    mntp_batch_size: int = 8
+    mntp_gradient_accumulation_steps: int = 4  # effective 32, upstream's batch
+    mntp_max_seq_length: int = 512
+    mntp_lora_r: int = 16
+    mntp_lora_alpha: int = 0  # 0 = 2 * r, upstream's rule
+    mntp_lora_dropout: float = 0.05
+    mlm_probability: float = 0.2
+    mask_token_type: MaskTokenType = "blank"
+    # all_mask: every selected token becomes the mask token; default: BERT's 80/10/10 split.
+    data_collator_type: CollatorType = "all_mask"
+
+    # SimCSE (unsupervised contrastive learning, two dropout views of each text).
+    simcse_steps: int = 1000
+    simcse_learning_rate: float = 3e-5
+    simcse_batch_size: int = 64  # in-batch negatives: bigger is better, upstream used 128
+    simcse_gradient_accumulation_steps: int = 1
+    simcse_max_seq_length: int = 128
+    simcse_lora_r: int = 16
+    simcse_lora_alpha: int = 0  # 0 = 2 * r
+    simcse_lora_dropout: float = 0.05
+    simcse_dropout: float = 0.3
+    temperature: float = 0.05  # upstream loss_scale 20 = 1 / temperature
+    pooling_mode: Literal["mean"] = "mean"
+
+    # Shared.
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    dtype: DType = "auto"  # auto: bfloat16 on a CUDA GPU that supports it, float32 otherwise
+    attn_implementation: AttnImplementation = "sdpa"
+    gradient_checkpointing: bool = True
+
+    # Evaluation: retrieval on corpora/retrieval/val.jsonl, falling back to train+val when the
+    # held-out split has fewer queries than this.
+    min_eval_queries: int = 10
+    eval_batch_size: int = 16
+
+    def lora_alpha(self, stage: Literal["mntp", "simcse"]) -> int:
+        """The LoRA alpha a stage uses (2 * r when left at 0, as upstream)."""
+        r = self.mntp_lora_r if stage == "mntp" else self.simcse_lora_r
+        alpha = self.mntp_lora_alpha if stage == "mntp" else self.simcse_lora_alpha
+        return alpha or 2 * r
+
+    def problems(self) -> list[str]:
+        check = Checks()
+        check.require(bool(self.text_sources), "text_sources", "give at least one source")
+        check.require(
+            len(set(self.text_sources)) == len(self.text_sources),
+            "text_sources",
+            "lists a source twice; give each once",
+        )
+        check.at_least("max_train_texts", self.max_train_texts, 0)
+        for stage in ("mntp", "simcse"):
+            check.at_least(f"{stage}_steps", getattr(self, f"{stage}_steps"), 1)
+            check.positive(f"{stage}_learning_rate", getattr(self, f"{stage}_learning_rate"))
+            check.at_least(
+                f"{stage}_gradient_accumulation_steps",
+                getattr(self, f"{stage}_gradient_accumulation_steps"),
+                1,
+            )
+            check.at_least(f"{stage}_max_seq_length", getattr(self, f"{stage}_max_seq_length"), 8)
+            check.at_least(f"{stage}_lora_r", getattr(self, f"{stage}_lora_r"), 1)
+            check.at_least(f"{stage}_lora_alpha", getattr(self, f"{stage}_lora_alpha"), 0)
+            check.fraction(f"{stage}_lora_dropout", getattr(self, f"{stage}_lora_dropout"))
+        check.at_least("mntp_batch_size", self.mntp_batch_size, 1)
+        # One text per batch has no in-batch negative: InfoNCE would be identically zero.
+        check.at_least("simcse_batch_size", self.simcse_batch_size, 2)
+        check.require(
+            0 < self.mlm_probability < 1,
+            "mlm_probability",
+            f"must be between 0 and 1, exclusive (got {self.mlm_probability})",
+        )
+        check.fraction("simcse_dropout", self.simcse_dropout)
+        check.require(
+            0 < self.temperature <= 10,
+            "temperature",
+            f"must be in (0, 10] (got {self.temperature}); upstream loss_scale 20 is 0.05",
+        )
+        check.at_least("weight_decay", self.weight_decay, 0)
+        check.positive("max_grad_norm", self.max_grad_norm)
+        check.at_least("min_eval_queries", self.min_eval_queries, 1)
+        check.at_least("eval_batch_size", self.eval_batch_size, 1)
+        for name in ("mntp_config", "simcse_config"):
+            value = getattr(self, name)
+            check.require(
+                not isinstance(value, str) or bool(value.strip()),
+                name,
+                "is an empty path; give a JSON file path, a mapping, or leave it unset",
+            )
+        return check.found

@@ -1,0 +1,222 @@
+"""Text for the llm2vec stage: training texts from the datasets artifact, and the retrieval eval set.
+
+MNTP and SimCSE are unsupervised: they need plain texts, not pairs. Each record contributes its
+separate pieces (an instruction and its answer, each conversation turn, a retrieval query and each
+passage, a module record's turns and the code fact it was mined from), so SimCSE sees sentence- to
+paragraph-sized texts and no pairing information leaks from the retrieval split into training.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monGARS.mlops.errors import MongarsError
+
+CORPUS_SOURCES = ("instruction", "reasoning", "conversation", "retrieval")
+MODULE_SOURCE = "module"
+# Strings from a module record's ``fact`` shorter than this are names and paths, not text.
+_MIN_FACT_CHARS = 20
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a JSONL file, with a one-line error naming the file and line when malformed."""
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise MongarsError(f"datasets: {path} cannot be read ({error})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise MongarsError(f"datasets: {path} line {number} is not JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise MongarsError(f"datasets: {path} line {number} is not a JSON object")
+        records.append(record)
+    return records
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key in sorted(value):
+            yield from _strings(value[key])
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _message_texts(record: dict[str, Any]) -> Iterator[str]:
+    for message in record.get("messages") or []:
+        if isinstance(message, dict) and message.get("role") != "system":
+            content = message.get("content")
+            if isinstance(content, str):
+                yield content
+
+
+def record_texts(source: str, record: dict[str, Any]) -> Iterator[str]:
+    """The separate texts one record of ``source`` contributes."""
+    if source == "instruction":
+        prompt = "\n".join(
+            part for part in (record.get("instruction"), record.get("input")) if isinstance(part, str)
+        )
+        yield prompt
+        yield str(record.get("output") or "")
+    elif source == "reasoning":
+        yield str(record.get("question") or "")
+        yield "\n".join(
+            part
+            for part in (record.get("reasoning"), record.get("answer"))
+            if isinstance(part, str)
+        )
+    elif source == "conversation":
+        yield from _message_texts(record)
+    elif source == "retrieval":
+        yield str(record.get("query") or "")
+        yield from _strings(record.get("positives") or [])
+        yield from _strings(record.get("negatives") or [])
+    elif source == MODULE_SOURCE:
+        yield from _message_texts(record)
+        for text in _strings(record.get("fact") or {}):
+            if len(text.strip()) >= _MIN_FACT_CHARS:
+                yield text
+    else:
+        raise MongarsError(f"text_sources: unknown source {source!r}")
+
+
+@dataclass
+class TrainingTexts:
+    """Deduplicated, shuffled training texts and where they came from."""
+
+    texts: list[str]
+    counts: dict[str, int] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+def source_path(datasets_dir: Path, source: str, module: str | None) -> Path:
+    if source == MODULE_SOURCE:
+        return datasets_dir / "modules" / str(module) / "train.jsonl"
+    return datasets_dir / "corpora" / source / "train.jsonl"
+
+
+def load_training_texts(
+    datasets_dir: str | Path,
+    module: str | None,
+    sources: Sequence[str],
+    *,
+    seed: int,
+    max_texts: int = 0,
+) -> TrainingTexts:
+    """Texts from the train splits of ``sources``; only the train split, never val."""
+    root = Path(datasets_dir)
+    if not root.is_dir():
+        raise MongarsError(f"datasets_dir: {root} is not a folder; pass the datasets artifact")
+    if MODULE_SOURCE in sources and module is not None:
+        module_dir = root / "modules" / module
+        if not module_dir.is_dir():
+            available = sorted(p.name for p in (root / "modules").glob("*") if p.is_dir())
+            raise MongarsError(
+                f"module: {module!r} has no folder in {root / 'modules'}; "
+                f"modules in this datasets artifact: {', '.join(available) or 'none'}"
+            )
+    seen: set[str] = set()
+    texts: list[str] = []
+    counts: dict[str, int] = {}
+    missing: list[str] = []
+    for source in sources:
+        if source == MODULE_SOURCE and module is None:
+            missing.append(source)
+            continue
+        path = source_path(root, source, module)
+        if not path.is_file():
+            missing.append(source)
+            continue
+        added = 0
+        for record in read_jsonl(path):
+            for text in record_texts(source, record):
+                cleaned = text.strip()
+                if cleaned and cleaned not in seen:
+                    seen.add(cleaned)
+                    texts.append(cleaned)
+                    added += 1
+        counts[source] = added
+    random.Random(seed).shuffle(texts)
+    if max_texts:
+        texts = texts[:max_texts]
+    return TrainingTexts(texts=texts, counts=counts, missing=missing)
+
+
+@dataclass
+class RetrievalSet:
+    """Queries against a pool of passages; ``relevant[i]`` holds the pool indices of query i."""
+
+    queries: list[str]
+    passages: list[str]
+    relevant: list[set[int]]
+    split: str
+    note: str = ""
+
+
+def build_retrieval_set(records: Sequence[dict[str, Any]], split: str, note: str = "") -> RetrievalSet:
+    """Pool every positive and negative passage once; each query's positives are its relevant set."""
+    index: dict[str, int] = {}
+    passages: list[str] = []
+    queries: list[str] = []
+    relevant: list[set[int]] = []
+
+    def pool(text: str) -> int:
+        if text not in index:
+            index[text] = len(passages)
+            passages.append(text)
+        return index[text]
+
+    for record in records:
+        query = record.get("query")
+        positives = [p.strip() for p in record.get("positives") or [] if isinstance(p, str)]
+        positives = [p for p in positives if p]
+        if not isinstance(query, str) or not query.strip() or not positives:
+            continue
+        negatives = [n.strip() for n in record.get("negatives") or [] if isinstance(n, str)]
+        queries.append(query.strip())
+        relevant.append({pool(p) for p in positives})
+        for negative in negatives:
+            if negative:
+                pool(negative)
+    return RetrievalSet(queries, passages, relevant, split, note)
+
+
+def load_retrieval_eval(datasets_dir: str | Path, min_queries: int) -> RetrievalSet:
+    """The held-out retrieval split, or train+val when val has fewer than ``min_queries`` queries.
+
+    The fallback is announced in ``note`` (and so in metrics.json): train passages are also MNTP and
+    SimCSE training text (never their pairing), so such figures are less clean than held-out ones.
+    """
+    folder = Path(datasets_dir) / "corpora" / "retrieval"
+    val_path, train_path = folder / "val.jsonl", folder / "train.jsonl"
+    val_records = read_jsonl(val_path) if val_path.is_file() else []
+    held_out = build_retrieval_set(val_records, "val")
+    if len(held_out.queries) >= min_queries:
+        return held_out
+    train_records = read_jsonl(train_path) if train_path.is_file() else []
+    combined = build_retrieval_set(
+        [*train_records, *val_records],
+        "train+val",
+        note=(
+            f"val has {len(held_out.queries)} usable queries (< min_eval_queries={min_queries}); "
+            "evaluated on train+val, whose passages are also unsupervised training text"
+        ),
+    )
+    if not combined.queries:
+        raise MongarsError(
+            f"datasets_dir: no usable retrieval records in {folder} (train.jsonl/val.jsonl); "
+            "build the datasets with a retrieval source"
+        )
+    return combined

@@ -1,0 +1,96 @@
+"""The LoRA plumbing both llm2vec phases share: attach, train for N optimizer steps, merge.
+
+Each phase trains a fresh LoRA on the attention and MLP projections and merges it into the weights
+before the next phase starts, as upstream LLM2Vec does (MNTP adapter merged under SimCSE's).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.training.llm2vec_config import LORA_TARGET_MODULES
+
+
+def add_lora(model: Any, r: int, alpha: int, dropout: float) -> Any:
+    """Wrap ``model`` in a PEFT LoRA on every projection it has (injected in place)."""
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [name for name in LORA_TARGET_MODULES if name in present]
+    if not targets:
+        raise MongarsError(
+            f"model: none of {', '.join(LORA_TARGET_MODULES)} found in {type(model).__name__}; "
+            "use a Llama, Mistral or Qwen2 model"
+        )
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none"
+    )
+    return get_peft_model(model, config)
+
+
+def merge_lora(peft_model: Any) -> Any:
+    """Fold the LoRA into the base weights and return the plain model."""
+    return peft_model.merge_and_unload()
+
+
+def cycle_batches(texts: Sequence[str], batch_size: int, seed: int) -> Iterator[list[str]]:
+    """Endless batches of ``batch_size`` texts, reshuffled (seeded) every pass over the data."""
+    if not texts:
+        raise MongarsError("text_sources: no training text found; check the datasets artifact")
+    rng = random.Random(seed)
+    order = list(texts)
+    while True:
+        rng.shuffle(order)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
+        if len(order) < batch_size:
+            # Fewer texts than one batch: use them all (SimCSE callers refuse this case earlier).
+            yield list(order)
+
+
+def train_steps(
+    model: Any,
+    micro_step: Callable[[], Any],
+    *,
+    steps: int,
+    accumulation: int,
+    learning_rate: float,
+    weight_decay: float,
+    max_grad_norm: float,
+    phase: str,
+) -> list[float]:
+    """Run ``steps`` AdamW updates of ``accumulation`` micro-batches each; return the step losses.
+
+    ``micro_step`` computes one micro-batch's loss. A non-finite loss stops the run with a one-line
+    error naming the phase, instead of saving a broken encoder.
+    """
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise MongarsError(f"{phase}: no trainable parameters; the LoRA was not attached")
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+    model.train()
+    losses: list[float] = []
+    for step in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(accumulation):
+            loss = micro_step()
+            (loss / accumulation).backward()
+            total += float(loss.detach())
+        value = total / accumulation
+        if not math.isfinite(value):
+            raise MongarsError(
+                f"{phase}: loss became {value} at step {step + 1}; lower {phase}_learning_rate"
+            )
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+        losses.append(value)
+    optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    return losses

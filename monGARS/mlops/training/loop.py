@@ -1,0 +1,98 @@
+"""The training loop: transformers' Trainer on pre-tokenized chats with our own collator.
+
+The plain Trainer (not trl's SFTTrainer) keeps the label mask from ``chat_data`` exactly what is
+trained, and uses only arguments that are the same in the CPU stack (transformers 5.24) and the
+CUDA/Unsloth image (transformers <= 5.17): warmup is passed in steps, not as a ratio.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import Trainer, TrainingArguments
+
+from monGARS.mlops.training.backends import Environment, MemoryPlan
+from monGARS.mlops.training.sft_config import SFTConfig
+
+
+class CountingTrainer(Trainer):
+    """A Trainer that counts the real (non-padding) tokens it trains on and its time in eval."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.trained_tokens = 0
+        self.eval_seconds = 0.0
+
+    def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        self.trained_tokens += int(inputs["attention_mask"].sum())
+        return super().training_step(model, inputs, *args, **kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        start = time.perf_counter()
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self.eval_seconds += time.perf_counter() - start
+
+
+def total_steps(config: SFTConfig, train_examples: int, plan: MemoryPlan) -> int:
+    """Optimizer steps of the run, computed the way the Trainer does."""
+    if config.max_steps >= 1:
+        return config.max_steps
+    batches = math.ceil(train_examples / plan.batch_size)
+    per_epoch = max(math.ceil(batches / plan.gradient_accumulation_steps), 1)
+    return math.ceil(config.epochs * per_epoch)
+
+
+def training_arguments(
+    config: SFTConfig,
+    plan: MemoryPlan,
+    env: Environment,
+    backend: str,
+    output_dir: Path,
+    *,
+    steps: int,
+    save: bool,
+    evaluate: bool,
+) -> TrainingArguments:
+    """TrainingArguments of one run; the Trainer's own checkpointing when ``save``."""
+    extra: dict[str, Any] = {}
+    # Unsloth applies its own gradient checkpointing inside the model.
+    trainer_gc = plan.gradient_checkpointing and backend == "hf" and env.cuda
+    if trainer_gc:  # passed only when on: 5.24 renamed it, and warns on the old name
+        extra["gradient_checkpointing"] = True
+        extra["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=plan.batch_size,
+        per_device_eval_batch_size=plan.batch_size,
+        gradient_accumulation_steps=plan.gradient_accumulation_steps,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=math.ceil(steps * config.warmup_ratio),
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        optim="adamw_torch",
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=config.eval_steps,
+        save_strategy="steps" if save else "no",
+        save_steps=config.save_steps,
+        save_total_limit=2 if save else None,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=env.cuda and env.bf16,
+        fp16=env.cuda and not env.bf16,
+        use_cpu=not env.cuda,
+        report_to="none",
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        **extra,
+    )

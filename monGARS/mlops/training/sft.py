@@ -1,0 +1,387 @@
+"""The sft stage: LoRA / QLoRA supervised fine-tuning of one module, resumable after a kill.
+
+``train_sft`` checks everything it can before loading a model (config, base model folder, dataset
+files, backend, target modules, memory plan), then trains with the Trainer on pre-tokenized chats,
+evaluates on the module's val split before, during and after training, and writes its output
+folder atomically::
+
+    adapter/               PEFT LoRA adapter + the tokenizer (with the chat template used)
+    training_config.json   resolved config, backend, memory plan, base model, versions
+    metrics.json           losses, steps, tokens/s, peak memory, record counts, loss history
+    loss_curve.png         train/eval loss against the step
+    loss_curve.html        the PNG embedded (base64) with a table, for a dsl.HTML artifact
+
+Run as ``python -m monGARS.mlops.training.sft --base-model DIR --datasets DIR --module M --out DIR
+[--config FILE] [--set key=value ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from monGARS.mlops.atomic import atomic_dir, sha256_file, write_json
+from monGARS.mlops.base_model import check_model_folder
+from monGARS.mlops.configs import config_to_dict, read_config_file
+from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.names import check_safe_name
+from monGARS.mlops.training.backends import (
+    Environment,
+    LoraSettings,
+    MemoryPlan,
+    check_target_modules,
+    detect_environment,
+    linear_module_names,
+    load_for_training,
+    plan_memory,
+    select_backend,
+)
+from monGARS.mlops.training.chat_data import (
+    CORPUS_KINDS,
+    ChatCollator,
+    ChatDataset,
+    TokenizedSplit,
+    ensure_chat_template,
+    load_french_records,
+    load_module_records,
+    mix_records,
+    tokenize_records,
+)
+from monGARS.mlops.training.checkpoints import CheckpointStore, checkpoint_callback, hash_tree, run_key
+from monGARS.mlops.training.modeling import ADAPTER_SUBDIR, load_tokenizer
+from monGARS.mlops.training.sft_config import SFTConfig, load_sft_config
+
+# Fields that change where or how often things are written, not what is trained.
+_KEY_EXCLUDED = ("checkpoint_root", "logging_steps", "eval_steps", "save_steps")
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for package in ("mongars-mlops", "torch", "transformers", "peft", "accelerate", "unsloth"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _dataset_files(datasets_dir: Path, module: str, with_corpora: bool) -> list[Path]:
+    files = [datasets_dir / "modules" / module / f"{split}.jsonl" for split in ("train", "val")]
+    if with_corpora:
+        for kind in CORPUS_KINDS:
+            path = datasets_dir / "corpora" / kind / "train.jsonl"
+            if path.is_file():
+                files.append(path)
+    return files
+
+
+def _key_inputs(
+    config: SFTConfig,
+    base_model_dir: Path,
+    datasets_dir: Path,
+    module: str,
+    backend: str,
+    plan: MemoryPlan,
+) -> dict[str, Any]:
+    """What the checkpoint location hashes: every input that changes the trained adapter."""
+    resolved = {k: v for k, v in config_to_dict(config).items() if k not in _KEY_EXCLUDED}
+    files = _dataset_files(datasets_dir, module, config.french_mix_ratio > 0)
+    return {
+        "base_model": hash_tree(base_model_dir),
+        "datasets": {p.relative_to(datasets_dir).as_posix(): sha256_file(p) for p in files},
+        "module": module,
+        "config": resolved,
+        "backend": backend,
+        "plan": [plan.batch_size, plan.gradient_accumulation_steps, plan.gradient_checkpointing],
+        "code": _versions().get("mongars-mlops", "source"),
+    }
+
+
+def _peak_memory_mb(cuda: bool) -> tuple[float, str]:
+    if cuda:
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated"
+    # ru_maxrss is in KiB on Linux: the process's peak resident memory.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_peak_rss"
+
+
+def _prepare_data(
+    config: SFTConfig, tokenizer: Any, datasets_dir: Path, module: str
+) -> tuple[TokenizedSplit, TokenizedSplit, dict[str, int]]:
+    module_train = load_module_records(datasets_dir, module, "train")
+    val_records = load_module_records(datasets_dir, module, "val")
+    french: list[dict[str, Any]] = []
+    if config.french_mix_ratio > 0:
+        french = load_french_records(datasets_dir, "train")
+        if not french:
+            raise MongarsError(
+                f"french_mix_ratio: {config.french_mix_ratio} asks for French records but "
+                f"{datasets_dir}/corpora has no instruction, reasoning or conversation train.jsonl; "
+                "set french_mix_ratio=0 or build the corpora"
+            )
+    train_records = mix_records(module_train, french, config.french_mix_ratio, config.seed)
+    train = tokenize_records(tokenizer, train_records, config.max_seq_length)
+    val = tokenize_records(tokenizer, val_records, config.max_seq_length)
+    if not train.examples:
+        raise MongarsError(
+            f"module: no training record of {module} keeps an assistant token within "
+            f"max_seq_length={config.max_seq_length}; raise max_seq_length or check the data"
+        )
+    counts = {
+        "module_train_records": len(module_train),
+        "french_train_records": len(train_records) - len(module_train),
+    }
+    return train, val, counts
+
+
+def train_sft(
+    config: SFTConfig | dict[str, Any],
+    base_model_dir: str | Path,
+    datasets_dir: str | Path,
+    module: str,
+    out_dir: str | Path,
+    *,
+    base_model_name: str | None = None,
+    env: Environment | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``module``'s LoRA adapter; write ``out_dir`` atomically; return flat metadata."""
+    if not isinstance(config, SFTConfig):
+        config = load_sft_config(config)
+    check_safe_name("module", module)
+    base = Path(base_model_dir)
+    datasets = Path(datasets_dir)
+    if not base.exists():
+        raise MongarsError(f"base_model: {base} does not exist; give the fetched model folder")
+    model_config = check_model_folder(base, "base_model")
+    if not (datasets / "modules").is_dir():
+        raise MongarsError(f"datasets: {datasets} has no modules/ folder; run build_datasets first")
+    # Probed before transformers is imported, so Unsloth can patch it.
+    env = env or detect_environment(probe_unsloth=config.backend != "hf")
+    backend = select_backend(config.backend, env)
+    check_target_modules(
+        config.target_modules, linear_module_names(base), str(model_config["model_type"])
+    )
+    plan = plan_memory(
+        model_config,
+        device="cuda" if env.cuda else "cpu",
+        vram_budget_mb=config.vram_budget_mb,
+        batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_seq_length=config.max_seq_length,
+        lora_r=config.lora_r,
+    )
+    tokenizer = load_tokenizer(base)
+    template_installed = ensure_chat_template(tokenizer)
+    train, val, counts = _prepare_data(config, tokenizer, datasets, module)
+    name = base_model_name or base.name
+
+    store = None
+    if config.checkpoint_root:
+        key = run_key(_key_inputs(config, base, datasets, module, backend, plan))
+        store = CheckpointStore(config.checkpoint_root, f"sft-{module}-{key}")
+    scratch_root = None if store else Path(tempfile.mkdtemp(prefix=f"sft-{module}-"))
+    try:
+        with atomic_dir(out_dir) as scratch:
+            metrics, log_history = _train(
+                config, base, backend, env, plan, tokenizer, train, val, store, scratch_root, scratch
+            )
+            metrics.update(counts)
+            metrics["train_records"] = train.records
+            metrics["val_records"] = val.records
+            metrics["dropped_records"] = train.dropped_empty + val.dropped_empty
+            metrics["truncated_records"] = train.truncated + val.truncated
+            write_json(scratch / "metrics.json", metrics)
+            write_json(
+                scratch / "training_config.json",
+                {
+                    "config": config_to_dict(config),
+                    "backend": backend,
+                    "device": "cuda" if env.cuda else "cpu",
+                    "base_model": name,
+                    "model_type": model_config["model_type"],
+                    "module": module,
+                    "memory_plan": {
+                        "batch_size": plan.batch_size,
+                        "gradient_accumulation_steps": plan.gradient_accumulation_steps,
+                        "gradient_checkpointing": plan.gradient_checkpointing,
+                        "estimated_mb": plan.estimated_mb,
+                        "reason": plan.reason,
+                    },
+                    "chat_template_installed": template_installed,
+                    "checkpoint_location": store.location if store else "",
+                    "versions": _versions(),
+                },
+            )
+            from monGARS.mlops.training.loss_curve import write_loss_curve
+
+            write_loss_curve(
+                log_history,
+                scratch / "loss_curve.png",
+                scratch / "loss_curve.html",
+                f"sft {module} — {name} ({backend})",
+            )
+    finally:
+        if store:
+            store.close()
+        if scratch_root:
+            import shutil
+
+            shutil.rmtree(scratch_root, ignore_errors=True)
+    return {
+        "base_model": name,
+        "backend": backend,
+        "device": "cuda" if env.cuda else "cpu",
+        "module": module,
+        **{
+            k: metrics[k]
+            for k in (
+                "steps",
+                "resumed_from_step",
+                "train_loss_first",
+                "train_loss_last",
+                "eval_loss_before",
+                "eval_loss_after",
+                "tokens_per_second",
+                "peak_memory_mb",
+                "train_records",
+                "val_records",
+            )
+        },
+    }
+
+
+def _train(
+    config: SFTConfig,
+    base: Path,
+    backend: str,
+    env: Environment,
+    plan: MemoryPlan,
+    tokenizer: Any,
+    train: TokenizedSplit,
+    val: TokenizedSplit,
+    store: CheckpointStore | None,
+    scratch_root: Path | None,
+    scratch: Path,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Load, train, evaluate and save the adapter into ``scratch``; return metrics and the log."""
+    from monGARS.mlops.training.loop import CountingTrainer, total_steps, training_arguments
+
+    if env.cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    lora = LoraSettings(
+        config.lora_r,
+        config.lora_alpha,
+        config.lora_dropout,
+        list(config.target_modules),
+        config.seed,
+        config.max_seq_length,
+    )
+    model = load_for_training(backend, base, lora, plan, env)
+    evaluate = bool(val.examples)
+    output_dir = store.local_dir if store else scratch_root
+    assert output_dir is not None
+    arguments = training_arguments(
+        config,
+        plan,
+        env,
+        backend,
+        output_dir,
+        steps=total_steps(config, len(train.examples), plan),
+        save=store is not None,
+        evaluate=evaluate,
+    )
+    trainer = CountingTrainer(
+        model=model,
+        args=arguments,
+        train_dataset=ChatDataset(train.examples),
+        eval_dataset=ChatDataset(val.examples) if evaluate else None,
+        data_collator=ChatCollator(tokenizer.pad_token_id),
+        callbacks=[checkpoint_callback(store)] if store else None,
+    )
+    resume = store.prepare() if store else None
+    eval_before = trainer.evaluate()["eval_loss"] if evaluate else None
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_seconds = time.perf_counter() - start - trainer.eval_seconds
+    eval_after = trainer.evaluate()["eval_loss"] if evaluate else None
+    model.save_pretrained(str(scratch / ADAPTER_SUBDIR))
+    tokenizer.save_pretrained(str(scratch / ADAPTER_SUBDIR))
+
+    history = [dict(entry) for entry in trainer.state.log_history]
+    if eval_before is not None:  # logged before train() reset the state: put it back at step 0
+        history.insert(0, {"step": 0, "eval_loss": eval_before})
+    losses = [(e["step"], e["loss"]) for e in history if "loss" in e]
+    peak_mb, peak_kind = _peak_memory_mb(env.cuda)
+    metrics: dict[str, Any] = {
+        "steps": int(trainer.state.global_step),
+        "resumed_from_step": int(resume.name.rsplit("-", 1)[1]) if resume else 0,
+        "train_loss_first": losses[0][1] if losses else None,
+        "train_loss_last": losses[-1][1] if losses else None,
+        "eval_loss_before": eval_before,
+        "eval_loss_after": eval_after,
+        "trained_tokens": trainer.trained_tokens,
+        "train_seconds": round(train_seconds, 3),
+        "tokens_per_second": round(trainer.trained_tokens / train_seconds, 1)
+        if train_seconds > 0
+        else 0.0,
+        "peak_memory_mb": round(peak_mb, 1),
+        "peak_memory_kind": peak_kind,
+        "loss_history": [{"step": s, "loss": v} for s, v in losses],
+        "eval_history": [
+            {"step": e["step"], "eval_loss": e["eval_loss"]} for e in history if "eval_loss" in e
+        ],
+    }
+    return metrics, history
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise MongarsError(f"--set {pair!r}: expected key=value")
+        values[key.strip()] = raw
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry: train one module; print the metadata as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m monGARS.mlops.training.sft")
+    parser.add_argument("--base-model", required=True, help="base model folder")
+    parser.add_argument("--datasets", required=True, help="datasets artifact folder")
+    parser.add_argument("--module", required=True)
+    parser.add_argument("--out", required=True, help="output folder (written atomically)")
+    parser.add_argument("--config", help="YAML/JSON file of SFTConfig fields")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--base-model-name", default=None)
+    args = parser.parse_args(argv)
+    try:
+        values = read_config_file(args.config) if args.config else {}
+        values.update(_parse_sets(args.set))
+        metadata = train_sft(
+            load_sft_config(values),
+            args.base_model,
+            args.datasets,
+            args.module,
+            args.out,
+            base_model_name=args.base_model_name,
+        )
+    except MongarsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(metadata, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

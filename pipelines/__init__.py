@@ -1,0 +1,1 @@
+"""The monGARS pipeline definition, its compiled YAML and the kfp.local driver."""

@@ -1,0 +1,140 @@
+"""Run the pipeline on this machine with ``kfp.local`` (SubprocessRunner, caching on).
+
+Everything a run writes stays under ``<runs_root>/<run_id>/``: the KFP pipeline root with every
+artifact, the local cache, and ``state.json``. Running the same run id again resumes: unchanged
+stages are cache hits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from monGARS.mlops import stages
+from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.names import check_safe_name
+from monGARS.mlops.state import load_state, save_state, state_path
+
+CODE_FINGERPRINT_ENV = "MONGARS_CODE_FINGERPRINT"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_CACHE_HIT = re.compile(r"^Task (\S+) cache hit")
+_FINISHED = re.compile(r"^Task '?([^' ]+)'? finished with status (\w+)")
+
+
+@dataclass
+class LocalRunResult:
+    run_dir: Path
+    state_file: Path
+    outputs: dict[str, Any]
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+
+class _TaskLog(logging.Handler):
+    """Collects which tasks ran and which were served from the cache, from kfp.local's log."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.executed: list[str] = []
+        self.cached: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = _ANSI.sub("", record.getMessage())
+        if hit := _CACHE_HIT.match(message):
+            self.cached.append(hit.group(1))
+        elif (done := _FINISHED.match(message)) and done.group(2) == "SUCCESS":
+            self.executed.append(done.group(1))
+
+
+def code_fingerprint() -> str:
+    """Hash of the library's source and data files: a code change gives new local cache keys."""
+    import monGARS
+
+    root = Path(monGARS.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix in {".py", ".jsonl", ".json", ".yaml", ".txt"}:
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def run_local(
+    run_id: str,
+    parameters: dict[str, Any],
+    *,
+    runs_root: str | Path = "runs",
+    last_stage: str = "report",
+    hf_token: str | None = None,
+) -> LocalRunResult:
+    """Validate, then run the pipeline up to ``last_stage`` locally; record ``state.json``."""
+    check_safe_name("run_id", run_id)
+    run_dir = Path(runs_root).resolve() / run_id
+    load_state(run_dir)  # refuse a corrupted state before spending any time
+    resolved = stages.resolve_local_parameters(parameters)
+    stages.validate_parameters(resolved, last_stage)
+
+    from kfp import local
+
+    from pipelines.local_compat import enable_oneof_artifacts
+    from pipelines.mongars_pipeline import build_pipeline
+
+    enable_oneof_artifacts()
+    pipeline_root = run_dir / "kfp"
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        enable_caching=True,
+        cache_root=str(run_dir / "cache"),
+    )
+    pipeline = build_pipeline(last_stage, task_env={CODE_FINGERPRINT_ENV: code_fingerprint()})
+    task_log = _TaskLog()
+    root_logger = logging.getLogger()
+    previous_level = root_logger.level
+    root_logger.addHandler(task_log)
+    root_logger.setLevel(min(previous_level, logging.INFO) if previous_level else logging.INFO)
+    if hf_token:
+        os.environ["HF_TOKEN"] = hf_token  # reaches the task subprocesses, never their arguments
+    started = time.monotonic()
+    attempt: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "last_stage": last_stage,
+        "parameters": resolved,
+    }
+    outputs: dict[str, Any] | None = None
+    try:
+        task = pipeline(**resolved)
+        outputs = json.loads(task.output)
+        attempt["status"] = "succeeded"
+    except RuntimeError as error:
+        attempt["status"] = "failed"
+        first_line = _ANSI.sub("", str(error)).splitlines()[0]
+        raise MongarsError(
+            f"run {run_id}: {first_line}; the task log above shows the cause "
+            f"(artifacts under {pipeline_root})"
+        ) from None
+    finally:
+        root_logger.removeHandler(task_log)
+        root_logger.setLevel(previous_level)
+        attempt["wall_seconds"] = round(time.monotonic() - started, 2)
+        attempt["executed_tasks"] = task_log.executed
+        attempt["cached_tasks"] = task_log.cached
+        save_state(run_dir, run_id, attempt, outputs)
+    return LocalRunResult(
+        run_dir=run_dir,
+        state_file=state_path(run_dir),
+        outputs=outputs,
+        executed=task_log.executed,
+        cached=task_log.cached,
+        wall_seconds=attempt["wall_seconds"],
+    )

@@ -1,0 +1,72 @@
+"""Where tasks run on a cluster: GPU placement, resources, retries, secrets and caches.
+
+Kubernetes settings are ignored by ``kfp.local``; tests assert them on the compiled YAML.
+"""
+
+from __future__ import annotations
+
+from kfp import dsl, kubernetes
+
+GPU_STAGES = ("sft", "llm2vec", "raft")
+
+# Requests/limits per stage: (cpu request, cpu limit, memory request, memory limit). Sized for a
+# 7B QLoRA run on one GPU; the CPU stages stream data and stay small.
+RESOURCES: dict[str, tuple[str, str, str, str]] = {
+    "fetch_base_model": ("1", "2", "4G", "16G"),
+    "build_datasets": ("2", "4", "4G", "16G"),
+    "sft": ("4", "8", "32G", "64G"),
+    "llm2vec": ("4", "8", "32G", "64G"),
+    "raft": ("4", "8", "32G", "64G"),
+    "export": ("4", "8", "32G", "96G"),
+    "report": ("500m", "1", "1G", "2G"),
+}
+
+HF_TOKEN_SECRET_KEY = "token"
+HF_TOKEN_ENV = "HF_TOKEN"
+MODEL_CACHE_MOUNT = "/var/cache/mongars"
+SHM_MOUNT = "/dev/shm"
+
+
+def set_resources(task: dsl.PipelineTask, stage: str) -> None:
+    cpu_request, cpu_limit, memory_request, memory_limit = RESOURCES[stage]
+    task.set_cpu_request(cpu_request).set_cpu_limit(cpu_limit)
+    task.set_memory_request(memory_request).set_memory_limit(memory_limit)
+
+
+def place_on_gpu(
+    task: dsl.PipelineTask,
+    accelerator_type: dsl.PipelineParameterChannel,
+    accelerator_limit: dsl.PipelineParameterChannel,
+    node_selector: dsl.PipelineParameterChannel,
+    tolerations: dsl.PipelineParameterChannel,
+) -> None:
+    """GPU node pool, accelerator limit, shared memory for data loaders, retries on preemption.
+
+    A retried task restarts with the same inputs, so sft resumes from its stable checkpoint folder.
+    """
+    task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_limit)
+    kubernetes.add_node_selector_json(task, node_selector)
+    kubernetes.add_toleration_json(task, tolerations)
+    kubernetes.empty_dir_mount(
+        task, volume_name="dshm", mount_path=SHM_MOUNT, medium="Memory", size_limit="16Gi"
+    )
+    task.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0,
+                   backoff_max_duration="3600s")
+
+
+def use_hf_token(task: dsl.PipelineTask, secret_name: dsl.PipelineParameterChannel) -> None:
+    """HF token from a Kubernetes Secret as ``HF_TOKEN``; optional so public models still work."""
+    kubernetes.use_secret_as_env(
+        task,
+        secret_name=secret_name,
+        secret_key_to_env={HF_TOKEN_SECRET_KEY: HF_TOKEN_ENV},
+        optional=True,
+    )
+
+
+def use_model_cache(task: dsl.PipelineTask, pvc_name: dsl.PipelineParameterChannel) -> None:
+    """Mount the shared (not per-run) model cache PVC; ``base_model`` downloads through it.
+
+    A fixed, named PVC keeps the task's cache key stable across runs (a per-run PVC would not).
+    """
+    kubernetes.mount_pvc(task, pvc_name=pvc_name, mount_path=MODEL_CACHE_MOUNT)

@@ -1,0 +1,123 @@
+"""Backend selection (availability injected) and the vram_budget_mb memory plan."""
+
+from __future__ import annotations
+
+import pytest
+
+from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.training.backends import (
+    Environment,
+    check_target_modules,
+    estimate_memory_mb,
+    plan_memory,
+    select_backend,
+)
+
+CPU = Environment(cuda=False, unsloth=False, unsloth_error="no CUDA device")
+GPU_NO_UNSLOTH = Environment(cuda=True, unsloth=False, unsloth_error="No module named 'unsloth'")
+GPU_UNSLOTH = Environment(cuda=True, unsloth=True, bf16=True)
+
+LLAMA_1B = {
+    "hidden_size": 2048,
+    "num_hidden_layers": 16,
+    "intermediate_size": 8192,
+    "vocab_size": 128256,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "tie_word_embeddings": True,
+}
+
+
+@pytest.mark.parametrize(
+    ("requested", "env", "expected"),
+    [
+        ("auto", CPU, "hf"),
+        ("auto", GPU_NO_UNSLOTH, "hf"),
+        ("auto", GPU_UNSLOTH, "unsloth"),
+        ("hf", GPU_UNSLOTH, "hf"),
+        ("hf", CPU, "hf"),
+        ("unsloth", GPU_UNSLOTH, "unsloth"),
+    ],
+)
+def test_select_backend(requested: str, env: Environment, expected: str) -> None:
+    assert select_backend(requested, env) == expected
+
+
+@pytest.mark.parametrize("env", [CPU, GPU_NO_UNSLOTH])
+def test_unsloth_requested_where_it_cannot_run(env: Environment) -> None:
+    with pytest.raises(MongarsError) as caught:
+        select_backend("unsloth", env)
+    message = str(caught.value)
+    assert message.startswith("backend: unsloth cannot run here")
+    assert env.unsloth_error in message and "backend=hf" in message
+
+
+def test_unknown_target_module_lists_the_models_linear_modules() -> None:
+    available = ["down_proj", "gate_proj", "k_proj", "lm_head", "o_proj", "q_proj", "v_proj"]
+    check_target_modules(["q_proj", "v_proj"], available, "llama")
+    with pytest.raises(MongarsError) as caught:
+        check_target_modules(["q_proj", "c_attn"], available, "llama")
+    assert str(caught.value) == (
+        "target_modules: c_attn not found in this llama model; its linear modules are "
+        "down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, v_proj"
+    )
+
+
+def _plan(budget: int, batch: int = 4, accumulation: int = 4, device: str = "cuda"):
+    return plan_memory(
+        LLAMA_1B,
+        device=device,
+        vram_budget_mb=budget,
+        batch_size=batch,
+        gradient_accumulation_steps=accumulation,
+        max_seq_length=2048,
+        lora_r=16,
+    )
+
+
+def test_cpu_and_zero_budget_keep_the_configured_batch() -> None:
+    cpu = _plan(1000, device="cpu")
+    assert (cpu.batch_size, cpu.gradient_accumulation_steps, cpu.gradient_checkpointing) == (
+        4,
+        4,
+        False,
+    )
+    unbounded = _plan(0)
+    assert (unbounded.batch_size, unbounded.gradient_accumulation_steps) == (4, 4)
+    assert unbounded.gradient_checkpointing
+
+
+def test_large_budget_runs_the_whole_effective_batch_without_checkpointing() -> None:
+    plan = _plan(200_000)
+    assert (plan.batch_size, plan.gradient_accumulation_steps) == (16, 1)
+    assert not plan.gradient_checkpointing
+    assert plan.estimated_mb <= 200_000
+
+
+def test_budget_shrinks_micro_batch_and_keeps_effective_batch() -> None:
+    previous = 17
+    for budget in (80_000, 40_000, 24_000, 16_000, 8_000):
+        plan = _plan(budget)
+        assert plan.batch_size * plan.gradient_accumulation_steps == 16
+        assert plan.estimated_mb <= budget
+        assert plan.batch_size <= previous
+        previous = plan.batch_size
+    # A small card needs checkpointing to fit even a handful of 2048-token sequences.
+    assert _plan(8_000).gradient_checkpointing
+
+
+def test_budget_too_small_is_refused_with_the_need() -> None:
+    need = estimate_memory_mb(LLAMA_1B, 16, 1, 2048, True)
+    with pytest.raises(MongarsError) as caught:
+        _plan(need - 1)
+    assert str(caught.value).startswith("vram_budget_mb: ")
+    assert f"about {need} MiB" in str(caught.value)
+    assert _plan(need).batch_size == 1
+
+
+def test_checkpointing_estimate_is_smaller() -> None:
+    plain = estimate_memory_mb(LLAMA_1B, 16, 4, 2048, False)
+    checkpointed = estimate_memory_mb(LLAMA_1B, 16, 4, 2048, True)
+    assert checkpointed < plain
+    # 4-bit weights of a 1.2B model plus bf16 embeddings: a few hundred MiB to ~1.5 GiB.
+    assert 1024 + 500 < estimate_memory_mb(LLAMA_1B, 16, 0, 2048, True) < 1024 + 1500
