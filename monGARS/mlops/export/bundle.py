@@ -51,7 +51,9 @@ class Bundle:
 
         path = self.file("chat", quant)
         if path not in self._chat:
-            self._chat[path] = llama_cpp.Llama(model_path=str(path), n_ctx=self.n_ctx, verbose=False)
+            self._chat[path] = llama_cpp.Llama(
+                model_path=str(path), n_ctx=self.n_ctx, verbose=False
+            )
         return self._chat[path]
 
     def generate(
@@ -67,7 +69,9 @@ class Bundle:
         if isinstance(prompt, str):
             result = llm.create_completion(prompt, max_tokens=max_tokens, temperature=temperature)
             return str(result["choices"][0]["text"])
-        result = llm.create_chat_completion(messages=prompt, max_tokens=max_tokens, temperature=temperature)
+        result = llm.create_chat_completion(
+            messages=prompt, max_tokens=max_tokens, temperature=temperature
+        )
         return str(result["choices"][0]["message"]["content"] or "")
 
     def embed(self, texts: str | list[str], *, normalize: bool = False) -> np.ndarray:
@@ -76,7 +80,9 @@ class Bundle:
 
         family = self.manifest.get("encoder")
         if not family:
-            raise MongarsError(f"bundle {self.root}: has no encoder; export it with an llm2vec output")
+            raise MongarsError(
+                f"bundle {self.root}: has no encoder; export it with an llm2vec output"
+            )
         if self._encoder is None:
             attention = (
                 llama_cpp.LLAMA_ATTENTION_TYPE_CAUSAL
@@ -122,14 +128,20 @@ def load_bundle(path: str | Path, *, n_ctx: int = 2048, check_hashes: bool = Fal
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise MongarsError(f"bundle: {root} has no {BUNDLE_JSON}; give an export output folder") from None
+        raise MongarsError(
+            f"bundle: {root} has no {BUNDLE_JSON}; give an export output folder"
+        ) from None
     except (OSError, json.JSONDecodeError) as error:
         raise MongarsError(f"bundle: {manifest_path} cannot be read ({error})") from None
     for kind in ("chat", "encoder"):
         for entry in ((manifest.get(kind) or {}).get("files") or {}).values():
             file_path = root / entry["path"]
             if not file_path.is_file() or file_path.stat().st_size != entry["bytes"]:
-                raise MongarsError(f"bundle: {file_path} is missing or truncated; re-run the export")
+                raise MongarsError(
+                    f"bundle: {file_path} is missing or truncated; re-run the export"
+                )
             if check_hashes and sha256_file(file_path) != entry["sha256"]:
-                raise MongarsError(f"bundle: {file_path} does not match its sha256; re-run the export")
+                raise MongarsError(
+                    f"bundle: {file_path} does not match its sha256; re-run the export"
+                )
     return Bundle(root=root, manifest=manifest, n_ctx=n_ctx)

@@ -43,7 +43,9 @@ def _as_config(config: ExportConfig | Mapping[str, Any] | None) -> ExportConfig:
     return load_config(ExportConfig, dict(config or {}))
 
 
-def _write_f16(config: ExportConfig, model_dir: Path, target: Path, name: str, pooling: str | None) -> dict[str, Any]:
+def _write_f16(
+    config: ExportConfig, model_dir: Path, target: Path, name: str, pooling: str | None
+) -> dict[str, Any]:
     """The f16 file, from the built-in writer or the user's converter; returns tokenizer facts."""
     from monGARS.mlops.export.hf_spec import read_model_spec
     from monGARS.mlops.export.tokenizer_meta import read_tokenizer_meta
@@ -64,7 +66,13 @@ def _write_f16(config: ExportConfig, model_dir: Path, target: Path, name: str, p
 
 
 def _write_family(
-    config: ExportConfig, model_dir: Path, stage: Path, module: str, kind: str, quants: list[str], pooling: str | None
+    config: ExportConfig,
+    model_dir: Path,
+    stage: Path,
+    module: str,
+    kind: str,
+    quants: list[str],
+    pooling: str | None,
 ) -> tuple[dict[str, Path], dict[str, Any]]:
     files = {"f16": stage / gguf_file_name(module, kind, "f16")}
     facts = _write_f16(config, model_dir, files["f16"], f"{module}-{kind}", pooling)
@@ -74,7 +82,9 @@ def _write_family(
     return files, facts
 
 
-def _verify_chat(config: ExportConfig, model_dir: Path, files: dict[str, Path], facts: dict[str, Any]) -> dict[str, Any]:
+def _verify_chat(
+    config: ExportConfig, model_dir: Path, files: dict[str, Path], facts: dict[str, Any]
+) -> dict[str, Any]:
     from monGARS.mlops.export.reference import chat_reference
     from monGARS.mlops.export.verify import verify_chat_file
 
@@ -92,7 +102,6 @@ def _verify_chat(config: ExportConfig, model_dir: Path, files: dict[str, Path], 
                 min_cosine=min_cosine,
                 max_rel_diff=max_rel,
                 generate_tokens=config.generate_tokens,
-                n_ctx=config.n_ctx,
                 check_special_text=special_parity,
                 exact_next_token=quant == "f16",
             ),
@@ -100,7 +109,9 @@ def _verify_chat(config: ExportConfig, model_dir: Path, files: dict[str, Path], 
     return results
 
 
-def _verify_encoder(config: ExportConfig, model_dir: Path, files: dict[str, Path], pooling: str) -> dict[str, Any]:
+def _verify_encoder(
+    config: ExportConfig, model_dir: Path, files: dict[str, Path], pooling: str
+) -> dict[str, Any]:
     from monGARS.mlops.export.reference import encoder_reference
     from monGARS.mlops.export.verify import verify_encoder_file
 
@@ -108,12 +119,14 @@ def _verify_encoder(config: ExportConfig, model_dir: Path, files: dict[str, Path
     results = {}
     for quant, path in files.items():
         # Quantised encoders get the quant tier's cosine bound, never looser than the config's.
-        bound = config.encoder_min_cosine if quant == "f16" else min(
-            config.encoder_min_cosine, config.logit_bounds(quant)[0]
+        bound = (
+            config.encoder_min_cosine
+            if quant == "f16"
+            else min(config.encoder_min_cosine, config.logit_bounds(quant)[0])
         )
         results[path.name] = {
             "quant": quant,
-            **verify_encoder_file(path, reference, min_cosine=bound, n_ctx=config.n_ctx),
+            **verify_encoder_file(path, reference, min_cosine=bound),
         }
     return results
 
@@ -140,7 +153,11 @@ def _file_entries(stage: Path, files: dict[str, Path], checks: dict[str, Any]) -
 
 
 def _failures(checks: dict[str, Any]) -> list[str]:
-    return [f"{name}: {'; '.join(result['problems'])}" for name, result in checks.items() if result["problems"]]
+    return [
+        f"{name}: {'; '.join(result['problems'])}"
+        for name, result in checks.items()
+        if result["problems"]
+    ]
 
 
 def export_module(
@@ -177,7 +194,9 @@ def export_module(
             enc_dir, enc_json = encoder_folder(encoder_dir, base_model_dir, scratch)
             pooling = read_encoder_pooling(enc_json)
             enc_quants = quants if cfg.quantize_encoder else []
-            encoder_files, enc_facts = _write_family(cfg, enc_dir, stage, module, "encoder", enc_quants, pooling)
+            encoder_files, enc_facts = _write_family(
+                cfg, enc_dir, stage, module, "encoder", enc_quants, pooling
+            )
             spec = enc_facts.get("spec")
             encoder_info = {
                 "pooling": pooling,
@@ -192,7 +211,9 @@ def export_module(
                 checks.update(_verify_encoder(cfg, enc_dir, encoder_files, encoder_info["pooling"]))
             failures = _failures(checks)
             if failures:
-                raise MongarsError(f"export: verification failed for module {module}: " + " | ".join(failures))
+                raise MongarsError(
+                    f"export: verification failed for module {module}: " + " | ".join(failures)
+                )
 
         default_chat = _default_quant(quants)
         tokenizer = load_tokenizer(chat_dir)
@@ -201,7 +222,9 @@ def export_module(
             gguf_file_name(module, "chat", default_chat),
             tokenizer,
             eot_id=meta.eot_id if meta is not None else None,
-            n_ctx=cfg.n_ctx,
+            n_ctx=min(cfg.n_ctx, spec_context)
+            if (spec_context := _context_length(chat_dir))
+            else cfg.n_ctx,
         )
         write_text(stage / MODELFILE, modelfile)
         verification = {
@@ -239,10 +262,24 @@ def export_module(
     return _metadata(bundle, checks)
 
 
+def _context_length(folder: Path) -> int | None:
+    import json
+
+    try:
+        value = json.loads((folder / "config.json").read_text(encoding="utf-8")).get(
+            "max_position_embeddings"
+        )
+    except (OSError, ValueError):
+        return None
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 def _config_causal(folder: Path) -> bool:
     import json
 
-    return bool(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("is_causal", True))
+    return bool(
+        json.loads((folder / "config.json").read_text(encoding="utf-8")).get("is_causal", True)
+    )
 
 
 def _metadata(bundle: dict[str, Any], checks: dict[str, Any]) -> dict[str, Any]:
@@ -265,7 +302,12 @@ def _metadata(bundle: dict[str, Any], checks: dict[str, Any]) -> dict[str, Any]:
             flat[f"{key}_sha256"] = entry["sha256"]
             total += entry["bytes"]
             check = checks.get(entry["path"], {})
-            for figure in ("logits_rel_diff", "logits_min_cosine", "top1_agreement", "embedding_min_cosine"):
+            for figure in (
+                "logits_rel_diff",
+                "logits_min_cosine",
+                "top1_agreement",
+                "embedding_min_cosine",
+            ):
                 if figure in check:
                     flat[f"{key}_{figure}"] = float(check[figure])
     flat["total_bytes"] = total

@@ -31,18 +31,30 @@ def build_export_args(template: str, model_dir: str | Path, gguf_path: str | Pat
     return args
 
 
-def run_export_cmd(template: str, model_dir: str | Path, gguf_path: str | Path, timeout_s: float = 6 * 3600) -> list[str]:
+def run_export_cmd(
+    template: str, model_dir: str | Path, gguf_path: str | Path, timeout_s: float = 6 * 3600
+) -> list[str]:
     """Run the converter; it must leave an f16 GGUF at ``gguf_path``. Returns the argv it ran."""
     args = build_export_args(template, model_dir, gguf_path)
     try:
-        result = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
+        result = subprocess.run(
+            args, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
     except FileNotFoundError:
-        raise MongarsError(f"export_cmd: program {args[0]!r} not found; check the command") from None
+        raise MongarsError(
+            f"export_cmd: program {args[0]!r} not found; check the command"
+        ) from None
     except subprocess.TimeoutExpired:
-        raise MongarsError(f"export_cmd: {args[0]} did not finish within {timeout_s:.0f} s") from None
+        raise MongarsError(
+            f"export_cmd: {args[0]} did not finish within {timeout_s:.0f} s"
+        ) from None
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise MongarsError(f"export_cmd: {args[0]} exited with {result.returncode} ({tail[0][:300]})")
+        raise MongarsError(
+            f"export_cmd: {args[0]} exited with {result.returncode} ({tail[0][:300]})"
+        )
     if not Path(gguf_path).is_file():
-        raise MongarsError(f"export_cmd: {args[0]} succeeded but wrote nothing at {{gguf_path}} ({gguf_path})")
+        raise MongarsError(
+            f"export_cmd: {args[0]} succeeded but wrote nothing at {{gguf_path}} ({gguf_path})"
+        )
     return args

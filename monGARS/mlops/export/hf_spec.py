@@ -79,7 +79,9 @@ def read_model_spec(folder: str | Path) -> ModelSpec:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise MongarsError(f"export: {root} has no config.json; give a Hugging Face model folder") from None
+        raise MongarsError(
+            f"export: {root} has no config.json; give a Hugging Face model folder"
+        ) from None
     except (OSError, json.JSONDecodeError) as error:
         raise MongarsError(f"export: {path} cannot be read as JSON ({error})") from None
     model_type = str(config.get("model_type", ""))

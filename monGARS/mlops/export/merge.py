@@ -40,7 +40,9 @@ def _copy_tokenizer(source: Path, target: Path) -> None:
             shutil.copy2(source / name, target / name)
 
 
-def merge_chat_model(base_model_dir: str | Path, chat_adapter_dir: str | Path | None, scratch: Path) -> Path:
+def merge_chat_model(
+    base_model_dir: str | Path, chat_adapter_dir: str | Path | None, scratch: Path
+) -> Path:
     """The folder the chat GGUF is written from: the base itself, or base + adapter merged."""
     base = Path(base_model_dir)
     config = check_model_folder(base, "base_model")

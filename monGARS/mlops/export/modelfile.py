@@ -26,9 +26,11 @@ class TurnPieces:
     def render(self, messages: list[dict[str, str]]) -> str:
         parts = []
         for message in messages:
-            prefix, suffix = {"system": self.system, "user": self.user, "assistant": self.assistant}[
-                message["role"]
-            ] or ("", "")
+            prefix, suffix = {
+                "system": self.system,
+                "user": self.user,
+                "assistant": self.assistant,
+            }[message["role"]] or ("", "")
             parts.append(prefix + message["content"] + suffix)
         return "".join(parts) + self.generation
 
@@ -72,13 +74,17 @@ def derive_turn_pieces(tokenizer: Any) -> TurnPieces | None:
             with_system = _render(tokenizer, [{"role": "system", "content": _SYS}, user], False)
             system_head, system_tail = with_system.split(_U1, 1)[0].split(_SYS, 1)
             if system_tail.endswith(user_prefix):
-                system_prefix = system_head[len(bos) :] if system_head.startswith(bos) else system_head
+                system_prefix = (
+                    system_head[len(bos) :] if system_head.startswith(bos) else system_head
+                )
                 system = (system_prefix, system_tail[: len(system_tail) - len(user_prefix)])
         except Exception:  # templates that refuse a system role
             system = None
     except Exception:
         return None
-    pieces = TurnPieces(system, (user_prefix, user_suffix), (generation, assistant_suffix), generation)
+    pieces = TurnPieces(
+        system, (user_prefix, user_suffix), (generation, assistant_suffix), generation
+    )
     probe = [user, assistant, user2]
     if system is not None:
         probe = [{"role": "system", "content": _SYS}, *probe]
@@ -99,9 +105,13 @@ def go_template(pieces: TurnPieces) -> str | None:
     parts = ["{{ range .Messages }}"]
     branch = "if"
     if pieces.system is not None:
-        parts.append(f'{{{{ if eq .Role "system" }}}}{pieces.system[0]}{{{{ .Content }}}}{pieces.system[1]}')
+        parts.append(
+            f'{{{{ if eq .Role "system" }}}}{pieces.system[0]}{{{{ .Content }}}}{pieces.system[1]}'
+        )
         branch = "else if"
-    parts.append(f'{{{{ {branch} eq .Role "user" }}}}{pieces.user[0]}{{{{ .Content }}}}{pieces.user[1]}')
+    parts.append(
+        f'{{{{ {branch} eq .Role "user" }}}}{pieces.user[0]}{{{{ .Content }}}}{pieces.user[1]}'
+    )
     parts.append(
         f'{{{{ else if eq .Role "assistant" }}}}{pieces.generation}{{{{ .Content }}}}{pieces.assistant[1]}'
     )

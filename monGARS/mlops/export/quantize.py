@@ -13,7 +13,9 @@ from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.export.config import QUANT_FTYPES
 
 
-def quantize_gguf(source: str | Path, target: str | Path, quant: str, threads: int | None = None) -> None:
+def quantize_gguf(
+    source: str | Path, target: str | Path, quant: str, threads: int | None = None
+) -> None:
     """Write ``target`` as ``quant`` (a key of QUANT_FTYPES) from the f16 file ``source``."""
     import llama_cpp
 
@@ -24,9 +26,12 @@ def quantize_gguf(source: str | Path, target: str | Path, quant: str, threads: i
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_FTYPES[quant])
     params.nthread = threads or max(1, min(os.cpu_count() or 1, 16))
-    status = llama_cpp.llama_model_quantize(
-        str(source).encode("utf-8"), str(target).encode("utf-8"), params
-    )
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    with suppress_stdout_stderr(disable=False):  # llama.cpp prints one line per tensor
+        status = llama_cpp.llama_model_quantize(
+            str(source).encode("utf-8"), str(target).encode("utf-8"), params
+        )
     if status != 0 or not Path(target).is_file():
         raise MongarsError(
             f"export: llama.cpp could not quantise {Path(source).name} to {quant} (status {status}); "

@@ -114,7 +114,8 @@ def encoder_reference(
     with torch.no_grad():
         for ids in sample_ids:
             output = model(
-                input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long)
+                input_ids=torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
             )
             vectors.append(pool(output.last_hidden_state[0].float().numpy(), pooling))
     return EncoderReference(list(texts), sample_ids, np.stack(vectors), pooling, causal)

@@ -248,7 +248,9 @@ def read_tokenizer_meta(folder: str | Path, vocab_size: int) -> TokenizerMeta:
             types.append(CONTROL if added[token_id].get("special") else USER_DEFINED)
         elif token_id not in vocab_ids:
             types.append(UNUSED)
-        elif model_type == "BPE" and len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
+        elif (
+            model_type == "BPE" and len(text) == 6 and text.startswith("<0x") and text.endswith(">")
+        ):
             types.append(BYTE if _is_spm_style(data) else NORMAL)
         else:
             types.append(NORMAL)

@@ -30,13 +30,22 @@ def open_llama(path: str | Path, **kwargs: Any) -> Iterator[Any]:
     import llama_cpp
 
     llm = llama_cpp.Llama(
-        model_path=str(path), verbose=False, n_threads=_threads(), type_k=GGML_TYPE_F32,
-        type_v=GGML_TYPE_F32, **kwargs,
+        model_path=str(path),
+        verbose=False,
+        n_threads=_threads(),
+        type_k=GGML_TYPE_F32,
+        type_v=GGML_TYPE_F32,
+        **kwargs,
     )
     try:
         yield llm
     finally:
         llm.close()
+
+
+def _round_up(value: int, step: int = 64) -> int:
+    """Context sizes in whole steps: only as large as the probes need, to keep checks fast."""
+    return ((value + step - 1) // step) * step
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,14 +67,13 @@ def verify_chat_file(
     min_cosine: float,
     max_rel_diff: float,
     generate_tokens: int,
-    n_ctx: int,
     check_special_text: bool,
     exact_next_token: bool,
 ) -> dict[str, Any]:
     """Load, tokenise, compare logits, generate; return figures and ``problems`` (empty = pass)."""
     problems: list[str] = []
-    longest = max(len(ids) for ids in reference.sample_ids)
-    context = max(n_ctx, longest + generate_tokens + 8)
+    longest = max(len(ids) for ids in [*reference.sample_ids, reference.chat_ids or []])
+    context = _round_up(longest + generate_tokens + 8)
     with open_llama(path, n_ctx=context, n_batch=context, logits_all=True) as llm:
         token_mismatches = 0
         for index, (text, expected) in enumerate(
@@ -77,9 +85,13 @@ def verify_chat_file(
                 at = _first_mismatch(expected, got)
                 problems.append(
                     f"tokenisation of sample {index} differs from HF at token {at} "
-                    f"(HF {expected[at:at + 3]}, llama.cpp {got[at:at + 3]})"
+                    f"(HF {expected[at : at + 3]}, llama.cpp {got[at : at + 3]})"
                 )
-        if check_special_text and reference.chat_text is not None and reference.chat_ids is not None:
+        if (
+            check_special_text
+            and reference.chat_text is not None
+            and reference.chat_ids is not None
+        ):
             got = llm.tokenize(reference.chat_text.encode("utf-8"), add_bos=False, special=True)
             if got != reference.chat_ids:
                 token_mismatches += 1
@@ -142,23 +154,25 @@ def _generate(llm: Any, reference: ChatReference, count: int) -> tuple[dict[str,
     tokens: list[int] = []
     for token in llm.generate(prompt, temp=0.0, top_k=1, reset=True):
         tokens.append(int(token))
-        if len(tokens) >= count or llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):  # noqa: SLF001
+        if len(tokens) >= count or llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
             break
     text = llm.detokenize(tokens).decode("utf-8", errors="replace")
     return {"tokens": tokens, "text": text}, (tokens[0] if tokens else None)
 
 
 def verify_encoder_file(
-    path: str | Path, reference: EncoderReference, *, min_cosine: float, n_ctx: int
+    path: str | Path, reference: EncoderReference, *, min_cosine: float
 ) -> dict[str, Any]:
     """Pooled llama.cpp embeddings vs the HF encoder's, per sample text."""
     import llama_cpp
 
     problems: list[str] = []
     longest = max(len(ids) for ids in reference.sample_ids)
-    context = max(n_ctx, longest + 8)
+    context = _round_up(longest + 8)
     attention = (
-        llama_cpp.LLAMA_ATTENTION_TYPE_CAUSAL if reference.causal else llama_cpp.LLAMA_ATTENTION_TYPE_NON_CAUSAL
+        llama_cpp.LLAMA_ATTENTION_TYPE_CAUSAL
+        if reference.causal
+        else llama_cpp.LLAMA_ATTENTION_TYPE_NON_CAUSAL
     )
     with open_llama(
         path,
@@ -203,12 +217,12 @@ def _embed_ids(llm: Any, ids: list[int]) -> list[float]:
     """One sequence through llama.cpp's pooled-embedding path, from token ids (no re-tokenising)."""
     import llama_cpp
 
-    llm._ctx.kv_cache_clear()  # noqa: SLF001
-    batch = llm._batch  # noqa: SLF001
+    llm._ctx.kv_cache_clear()
+    batch = llm._batch
     batch.reset()
     batch.add_sequence(ids, 0, True)
-    llm._ctx.decode(batch)  # noqa: SLF001
-    pointer = llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, 0)  # noqa: SLF001
+    llm._ctx.decode(batch)
+    pointer = llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, 0)
     vector = pointer[: llm.n_embd()]
     batch.reset()
     return list(vector)

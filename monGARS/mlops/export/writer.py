@@ -69,7 +69,9 @@ def llama3_rope_factors(spec: ModelSpec) -> np.ndarray:
     low = float(scaling.get("low_freq_factor", 1.0))
     high = float(scaling.get("high_freq_factor", 4.0))
     original = float(scaling.get("original_max_position_embeddings", 8192))
-    inv_freq = 1.0 / (spec.rope_theta ** (np.arange(0, spec.head_dim, 2, dtype=np.float64) / spec.head_dim))
+    inv_freq = 1.0 / (
+        spec.rope_theta ** (np.arange(0, spec.head_dim, 2, dtype=np.float64) / spec.head_dim)
+    )
     factors = []
     for freq in inv_freq:
         wavelength = 2 * math.pi / freq
@@ -91,7 +93,9 @@ class _TensorPlan:
 
         self.spec = spec
         self.folder = folder
-        self.name_map = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, spec.arch), spec.block_count)
+        self.name_map = gguf.get_tensor_name_map(
+            getattr(gguf.MODEL_ARCH, spec.arch), spec.block_count
+        )
 
     def gguf_name(self, hf_name: str) -> str | None:
         key = hf_name if hf_name.startswith(("model.", "lm_head")) else f"model.{hf_name}"
@@ -122,7 +126,9 @@ def _as_output_dtype(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array.astype(np.float32))
 
 
-def _iter_tensors(plan: _TensorPlan, names: list[tuple[str, Path]]) -> Iterator[tuple[str, np.ndarray]]:
+def _iter_tensors(
+    plan: _TensorPlan, names: list[tuple[str, Path]]
+) -> Iterator[tuple[str, np.ndarray]]:
     """(gguf name, array) in file order, loading one tensor at a time."""
     import torch
     from safetensors import safe_open
@@ -225,7 +231,9 @@ def write_f16_gguf(
     names = _iter_names(folder)
     plan = _TensorPlan(spec, folder)
 
-    writer = gguf.GGUFWriter(str(out_path), gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, spec.arch)])
+    writer = gguf.GGUFWriter(
+        str(out_path), gguf.MODEL_ARCH_NAMES[getattr(gguf.MODEL_ARCH, spec.arch)]
+    )
     try:
         _add_hparams(writer, spec, name)
         if encoder_pooling is not None:
@@ -235,7 +243,12 @@ def write_f16_gguf(
 
         extra: list[tuple[str, np.ndarray]] = []
         if spec.rope_scaling["rope_type"] == "llama3":
-            extra.append((gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", llama3_rope_factors(spec)))
+            extra.append(
+                (
+                    gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight",
+                    llama3_rope_factors(spec),
+                )
+            )
         # Tensor infos need shapes and sizes before any data: read headers only.
         infos = _tensor_infos(plan, names)
         for tensor_name, array in extra:
@@ -254,7 +267,9 @@ def write_f16_gguf(
     return {"spec": spec, "tokenizer": meta}
 
 
-def _tensor_infos(plan: _TensorPlan, names: list[tuple[str, Path]]) -> list[tuple[str, tuple[int, ...], np.dtype, int]]:
+def _tensor_infos(
+    plan: _TensorPlan, names: list[tuple[str, Path]]
+) -> list[tuple[str, tuple[int, ...], np.dtype, int]]:
     """(gguf name, shape, output dtype, bytes) for every tensor, from safetensors headers only."""
     from safetensors import safe_open
 

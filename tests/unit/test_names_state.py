@@ -1,0 +1,37 @@
+"""Safe names and the run state file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.names import check_safe_name, to_identifier
+from monGARS.mlops.state import load_state, save_state
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "x;rm -rf", "$(id)", "", ".hidden", "a b", "..", "x" * 65])
+def test_unsafe_names_refused(bad: str) -> None:
+    with pytest.raises(MongarsError, match="run_id"):
+        check_safe_name("run_id", bad)
+
+
+def test_identifiers() -> None:
+    assert to_identifier("monGARS/mlops/training") == "mongars_mlops_training"
+    assert to_identifier("3d-models") == "m_3d_models"
+
+
+def test_state_round_trip(tmp_path: Path) -> None:
+    save_state(tmp_path, "demo", {"status": "failed"}, None)
+    save_state(tmp_path, "demo", {"status": "succeeded"}, {"datasets": "/d", "modules": {"m": {}}})
+    state = load_state(tmp_path)
+    assert [entry["status"] for entry in state["history"]] == ["failed", "succeeded"]
+    assert state["datasets"] == "/d" and state["modules"] == {"m": {}}
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", b"[]", b'{"version": 99}'])
+def test_corrupted_state_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "state.json").write_bytes(content)
+    with pytest.raises(MongarsError, match="move it aside or use another --run-id"):
+        load_state(tmp_path)

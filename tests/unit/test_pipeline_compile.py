@@ -1,0 +1,143 @@
+"""The compiled pipeline YAML is a test subject: staleness, stages, placement, caching, secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.images import ALL_IMAGES, CPU_IMAGE, GPU_IMAGE
+from pipelines.compile import COMPILED_PIPELINE, compile_pipeline, is_up_to_date
+
+GPU_TASKS = {"sft", "llm2vec", "raft"}
+ALL_TASKS = {
+    "fetch-base-model",
+    "build-datasets",
+    "sft",
+    "llm2vec",
+    "raft",
+    "merge-adapter",
+    "merge-adapter-2",
+    "export",
+    "report",
+}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+    path = compile_pipeline(tmp_path_factory.mktemp("yaml") / "mongars.yaml")
+    spec, platform = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+    return spec, platform
+
+
+def _all_tasks(spec: dict) -> dict[str, dict]:
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+def test_committed_yaml_is_up_to_date() -> None:
+    assert COMPILED_PIPELINE.is_file(), "run `make compile` and commit pipelines/mongars.yaml"
+    assert is_up_to_date(COMPILED_PIPELINE), "pipelines/mongars.yaml is stale: run `make compile`"
+
+
+def test_staleness_is_detected(tmp_path: Path) -> None:
+    stale = tmp_path / "mongars.yaml"
+    stale.write_text(COMPILED_PIPELINE.read_text(encoding="utf-8").replace("lora_r", "lora_q"))
+    assert not is_up_to_date(stale)
+
+
+def test_every_stage_is_in_the_pipeline(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    assert ALL_TASKS <= set(_all_tasks(spec))
+
+
+def test_caching_is_enabled_on_every_task(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    for name, task in _all_tasks(spec).items():
+        if "componentRef" in task and task["componentRef"]["name"].startswith("comp-condition"):
+            continue
+        if name.startswith(("for-loop", "condition")):
+            continue
+        assert task.get("cachingOptions", {}).get("enableCache") is True, name
+
+
+def test_images_are_the_projects_own_and_versioned(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    images = {
+        executor["container"]["image"] for executor in spec["deploymentSpec"]["executors"].values()
+    }
+    assert images == {CPU_IMAGE, GPU_IMAGE}
+    assert images <= set(ALL_IMAGES.values())
+    for executor in spec["deploymentSpec"]["executors"].values():
+        command = " ".join(executor["container"]["command"])
+        assert "pip install" not in command, "tasks must not pip-install at run time"
+
+
+def test_gpu_tasks_are_placed_on_gpu_nodes(compiled: tuple[dict, dict]) -> None:
+    spec, platform = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    tasks = _all_tasks(spec)
+    for name in GPU_TASKS:
+        executor_label = spec["components"][tasks[name]["componentRef"]["name"]]["executorLabel"]
+        resources = executors[executor_label]["container"]["resources"]
+        assert "accelerator" in resources, name
+        assert "pipelinechannel--gpu_accelerator_type" in str(resources["accelerator"])
+        assert "pipelinechannel--gpu_limit" in str(resources["accelerator"])
+        settings = k8s[executor_label]
+        assert "nodeSelector" in settings and "tolerations" in settings, name
+        assert settings["secretAsEnv"][0]["keyToEnv"] == [
+            {"envVar": "HF_TOKEN", "secretKey": "token"}
+        ]
+        assert settings["secretAsEnv"][0]["optional"] is True
+        assert any(mount["mountPath"] == "/dev/shm" for mount in settings["emptyDirMounts"])
+        retry = tasks[name]["retryPolicy"]
+        assert retry["maxRetryCount"] == 3 and retry["backoffFactor"] == 2.0
+
+
+def test_every_task_has_resource_requests_and_limits(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    for label, executor in spec["deploymentSpec"]["executors"].items():
+        resources = executor["container"]["resources"]
+        for key in ("cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"):
+            assert key in resources, f"{label} lacks {key}"
+
+
+def test_cpu_tasks_do_not_ask_for_gpus(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    for label, executor in spec["deploymentSpec"]["executors"].items():
+        if executor["container"]["image"] == CPU_IMAGE:
+            assert "accelerator" not in executor["container"]["resources"], label
+
+
+def test_model_cache_pvc_is_a_named_parameter(compiled: tuple[dict, dict]) -> None:
+    _, platform = compiled
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    mounts = k8s["exec-fetch-base-model"]["pvcMount"]
+    assert mounts[0]["mountPath"] == "/var/cache/mongars"
+    assert "model_cache_pvc" in str(mounts[0]["pvcNameParameter"])
+
+
+def test_defaults_for_cluster_runs(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert inputs["base_model"]["defaultValue"] == "mistralai/Mistral-7B-v0.2"
+    assert inputs["raft"]["defaultValue"] is False
+    assert inputs["quant_types"]["defaultValue"] == "q8_0,q4_k_m"
+
+
+def test_raft_sits_behind_a_condition(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    conditions = [
+        task for task in _all_tasks(spec).values() if "triggerPolicy" in task
+    ]
+    assert any("raft" in str(task["triggerPolicy"]) for task in conditions)
+
+
+def test_no_secret_value_in_yaml() -> None:
+    text = COMPILED_PIPELINE.read_text(encoding="utf-8")
+    assert "hf_" not in text.replace("hf_token_secret", "")
+    assert "HF_TOKEN" in text  # only as the env var name the secret maps to
