@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The runbook's entry point, kept for its users: see ``python mongars_multistage_pipeline.py -h``."""
+"""The runbook's entry point, kept for its users: ``python mongars_multistage_pipeline.py -h``."""
 
 import sys
 

@@ -1,7 +1,5 @@
 """build_datasets: French corpora and per-module code datasets; outputs the module list."""
 
-from typing import List
-
 from kfp import dsl
 
 from components.images import CPU_IMAGE
@@ -10,12 +8,12 @@ from components.images import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def build_datasets(
     datasets_config: dict,
-    languages: List[str],
+    languages: list[str],
     val_split: float,
     split_seed: int,
     datasets: dsl.Output[dsl.Dataset],
     summary: dsl.Output[dsl.Markdown],
-) -> List[str]:
+) -> list[str]:
     """Build every corpus and module dataset; return the module names the pipeline fans out over."""
     from monGARS.mlops import stages
     from monGARS.mlops.artifacts import publish, stage_errors

@@ -18,7 +18,7 @@ GPU_IMAGE_NAME = "mongars-train-cuda"
 
 
 def package_version() -> str:
-    """The project version: from the source tree's pyproject when present, else the installed one."""
+    """The project version: the source tree's pyproject when present, else the installed one."""
     pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
     if pyproject.is_file():
         with pyproject.open("rb") as handle:

@@ -17,4 +17,6 @@ def merge_adapter(
     from monGARS.mlops.artifacts import publish, stage_errors
 
     with stage_errors("merge_adapter"):
-        publish(merged, stages.run_merge_adapter(base_model.path, adapter.path, module, merged.path))
+        publish(
+            merged, stages.run_merge_adapter(base_model.path, adapter.path, module, merged.path)
+        )

@@ -1,7 +1,5 @@
 """report: one HTML page and metrics for the whole run, shown in the Kubeflow UI."""
 
-from typing import List
-
 from kfp import dsl
 
 from components.images import CPU_IMAGE
@@ -13,9 +11,9 @@ def report(
     datasets: dsl.Input[dsl.Dataset],
     report_html: dsl.Output[dsl.HTML],
     metrics: dsl.Output[dsl.Metrics],
-    sft_adapters: dsl.Input[List[dsl.Model]] = None,
-    encoders: dsl.Input[List[dsl.Model]] = None,
-    ggufs: dsl.Input[List[dsl.Model]] = None,
+    sft_adapters: dsl.Input[list[dsl.Model]] = None,
+    encoders: dsl.Input[list[dsl.Model]] = None,
+    ggufs: dsl.Input[list[dsl.Model]] = None,
 ) -> str:
     """Gather every stage's figures; return a JSON summary of artifact locations per module."""
     from monGARS.mlops import stages

@@ -115,8 +115,10 @@ def last_stage_from_args(args: argparse.Namespace) -> str:
 def _print_result(result: Any) -> None:
     outputs = result.outputs or {}
     print()
-    print(f"run finished in {result.wall_seconds:.1f}s: {len(result.executed)} task(s) ran, "
-          f"{len(result.cached)} served from the cache")
+    print(
+        f"run finished in {result.wall_seconds:.1f}s: {len(result.executed)} task(s) ran, "
+        f"{len(result.cached)} served from the cache"
+    )
     for name, module in sorted(outputs.get("modules", {}).items()):
         for path in module.get("gguf_files", []):
             print(f"  GGUF   [{name}] {path}")
@@ -129,8 +131,10 @@ def run_command(args: argparse.Namespace, *, require_base_model: bool) -> int:
     from pipelines.local_run import run_local
 
     if args.llm2vec_root:
-        print("notice: --llm2vec-root is no longer needed (llm2vec runs in-process); ignored",
-              file=sys.stderr)
+        print(
+            "notice: --llm2vec-root is no longer needed (llm2vec runs in-process); ignored",
+            file=sys.stderr,
+        )
     last_stage = last_stage_from_args(args)
     parameters = parameters_from_args(args)
     needs_model = last_stage != "build_datasets"

@@ -5,8 +5,7 @@ compiled, committed YAML is the full pipeline. Every task is cached, so running 
 same inputs resumes: finished stages are cache hits.
 """
 
-
-from typing import Callable, List
+from collections.abc import Callable
 
 from kfp import dsl
 
@@ -59,11 +58,11 @@ def build_pipeline(
         description="monGARS: French, code-aware assistant — datasets, QLoRA SFT, LLM2Vec "
         "encoder, optional RAFT, verified GGUF export, report.",
     )
-    def mongars_pipeline(  # noqa: PLR0913 - one parameter per user-facing setting
+    def mongars_pipeline(
         base_model: str = CLUSTER_BASE_MODEL,
         run_name: str = "mongars",
         datasets_config: dict = {},  # noqa: B006 - KFP reads defaults from the signature
-        languages: List[str] = ["fr"],  # noqa: B006
+        languages: list[str] = ["fr"],  # noqa: B006
         val_split: float = 0.1,
         split_seed: int = 42,
         seed: int = 42,

@@ -50,8 +50,9 @@ def place_on_gpu(
     kubernetes.empty_dir_mount(
         task, volume_name="dshm", mount_path=SHM_MOUNT, medium="Memory", size_limit="16Gi"
     )
-    task.set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0,
-                   backoff_max_duration="3600s")
+    task.set_retry(
+        num_retries=3, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="3600s"
+    )
 
 
 def use_hf_token(task: dsl.PipelineTask, secret_name: dsl.PipelineParameterChannel) -> None:

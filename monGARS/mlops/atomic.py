@@ -87,7 +87,9 @@ def write_text(target: str | os.PathLike[str], text: str) -> Path:
 
 def write_json(target: str | os.PathLike[str], payload: Any) -> Path:
     """Write JSON atomically, keys sorted so identical content gives identical bytes."""
-    return write_text(target, json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    return write_text(
+        target, json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    )
 
 
 def write_jsonl(target: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> int:

@@ -1,4 +1,4 @@
-"""Resolve the base model a run starts from: the embedded tiny model, a folder, ``gs://`` or a hub id.
+"""Resolve the base model a run starts from: the tiny model, a folder, ``gs://`` or a hub id.
 
 The pipeline runs this once in a cached ``fetch_base_model`` task, so every later stage receives
 the same local copy as a ``dsl.Model`` artifact and never re-downloads it.
@@ -43,7 +43,9 @@ def check_model_folder(folder: Path, label: str) -> dict[str, Any]:
         raise MongarsError(f"{label}: {folder} is not a folder; give a model folder or a hub id")
     config_path = folder / "config.json"
     if not config_path.is_file():
-        raise MongarsError(f"{label}: {folder} has no config.json; is it a Hugging Face model folder?")
+        raise MongarsError(
+            f"{label}: {folder} has no config.json; is it a Hugging Face model folder?"
+        )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -70,7 +72,9 @@ def fetch_base_model(spec: str, out_dir: str | Path) -> dict[str, Any]:
         elif kind == "local":
             source = Path(spec).expanduser()
             if not source.exists():
-                raise MongarsError(f"base_model: {spec} does not exist; give a model folder or hub id")
+                raise MongarsError(
+                    f"base_model: {spec} does not exist; give a model folder or hub id"
+                )
             check_model_folder(source, "base_model")
             _copy_model_files(source, scratch)
         elif kind == "gcs":

@@ -2,8 +2,8 @@
 
 A stage config is a frozen dataclass whose fields carry defaults. ``load_config`` builds one from a
 mapping (a YAML/JSON file, CLI flags or KFP parameters), checks every key and type, then asks the
-config's own ``problems()`` for the semantic checks, and raises a single ``ConfigError`` naming every
-field at fault with the fix.
+config's own ``problems()`` for the semantic checks, and raises a single ``ConfigError`` naming
+every field at fault with the fix.
 """
 
 from __future__ import annotations
@@ -123,9 +123,7 @@ def load_config(cls: type[ConfigT], values: Mapping[str, Any] | None = None) -> 
         if ok:
             accepted[key] = converted
         else:
-            problems.append(
-                f"{key}: expected {_type_name(hints[key])}, got {values[key]!r}"[:300]
-            )
+            problems.append(f"{key}: expected {_type_name(hints[key])}, got {values[key]!r}"[:300])
     if problems:
         raise ConfigError(name, problems)
     config = cls(**accepted)

@@ -197,7 +197,9 @@ def render_html(run_name: str, summary: dict[str, Any], modules: dict[str, Modul
     parts.append(_retrieval_plot(modules))
     for name, module in sorted(modules.items()):
         parts.append(f"<h2>Module <code>{html.escape(name)}</code></h2>")
-        parts.append(_table({"train records": module.train_records, "val records": module.val_records}))
+        parts.append(
+            _table({"train records": module.train_records, "val records": module.val_records})
+        )
         for title, metrics in (("SFT", module.sft_metrics), ("llm2vec", module.encoder_metrics)):
             flat: dict[str, Any] = {}
             _flatten("", metrics, flat)

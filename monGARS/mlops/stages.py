@@ -145,7 +145,9 @@ def validate_parameters(parameters: Mapping[str, Any], last_stage: str = "report
     if _reaches(last_stage, "raft") and parameters.get("raft"):
         checks.append(("raft", lambda: load_config(RaftConfig, raft_config_values(parameters))))
     if _reaches(last_stage, "export"):
-        checks.append(("export", lambda: load_config(ExportConfig, export_config_values(parameters))))
+        checks.append(
+            ("export", lambda: load_config(ExportConfig, export_config_values(parameters)))
+        )
     problems: list[str] = []
     for stage, build in checks:
         try:
@@ -188,7 +190,11 @@ def run_sft(
     from monGARS.mlops.training.sft_config import load_sft_config
 
     metadata = train_sft(
-        load_sft_config(dict(values)), Path(base_model_dir), Path(datasets_dir), module, Path(out_dir)
+        load_sft_config(dict(values)),
+        Path(base_model_dir),
+        Path(datasets_dir),
+        module,
+        Path(out_dir),
     )
     _copy_if_exists(Path(out_dir) / "loss_curve.html", loss_curve_html)
     return metadata

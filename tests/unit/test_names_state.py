@@ -11,7 +11,9 @@ from monGARS.mlops.names import check_safe_name, to_identifier
 from monGARS.mlops.state import load_state, save_state
 
 
-@pytest.mark.parametrize("bad", ["../x", "a/b", "x;rm -rf", "$(id)", "", ".hidden", "a b", "..", "x" * 65])
+@pytest.mark.parametrize(
+    "bad", ["../x", "a/b", "x;rm -rf", "$(id)", "", ".hidden", "a b", "..", "x" * 65]
+)
 def test_unsafe_names_refused(bad: str) -> None:
     with pytest.raises(MongarsError, match="run_id"):
         check_safe_name("run_id", bad)

@@ -27,7 +27,9 @@ def test_tiny_model_loads_and_generates(tiny_model_dir: Path) -> None:
     assert text.startswith("<|begin_of_text|><|im_start|>user\nBonjour")
     assert text.endswith("<|im_start|>assistant\n")
     ids = tokenizer("Le modèle est chargé.", return_tensors="pt")
-    assert tokenizer.decode(ids["input_ids"][0], skip_special_tokens=True) == "Le modèle est chargé."
+    assert (
+        tokenizer.decode(ids["input_ids"][0], skip_special_tokens=True) == "Le modèle est chargé."
+    )
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=3, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 3

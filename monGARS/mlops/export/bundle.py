@@ -22,7 +22,7 @@ _POOLING_CODES = {"mean": 1, "cls": 2, "last": 3}
 
 @dataclasses.dataclass
 class Bundle:
-    """An exported module: chat GGUF files, an optional encoder, and the manifest describing them."""
+    """An exported module: chat GGUF files, an optional encoder, and their manifest."""
 
     root: Path
     manifest: dict[str, Any]
@@ -35,14 +35,15 @@ class Bundle:
         return str(self.manifest["module"])
 
     def file(self, kind: str, quant: str | None = None) -> Path:
-        """Path of the ``kind`` ('chat'/'encoder') file of type ``quant`` (default: the bundle's)."""
+        """Path of the ``kind`` ('chat'/'encoder') file of type ``quant`` (default: bundle's)."""
         family = self.manifest.get(kind)
         if not family:
             raise MongarsError(f"bundle {self.root}: has no {kind} model")
         label = (quant or family["default"]).upper()
         if label not in family["files"]:
             raise MongarsError(
-                f"bundle {self.root}: no {kind} file of type {label}; available: {', '.join(family['files'])}"
+                f"bundle {self.root}: no {kind} file of type {label}; "
+                f"available: {', '.join(family['files'])}"
             )
         return self.root / family["files"][label]["path"]
 

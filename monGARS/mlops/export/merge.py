@@ -29,7 +29,8 @@ ENCODER_JSON = "encoder.json"
 def _check_not_prequantised(folder: Path, config: dict) -> None:
     if "quantization_config" in config:
         raise MongarsError(
-            f"export: base model {folder} is stored quantised ({config['quantization_config'].get('quant_method', '?')}); "
+            f"export: base model {folder} is stored quantised "
+            f"({config['quantization_config'].get('quant_method', '?')}); "
             "merging into quantised weights loses precision: fetch the full-precision base model"
         )
 
@@ -81,7 +82,8 @@ def encoder_folder(
     folder = root / ENCODER_SUBDIR
     if not (folder / "config.json").is_file():
         raise MongarsError(
-            f"encoder: {folder} has no config.json; give the llm2vec output folder that contains encoder/"
+            f"encoder: {folder} has no config.json; give the llm2vec output folder that "
+            "contains encoder/"
         )
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     _check_not_prequantised(folder, config)

@@ -45,7 +45,7 @@ def _between(text: str, start: str, end: str) -> str:
 
 
 def derive_turn_pieces(tokenizer: Any) -> TurnPieces | None:
-    """Role prefixes/suffixes of the tokenizer's chat template, or None if it is not that regular."""
+    """Role prefixes/suffixes of the tokenizer's chat template, or None if it is irregular."""
     bos = tokenizer.bos_token or ""
     user, assistant, user2 = (
         {"role": "user", "content": _U1},
@@ -113,7 +113,8 @@ def go_template(pieces: TurnPieces) -> str | None:
         f'{{{{ {branch} eq .Role "user" }}}}{pieces.user[0]}{{{{ .Content }}}}{pieces.user[1]}'
     )
     parts.append(
-        f'{{{{ else if eq .Role "assistant" }}}}{pieces.generation}{{{{ .Content }}}}{pieces.assistant[1]}'
+        f'{{{{ else if eq .Role "assistant" }}}}{pieces.generation}'
+        f"{{{{ .Content }}}}{pieces.assistant[1]}"
     )
     parts.append("{{ end }}{{ end }}" + pieces.generation)
     return "".join(parts)
@@ -124,7 +125,7 @@ def _quote(value: str) -> str:
 
 
 def stop_strings(tokenizer: Any, pieces: TurnPieces | None, eot_id: int | None) -> list[str]:
-    """End-of-turn strings Ollama should stop on: EOS, the end-of-turn token, the assistant suffix."""
+    """Strings Ollama should stop on: EOS, the end-of-turn token, the assistant suffix."""
     stops: list[str] = []
     candidates = [tokenizer.eos_token]
     if eot_id is not None:

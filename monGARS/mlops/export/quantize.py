@@ -21,7 +21,8 @@ def quantize_gguf(
 
     if quant not in QUANT_FTYPES:
         raise MongarsError(
-            f"quant_types: unknown quantisation {quant!r}; valid types are {', '.join(sorted(QUANT_FTYPES))}"
+            f"quant_types: unknown quantisation {quant!r}; "
+            f"valid types are {', '.join(sorted(QUANT_FTYPES))}"
         )
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_FTYPES[quant])
@@ -34,6 +35,7 @@ def quantize_gguf(
         )
     if status != 0 or not Path(target).is_file():
         raise MongarsError(
-            f"export: llama.cpp could not quantise {Path(source).name} to {quant} (status {status}); "
+            f"export: llama.cpp could not quantise {Path(source).name} to {quant} "
+            f"(status {status}); "
             "drop it from quant_types or check the model's tensor shapes"
         )

@@ -29,6 +29,7 @@ class ChatReference:
     chat_text: str | None  # the probe conversation rendered by the chat template
     chat_ids: list[int] | None  # its ids, special tokens parsed, nothing added
     chat_next_token: int | None  # HF greedy next token after the chat prompt
+    chat_next_margin: float = 0.0  # its lead over the runner-up logit
 
 
 @dataclasses.dataclass
@@ -63,14 +64,17 @@ def chat_reference(model_dir: str | Path, texts: tuple[str, ...] | list[str]) ->
         for ids in sample_ids:
             logits.append(model(torch.tensor([ids])).logits[0].float().numpy())
         chat_text = chat_ids = next_token = None
+        margin = 0.0
         if getattr(tokenizer, "chat_template", None):
             chat_text = tokenizer.apply_chat_template(
                 CHAT_PROBE, tokenize=False, add_generation_prompt=True
             )
             chat_ids = tokenizer(chat_text, add_special_tokens=False)["input_ids"]
             next_logits = model(torch.tensor([chat_ids])).logits[0, -1]
+            top2 = torch.topk(next_logits, 2).values
             next_token = int(torch.argmax(next_logits))
-    return ChatReference(list(texts), sample_ids, logits, chat_text, chat_ids, next_token)
+            margin = float(top2[0] - top2[1])
+    return ChatReference(list(texts), sample_ids, logits, chat_text, chat_ids, next_token, margin)
 
 
 def set_bidirectional(model: Any) -> None:

@@ -1,4 +1,4 @@
-"""Turn a Hugging Face tokenizer folder into GGUF tokenizer metadata that llama.cpp reads the same way.
+"""Turn a Hugging Face tokenizer folder into GGUF tokenizer metadata llama.cpp reads the same way.
 
 Two families are covered:
 
@@ -96,7 +96,7 @@ def _flatten(component: dict[str, Any] | None, key: str) -> list[dict[str, Any]]
 
 
 def detect_bpe_pre(data: dict[str, Any]) -> str:
-    """llama.cpp's pre-tokenizer name for a byte-level BPE ``tokenizer.json``, or a clear refusal."""
+    """llama.cpp's pre-tokenizer name for a byte-level BPE ``tokenizer.json``, or a refusal."""
     steps = _flatten(data.get("pre_tokenizer"), "pretokenizers")
     kinds = [step.get("type") for step in steps]
     normalizers = [step.get("type") for step in _flatten(data.get("normalizer"), "normalizers")]

@@ -199,7 +199,7 @@ def _add_hparams(writer: Any, spec: ModelSpec, name: str) -> None:
 
 
 def read_encoder_pooling(encoder_json: Path | None) -> str:
-    """The pooling named in llm2vec's ``encoder.json`` (default mean), checked against llama.cpp's."""
+    """The pooling in llm2vec's ``encoder.json`` (default mean), checked against llama.cpp's."""
     if encoder_json is None or not encoder_json.is_file():
         return "mean"
     try:

@@ -8,6 +8,7 @@ as ``HardNegativeNLLLoss`` with ``loss_scale = 1 / T``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,46 +27,61 @@ def info_nce(first: Any, second: Any, temperature: float) -> Any:
     return torch.nn.functional.cross_entropy(logits, targets)
 
 
-def _dropout_sites(model: Any) -> list[tuple[Any, str]]:
-    """Where dropout rates live: attention modules' ``attention_dropout`` and plain nn.Dropout
-    layers of the base model (LoRA's own dropout keeps its lora_dropout)."""
+def _attention_dropout_sites(model: Any) -> list[Any]:
+    """Attention modules carrying an ``attention_dropout`` rate (Llama, Mistral, Qwen2 have one)."""
+    return [
+        module
+        for name, module in model.named_modules()
+        if name.endswith("self_attn") and isinstance(getattr(module, "attention_dropout", None), float | int)
+    ]
+
+
+_SUBLAYER = re.compile(r"(^|\.)layers\.\d+\.(self_attn|mlp)$")
+
+
+def _hidden_dropout_sites(model: Any) -> list[Any]:
+    """Where BERT-style hidden dropout goes: the token embeddings and every attention/MLP sublayer
+    output, before it is added to the residual stream (these decoders ship no dropout modules)."""
+    sites = [model.get_input_embeddings()]
+    sites += [module for name, module in model.named_modules() if _SUBLAYER.search(name)]
+    return sites
+
+
+def _dropout_hook(rate: float) -> Any:
     import torch
 
-    sites: list[tuple[Any, str]] = []
-    for name, module in model.named_modules():
-        if "lora_dropout" in name:
-            continue
-        if isinstance(getattr(module, "attention_dropout", None), float | int) and not isinstance(
-            module, torch.nn.Dropout
-        ):
-            sites.append((module, "attention_dropout"))
-        if isinstance(module, torch.nn.Dropout):
-            sites.append((module, "p"))
-    return sites
+    def hook(module: Any, _inputs: Any, output: Any) -> Any:
+        if not module.training or rate == 0:
+            return output
+        if isinstance(output, tuple):
+            return (torch.nn.functional.dropout(output[0], rate, True), *output[1:])
+        return torch.nn.functional.dropout(output, rate, True)
+
+    return hook
 
 
 @contextmanager
 def simcse_dropout(model: Any, rate: float) -> Iterator[int]:
-    """Set every attention/hidden dropout of ``model`` to ``rate`` for the block, then restore.
+    """Dropout at ``rate`` on attention probabilities and hidden states for the block, then off.
 
-    Yields the number of sites changed. The config's ``attention_dropout`` is restored too, so the
-    saved encoder carries the base model's value, not the training-time one.
+    Attention dropout reuses each attention module's ``attention_dropout``; hidden dropout is a
+    forward hook on the embeddings and on each attention/MLP sublayer output. Only active in train
+    mode (the two SimCSE views differ, evaluation is deterministic). On exit every rate is restored
+    and the hooks removed: the saved encoder carries the base model's settings. Yields the
+    number of places dropout was applied.
     """
-    sites = _dropout_sites(model)
-    saved = [getattr(module, attribute) for module, attribute in sites]
-    config = getattr(model, "config", None)
-    saved_config = getattr(config, "attention_dropout", None)
+    attention = _attention_dropout_sites(model)
+    saved = [module.attention_dropout for module in attention]
+    handles = [site.register_forward_hook(_dropout_hook(rate)) for site in _hidden_dropout_sites(model)]
     try:
-        for module, attribute in sites:
-            setattr(module, attribute, rate)
-        if saved_config is not None:
-            config.attention_dropout = rate
-        yield len(sites)
+        for module in attention:
+            module.attention_dropout = rate
+        yield len(attention) + len(handles)
     finally:
-        for (module, attribute), value in zip(sites, saved, strict=True):
-            setattr(module, attribute, value)
-        if saved_config is not None:
-            config.attention_dropout = saved_config
+        for module, value in zip(attention, saved, strict=True):
+            module.attention_dropout = value
+        for handle in handles:
+            handle.remove()
 
 
 def make_simcse_step(

@@ -35,7 +35,7 @@ def load_causal_lm(
     dtype: Any = None,
     device: str | None = None,
 ) -> Any:
-    """Load the base model, apply a LoRA adapter folder if given, and merge it unless told not to."""
+    """Load the base model, apply a LoRA adapter folder if given, merge it unless told not to."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -77,7 +77,9 @@ def merge_adapter_to_folder(
     stage_dir = Path(stage_output_dir)
     adapter = adapter_path(stage_dir)
     if not (adapter / "adapter_config.json").is_file():
-        raise MongarsError(f"adapter: {adapter} has no adapter_config.json; is it an sft/raft output?")
+        raise MongarsError(
+            f"adapter: {adapter} has no adapter_config.json; is it an sft/raft output?"
+        )
     provenance: dict[str, Any] = {}
     for name in ("training_config.json", "metrics.json"):
         path = stage_dir / name

@@ -1,0 +1,124 @@
+"""SIGKILL mid-training, rerun with the same inputs: it resumes and ends with the same adapter."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from sft_data import MODULE, make_datasets
+
+from monGARS.mlops.training.checkpoints import MARKER, complete_checkpoints
+from monGARS.mlops.training.sft import train_sft
+
+pytestmark = pytest.mark.integration
+
+# 60 steps over 30 records (batch 4): resuming at step 10 lands mid-epoch, and the run crosses
+# several epoch boundaries after it, so data order and RNG must both be restored.
+SETTINGS = {
+    "max_steps": 60,
+    "learning_rate": 3e-3,
+    "lr_scheduler": "linear",
+    "batch_size": 4,
+    "gradient_accumulation_steps": 1,
+    "max_seq_length": 256,
+    "eval_steps": 20,
+    "logging_steps": 5,
+    "save_steps": 10,
+    "lora_r": 8,
+    "lora_alpha": 16,
+}
+
+
+def _command(base: Path, data: Path, out: Path, root: Path) -> list[str]:
+    command = [sys.executable, "-m", "monGARS.mlops.training.sft"]
+    command += ["--base-model", str(base), "--datasets", str(data), "--module", MODULE]
+    command += ["--out", str(out)]
+    for key, value in {**SETTINGS, "checkpoint_root": str(root)}.items():
+        command += ["--set", f"{key}={value}"]
+    return command
+
+
+def _environment() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return env
+
+
+def test_killed_run_resumes_to_the_same_adapter(
+    tiny_model_dir: Path, sample_corpus_dir: Path, tmp_path: Path
+) -> None:
+    data = make_datasets(tmp_path / "data", sample_corpus_dir)
+
+    # Reference: uninterrupted, with its own checkpoint root so nothing is shared.
+    reference = train_sft(
+        {**SETTINGS, "checkpoint_root": str(tmp_path / "ckpt-ref")},
+        tiny_model_dir,
+        data,
+        MODULE,
+        tmp_path / "ref",
+    )
+    assert reference["resumed_from_step"] == 0 and reference["steps"] == 60
+
+    root = tmp_path / "ckpt"
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        _command(tiny_model_dir, data, out, root),
+        env=_environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 240
+    try:
+        while not list(root.glob(f"sft-{MODULE}-*/checkpoint-*/{MARKER}")):
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+        process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    assert not out.exists()  # nothing that looks finished
+
+    (run_dir,) = root.iterdir()
+    complete = complete_checkpoints(run_dir)
+    assert complete
+    last = complete[-1]
+    step = int(last.name.split("-")[1])
+    assert step < 60
+    # A half-written later checkpoint (the Trainer was cut mid-save): files, no marker.
+    partial = run_dir / "checkpoint-50"
+    shutil.copytree(last, partial)
+    (partial / MARKER).unlink()
+    (partial / "optimizer.pt").write_bytes(b"truncated")
+
+    rerun = subprocess.run(
+        _command(tiny_model_dir, data, out, root),
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    resumed = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert resumed["resumed_from_step"] == step
+    assert resumed["steps"] == 60
+    assert not partial.exists() or (partial / MARKER).is_file()  # removed, never resumed from
+
+    expected = load_file(str(tmp_path / "ref" / "adapter" / "adapter_model.safetensors"))
+    actual = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    assert expected.keys() == actual.keys()
+    for name, tensor in expected.items():
+        # CPU fp32 with one thread: identical, not merely close.
+        assert torch.equal(actual[name], tensor), name
+    assert resumed["eval_loss_after"] == reference["eval_loss_after"]
+    assert resumed["train_loss_first"] == reference["train_loss_first"]
