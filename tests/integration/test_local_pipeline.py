@@ -1,0 +1,87 @@
+"""The whole pipeline through kfp.local on the tiny default: artifacts, caching, partial re-runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+# Smaller than `make run` so the suite stays quick; the stages still do their real work.
+FAST = {
+    "max_steps": 12,
+    "sft_config": {"eval_steps": 6, "save_steps": 6, "logging_steps": 2},
+    "llm2vec_config": {"mntp_steps": 8, "simcse_steps": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def first_run(runs_root: Path):
+    from pipelines.local_run import run_local
+
+    return run_local("itest", dict(FAST), runs_root=runs_root)
+
+
+def test_full_run_writes_every_artifact(first_run) -> None:
+    outputs = first_run.outputs
+    datasets = Path(outputs["datasets"])
+    modules = json.loads((datasets / "modules.json").read_text())
+    assert len(modules) >= 2
+    assert set(outputs["modules"]) == set(modules)
+    for name, module in outputs["modules"].items():
+        assert module["train_records"] > 0, name
+        assert (Path(module["sft_adapter"]) / "adapter" / "adapter_config.json").is_file()
+        assert (Path(module["encoder"]) / "encoder.json").is_file()
+        files = [Path(path) for path in module["gguf_files"]]
+        names = {path.name for path in files}
+        assert f"{name}-chat-F16.gguf" in names and f"{name}-chat-Q4_K_M.gguf" in names
+        assert all(path.is_file() and path.stat().st_size > 0 for path in files)
+    report = Path(outputs["report"]).read_text(encoding="utf-8")
+    assert all(name in report for name in modules)
+    state = json.loads(first_run.state_file.read_text())
+    assert state["run_id"] == "itest" and state["history"][-1]["status"] == "succeeded"
+    assert "build-datasets" in first_run.executed and not first_run.cached
+
+
+def test_gguf_loads_and_generates_in_llama_cpp(first_run) -> None:
+    from llama_cpp import Llama
+
+    module = next(iter(first_run.outputs["modules"].values()))
+    chat = next(p for p in module["gguf_files"] if p.endswith("-chat-Q8_0.gguf"))
+    llm = Llama(model_path=chat, n_ctx=256, verbose=False)
+    out = llm("Bonjour", max_tokens=4, temperature=0.0)
+    assert out["usage"]["completion_tokens"] >= 1
+
+
+def test_sft_lowered_the_training_loss(first_run) -> None:
+    for module in first_run.outputs["modules"].values():
+        metrics = json.loads((Path(module["sft_adapter"]) / "metrics.json").read_text())
+        assert metrics["train_loss_last"] < metrics["train_loss_first"]
+
+
+def test_identical_rerun_is_all_cache_hits(first_run, runs_root: Path) -> None:
+    from pipelines.local_run import run_local
+
+    again = run_local("itest", dict(FAST), runs_root=runs_root)
+    assert again.executed == []
+    assert {"fetch-base-model", "build-datasets", "sft", "llm2vec", "export", "report"} <= set(
+        again.cached
+    )
+    assert again.outputs == first_run.outputs
+
+
+def test_changed_sft_parameter_reruns_only_downstream(first_run, runs_root: Path) -> None:
+    from pipelines.local_run import run_local
+
+    changed = run_local("itest", {**FAST, "lora_r": 4}, runs_root=runs_root)
+    assert {"fetch-base-model", "build-datasets"} <= set(changed.cached)
+    assert "build-datasets" not in changed.executed
+    assert {"sft", "llm2vec", "export", "report"} <= set(changed.executed)
+    assert changed.outputs["datasets"] == first_run.outputs["datasets"]
