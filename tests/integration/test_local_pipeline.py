@@ -17,6 +17,9 @@ FAST = {
 }
 
 
+KNOWN_TOKEN = "hf_monGARSTestTokenMustNeverLeak0042"
+
+
 @pytest.fixture(scope="module")
 def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("runs")
@@ -26,7 +29,7 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def first_run(runs_root: Path):
     from pipelines.local_run import run_local
 
-    return run_local("itest", dict(FAST), runs_root=runs_root)
+    return run_local("itest", dict(FAST), runs_root=runs_root, hf_token=KNOWN_TOKEN)
 
 
 def test_full_run_writes_every_artifact(first_run) -> None:
@@ -85,3 +88,14 @@ def test_changed_sft_parameter_reruns_only_downstream(first_run, runs_root: Path
     assert "build-datasets" not in changed.executed
     assert {"sft", "llm2vec", "export", "report"} <= set(changed.executed)
     assert changed.outputs["datasets"] == first_run.outputs["datasets"]
+
+
+def test_token_never_reaches_any_written_file(first_run, runs_root: Path) -> None:
+    scanned = 0
+    for path in runs_root.rglob("*"):
+        if path.is_file():
+            scanned += 1
+            assert KNOWN_TOKEN.encode() not in path.read_bytes(), f"token leaked into {path}"
+    assert scanned > 20
+    compiled = Path(__file__).resolve().parents[2] / "pipelines" / "mongars.yaml"
+    assert KNOWN_TOKEN not in compiled.read_text(encoding="utf-8")
