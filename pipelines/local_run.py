@@ -103,6 +103,7 @@ def run_local(
     previous_level = root_logger.level
     root_logger.addHandler(task_log)
     root_logger.setLevel(min(previous_level, logging.INFO) if previous_level else logging.INFO)
+    previous_token = os.environ.get("HF_TOKEN")
     if hf_token:
         os.environ["HF_TOKEN"] = hf_token  # reaches the task subprocesses, never their arguments
     started = time.monotonic()
@@ -124,6 +125,11 @@ def run_local(
             f"(artifacts under {pipeline_root})"
         ) from None
     finally:
+        if hf_token:
+            if previous_token is None:
+                os.environ.pop("HF_TOKEN", None)
+            else:
+                os.environ["HF_TOKEN"] = previous_token
         root_logger.removeHandler(task_log)
         root_logger.setLevel(previous_level)
         attempt["wall_seconds"] = round(time.monotonic() - started, 2)
