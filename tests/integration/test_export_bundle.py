@@ -135,25 +135,29 @@ def test_encoder_file_is_non_causal_with_mean_pooling(exported: dict) -> None:
     import gguf
 
     reader = gguf.GGUFReader(str(exported["out"] / "demo-encoder-F16.gguf"))
-    fields = {name: reader.fields[name] for name in ("llama.attention.causal", "llama.pooling_type")}
+    fields = {
+        name: reader.fields[name] for name in ("llama.attention.causal", "llama.pooling_type")
+    }
     assert bool(fields["llama.attention.causal"].contents()) is False
     assert int(fields["llama.pooling_type"].contents()) == int(gguf.PoolingType.MEAN)
     chat = gguf.GGUFReader(str(exported["out"] / "demo-chat-F16.gguf"))
     assert "llama.attention.causal" not in chat.fields
 
 
-def test_non_causal_parity_would_catch_a_causal_encoder(exported: dict, tiny_model_dir: Path) -> None:
+def test_non_causal_parity_would_catch_a_causal_encoder(
+    exported: dict, tiny_model_dir: Path
+) -> None:
     """The same GGUF against a causal HF reference falls well below the 0.99 bound."""
     from monGARS.mlops.export.reference import encoder_reference
     from monGARS.mlops.export.verify import verify_encoder_file
 
     causal = encoder_reference(tiny_model_dir, SAMPLE_TEXTS, "mean")
     assert causal.causal is True
-    bidirectional = encoder_reference(exported["root"] / "llm2vec" / "encoder", SAMPLE_TEXTS, "mean")
-    causal.causal = False  # run llama.cpp non-causally, compare with causal HF vectors
-    result = verify_encoder_file(
-        exported["out"] / "demo-encoder-F16.gguf", causal, min_cosine=0.99
+    bidirectional = encoder_reference(
+        exported["root"] / "llm2vec" / "encoder", SAMPLE_TEXTS, "mean"
     )
+    causal.causal = False  # run llama.cpp non-causally, compare with causal HF vectors
+    result = verify_encoder_file(exported["out"] / "demo-encoder-F16.gguf", causal, min_cosine=0.99)
     assert not result["passed"] and result["embedding_min_cosine"] < 0.9
     result = verify_encoder_file(
         exported["out"] / "demo-encoder-F16.gguf", bidirectional, min_cosine=0.99
@@ -164,7 +168,7 @@ def test_non_causal_parity_would_catch_a_causal_encoder(exported: dict, tiny_mod
 def test_modelfile_points_at_the_default_chat_file(exported: dict) -> None:
     text = (exported["out"] / "Modelfile").read_text()
     assert text.startswith("FROM ./demo-chat-Q8_0.gguf\n")
-    assert '<|im_start|>user\n{{ .Content }}<|im_end|>\n' in text
+    assert "<|im_start|>user\n{{ .Content }}<|im_end|>\n" in text
     assert 'PARAMETER stop "<|im_end|>"' in text
     assert "PARAMETER num_ctx 1024" in text  # capped at the tiny model's context
 
@@ -209,7 +213,9 @@ def test_export_cmd_replaces_the_writer_and_is_still_verified(
         encoding="utf-8",
     )
     out = tmp_path / "out dir; echo hi"
-    config = ExportConfig(quant_types=[], export_cmd=f"'{sys.executable}' '{script}' {{model_dir}} {{gguf_path}}")
+    config = ExportConfig(
+        quant_types=[], export_cmd=f"'{sys.executable}' '{script}' {{model_dir}} {{gguf_path}}"
+    )
     metadata = export_module(config, tiny_model_dir, None, None, "ext", out)
     bundle = json.loads((out / "bundle.json").read_text())
     assert bundle["chat"]["writer"] == "export_cmd"
@@ -218,7 +224,9 @@ def test_export_cmd_replaces_the_writer_and_is_still_verified(
 
     failing = tmp_path / "fail.py"
     failing.write_text("import sys\nsys.exit(5)\n")
-    bad = ExportConfig(quant_types=[], export_cmd=f"{sys.executable} {failing} {{model_dir}} {{gguf_path}}")
+    bad = ExportConfig(
+        quant_types=[], export_cmd=f"{sys.executable} {failing} {{model_dir}} {{gguf_path}}"
+    )
     with pytest.raises(MongarsError, match="exited with 5"):
         export_module(bad, tiny_model_dir, None, None, "ext2", tmp_path / "never")
     assert not (tmp_path / "never").exists()

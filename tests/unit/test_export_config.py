@@ -94,7 +94,9 @@ def test_failing_export_cmd_is_a_one_line_error(tmp_path: Path) -> None:
     script = tmp_path / "fail.py"
     script.write_text("import sys\nprint('converter says no', file=sys.stderr)\nsys.exit(3)\n")
     with pytest.raises(MongarsError, match=r"exited with 3 \(converter says no\)"):
-        run_export_cmd(f"{sys.executable} {script} {{model_dir}} {{gguf_path}}", tmp_path, tmp_path / "o")
+        run_export_cmd(
+            f"{sys.executable} {script} {{model_dir}} {{gguf_path}}", tmp_path, tmp_path / "o"
+        )
     with pytest.raises(MongarsError, match="not found"):
         run_export_cmd("no-such-converter-xyz {model_dir} {gguf_path}", tmp_path, tmp_path / "o")
 
@@ -120,7 +122,7 @@ def test_unsupported_rope_scaling_is_refused(tmp_path: Path) -> None:
         "rope_scaling": {"rope_type": "yarn", "factor": 4.0},
     }
     (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    with pytest.raises(MongarsError, match="rope scaling 'yarn'.*export_cmd"):
+    with pytest.raises(MongarsError, match=r"rope scaling 'yarn'.*export_cmd"):
         read_model_spec(tmp_path)
 
 
@@ -129,7 +131,12 @@ def _split(regex: str) -> dict:
         "pre_tokenizer": {
             "type": "Sequence",
             "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
+                {
+                    "type": "Split",
+                    "pattern": {"Regex": regex},
+                    "behavior": "Isolated",
+                    "invert": False,
+                },
                 {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False},
             ],
         }
@@ -139,7 +146,9 @@ def _split(regex: str) -> dict:
 def test_pre_tokenizer_is_detected_from_tokenizer_json_structure() -> None:
     from monGARS.mlops.export.tokenizer_meta import KNOWN_SPLIT_REGEXES
 
-    byte_level = {"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}}
+    byte_level = {
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
+    }
     assert detect_bpe_pre(byte_level) == "gpt-2"
     by_name = {name: regex for regex, name in KNOWN_SPLIT_REGEXES.items()}
     assert detect_bpe_pre(_split(by_name["llama-bpe"])) == "llama-bpe"

@@ -143,11 +143,15 @@ def _messages(value: Any, role_key: str, content_key: str, field: str) -> list[R
         role = ROLE_ALIASES.get(str(item.get(role_key, "")).strip().lower())
         if role is None:
             raise RecordError("invalid_fields", f"{field}: unknown role {item.get(role_key)!r}")
-        out.append({"role": role, "content": _text(item.get(content_key), f"{field}.{content_key}")})
+        out.append(
+            {"role": role, "content": _text(item.get(content_key), f"{field}.{content_key}")}
+        )
     return out
 
 
-def _guard(rows: Iterable[Record], stats: SourceStats, build: Callable[[Record], Record | None]) -> Iterator[Record]:
+def _guard(
+    rows: Iterable[Record], stats: SourceStats, build: Callable[[Record], Record | None]
+) -> Iterator[Record]:
     """Apply a one-row-one-record ``build`` and count rows it refuses."""
     for row in rows:
         try:
@@ -159,11 +163,17 @@ def _guard(rows: Iterable[Record], stats: SourceStats, build: Callable[[Record],
             yield record
 
 
-def native(rows: Iterable[Record], spec: SourceSpec, stats: SourceStats, languages: list[str]) -> Iterator[Record]:
-    return _guard(rows, stats, lambda row: _finish(spec, row.get("id"), _native_payload(spec.kind, row)))
+def native(
+    rows: Iterable[Record], spec: SourceSpec, stats: SourceStats, languages: list[str]
+) -> Iterator[Record]:
+    return _guard(
+        rows, stats, lambda row: _finish(spec, row.get("id"), _native_payload(spec.kind, row))
+    )
 
 
-def xp3(rows: Iterable[Record], spec: SourceSpec, stats: SourceStats, languages: list[str]) -> Iterator[Record]:
+def xp3(
+    rows: Iterable[Record], spec: SourceSpec, stats: SourceStats, languages: list[str]
+) -> Iterator[Record]:
     def build(row: Record) -> Record:
         payload = {
             "instruction": _text(row.get("inputs"), "inputs"),
@@ -175,7 +185,9 @@ def xp3(rows: Iterable[Record], spec: SourceSpec, stats: SourceStats, languages:
     return _guard(rows, stats, build)
 
 
-def aya(rows: Iterable[Record], spec: SourceSpec, stats: SourceStats, languages: list[str]) -> Iterator[Record]:
+def aya(
+    rows: Iterable[Record], spec: SourceSpec, stats: SourceStats, languages: list[str]
+) -> Iterator[Record]:
     tags = accepted_tags(languages)
 
     def build(row: Record) -> Record:
@@ -192,7 +204,9 @@ def aya(rows: Iterable[Record], spec: SourceSpec, stats: SourceStats, languages:
     return _guard(rows, stats, build)
 
 
-def miracl(rows: Iterable[Record], spec: SourceSpec, stats: SourceStats, languages: list[str]) -> Iterator[Record]:
+def miracl(
+    rows: Iterable[Record], spec: SourceSpec, stats: SourceStats, languages: list[str]
+) -> Iterator[Record]:
     def build(row: Record) -> Record:
         payload = {
             "query": _text(row.get("query"), "query"),
@@ -213,7 +227,9 @@ def _lookup(row: Record, path: str) -> Any:
     return value
 
 
-def generic(rows: Iterable[Record], spec: SourceSpec, stats: SourceStats, languages: list[str]) -> Iterator[Record]:
+def generic(
+    rows: Iterable[Record], spec: SourceSpec, stats: SourceStats, languages: list[str]
+) -> Iterator[Record]:
     fields = spec.fields
 
     def build(row: Record) -> Record:
@@ -232,7 +248,10 @@ def generic(rows: Iterable[Record], spec: SourceSpec, stats: SourceStats, langua
         elif kind == "conversation":
             payload = {
                 "messages": _messages(
-                    get("messages"), fields.get("role", "role"), fields.get("content", "content"), "messages"
+                    get("messages"),
+                    fields.get("role", "role"),
+                    fields.get("content", "content"),
+                    "messages",
                 )
             }
         else:
@@ -283,18 +302,24 @@ def _best_thread(messages: list[Record]) -> list[Record]:
     while True:
         expected = "assistant" if path[-1]["role"] == "prompter" else "prompter"
         replies = [
-            m for m in children.get(path[-1]["message_id"], []) if _usable(m) and m.get("role") == expected
+            m
+            for m in children.get(path[-1]["message_id"], [])
+            if _usable(m) and m.get("role") == expected
         ]
         if not replies:
             break
-        replies.sort(key=lambda m: (m.get("rank") is None, m.get("rank") or 0, str(m["message_id"])))
+        replies.sort(
+            key=lambda m: (m.get("rank") is None, m.get("rank") or 0, str(m["message_id"]))
+        )
         path.append(replies[0])
     if path[-1]["role"] == "prompter":
         path.pop()
     return path
 
 
-def _tree_record(spec: SourceSpec, stats: SourceStats, tree_id: Any, messages: list[Record], tags: set[str]) -> Record | None:
+def _tree_record(
+    spec: SourceSpec, stats: SourceStats, tree_id: Any, messages: list[Record], tags: set[str]
+) -> Record | None:
     root_lang = next((m.get("lang") for m in messages if m.get("parent_id") is None), None)
     if isinstance(root_lang, str) and root_lang.strip().lower() not in tags:
         stats.drop("language_tag")
@@ -312,7 +337,9 @@ def _tree_record(spec: SourceSpec, stats: SourceStats, tree_id: Any, messages: l
     return _finish(spec, tree_id, payload)
 
 
-def oasst2(rows: Iterable[Record], spec: SourceSpec, stats: SourceStats, languages: list[str]) -> Iterator[Record]:
+def oasst2(
+    rows: Iterable[Record], spec: SourceSpec, stats: SourceStats, languages: list[str]
+) -> Iterator[Record]:
     """Group message rows by tree (rows of one tree are contiguous in the oasst2 exports).
 
     Only the current tree is held in memory; a tree whose rows are split in two places gives two

@@ -54,7 +54,9 @@ class DatasetsResult:
     summary_markdown: str
 
 
-def _progress(rows: Iterable[dict[str, Any]], spec: SourceSpec, enabled: bool) -> Iterator[dict[str, Any]]:
+def _progress(
+    rows: Iterable[dict[str, Any]], spec: SourceSpec, enabled: bool
+) -> Iterator[dict[str, Any]]:
     """A tqdm bar over a source's rows; tqdm switches itself off when stderr is not a terminal."""
     from tqdm.auto import tqdm
 
@@ -144,7 +146,9 @@ def _nothing_usable(all_stats: list[SourceStats]) -> MongarsError:
     return MongarsError("sources: no usable record remains; " + "; ".join(parts))
 
 
-def _mine_modules(config: DatasetsConfig, modules_dir: Path) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+def _mine_modules(
+    config: DatasetsConfig, modules_dir: Path
+) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
     """Mine the code roots and write one train/val folder per module that has enough records."""
     with tempfile.TemporaryDirectory(prefix="mongars-code-") as scratch:
         roots = resolve_roots(list(config.code_roots), Path(scratch))
@@ -188,7 +192,9 @@ def _mine_modules(config: DatasetsConfig, modules_dir: Path) -> tuple[list[str],
             }
             continue
         writer = SplitWriter(modules_dir / module, config.val_split, config.seed)
-        for record in sorted(module_list, key=lambda r: (split_score(r["id"], config.seed), r["id"])):
+        for record in sorted(
+            module_list, key=lambda r: (split_score(r["id"], config.seed), r["id"])
+        ):
             writer.write(record)
         counts = writer.close()
         modules_info[module] = {**counts, "records": len(module_list), "status": "included"}
@@ -236,9 +242,7 @@ def _metadata(summary: dict[str, Any], modules: list[str], content_sha: str) -> 
         "duplicates_near": summary["duplicates"]["duplicate_near"],
         "modules": ",".join(modules),
         "module_count": len(modules),
-        "module_records": sum(
-            info["train"] + info["val"] for info in summary["modules"].values()
-        ),
+        "module_records": sum(info["train"] + info["val"] for info in summary["modules"].values()),
         "code_files": summary["code"]["files"],
         "seed": summary["config"]["seed"],
         "val_split": summary["config"]["val_split"],

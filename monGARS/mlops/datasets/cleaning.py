@@ -48,7 +48,9 @@ class Cleaned:
     redacted: Counter[str]
 
 
-def _scrub(kind: str, record: dict[str, Any], rules: CleaningRules) -> tuple[dict[str, Any], Counter[str]]:
+def _scrub(
+    kind: str, record: dict[str, Any], rules: CleaningRules
+) -> tuple[dict[str, Any], Counter[str]]:
     redacted: Counter[str] = Counter()
 
     def transform(text: str) -> str:

@@ -60,7 +60,9 @@ def parameters(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[dict[str, s
     """Named parameters with their annotation and default (``self``/``cls`` left out)."""
     args = node.args
     positional = [*args.posonlyargs, *args.args]
-    defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
+    defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults)) + list(
+        args.defaults
+    )
     pairs = list(zip(positional, defaults, strict=True))
     pairs += list(zip(args.kwonlyargs, args.kw_defaults, strict=True))
     out = []
@@ -280,7 +282,7 @@ class TreeFacts:
         return sorted(top for top in tops if top and top not in own and top != "__future__")
 
     def module_facts(self) -> Iterator[tuple[FileFacts, Fact]]:
-        """Per-file dependency facts, framework usage and reverse dependencies, in a stable order."""
+        """Per-file dependency facts, framework usage and reverse dependencies, stably ordered."""
         importers: dict[str, set[str]] = {}
         for facts in self.files:
             for target in self.internal_modules(facts.imports):
@@ -291,33 +293,42 @@ class TreeFacts:
             internal = [m for m in self.internal_modules(facts.imports) if m != module]
             external = self.external_packages(facts.imports)
             if internal or external:
-                yield facts, {
-                    "type": "imports",
-                    "module": module,
-                    "path": facts.source.display_path,
-                    "internal": internal,
-                    "external": external,
-                }
+                yield (
+                    facts,
+                    {
+                        "type": "imports",
+                        "module": module,
+                        "path": facts.source.display_path,
+                        "internal": internal,
+                        "external": external,
+                    },
+                )
             if module in importers:
-                yield facts, {
-                    "type": "imported_by",
-                    "module": module,
-                    "path": facts.source.display_path,
-                    "importers": sorted(importers[module]),
-                }
+                yield (
+                    facts,
+                    {
+                        "type": "imported_by",
+                        "module": module,
+                        "path": facts.source.display_path,
+                        "importers": sorted(importers[module]),
+                    },
+                )
             by_framework: dict[str, list[Fact]] = {}
             for call in facts.calls:
                 by_framework.setdefault(call["framework"], []).append(
                     {key: call[key] for key in ("call", "function", "line")}
                 )
             for framework, calls in sorted(by_framework.items()):
-                yield facts, {
-                    "type": "framework_usage",
-                    "module": module,
-                    "path": facts.source.display_path,
-                    "framework": framework,
-                    "calls": calls,
-                }
+                yield (
+                    facts,
+                    {
+                        "type": "framework_usage",
+                        "module": module,
+                        "path": facts.source.display_path,
+                        "framework": framework,
+                        "calls": calls,
+                    },
+                )
 
 
 def mine_tree(sources: list[SourceFile]) -> TreeFacts:

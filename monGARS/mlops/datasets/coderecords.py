@@ -183,7 +183,11 @@ def _framework_record(fact: Fact) -> tuple[str, str]:
     noun = "appel" if len(calls) == 1 else "appels"
     lines = [f"`{module}` ({fact['path']}) fait {len(calls)} {noun} à {framework} :"]
     for call in calls[:MAX_LISTED]:
-        where = "au niveau du module" if call["function"] == "<module>" else f"dans `{call['function']}`"
+        where = (
+            "au niveau du module"
+            if call["function"] == "<module>"
+            else f"dans `{call['function']}`"
+        )
         lines.append(f"- {where}, ligne {call['line']} : `{call['call']}(...)`")
     if len(calls) > MAX_LISTED:
         lines.append(f"- et {len(calls) - MAX_LISTED} autres appels.")

@@ -80,7 +80,7 @@ def _archive_stem(name: str) -> str:
 
 
 def extract_archive(archive: Path, destination: Path, label: str) -> Path:
-    """Unpack a .tar(.gz)/.zip safely (no absolute paths, ``..`` or links out of ``destination``)."""
+    """Unpack .tar(.gz)/.zip safely: no absolute paths, ``..`` or links out of ``destination``."""
     destination.mkdir(parents=True, exist_ok=True)
     try:
         if archive.name.lower().endswith(".zip"):
@@ -121,7 +121,9 @@ def resolve_roots(roots: list[str], workdir: Path) -> list[CodeRoot]:
                 local = workdir / f"archive{index}-{PurePosixPath(path).name}"
                 try:
                     if not fs.exists(path):
-                        raise MongarsError(f"{label}: {uri} does not exist; check the bucket and path")
+                        raise MongarsError(
+                            f"{label}: {uri} does not exist; check the bucket and path"
+                        )
                     fs.get(path, str(local))
                 except MongarsError:
                     raise

@@ -77,7 +77,7 @@ class SourceSpec:
 
 
 def default_name(uri: str) -> str:
-    """A source name from its URI: ``mongars://sample_fr/instruction.jsonl`` -> sample_fr_instruction."""
+    """A source name from the last two parts of its URI (sample_fr/x.jsonl -> sample_fr_x)."""
     stem = uri
     for prefix in (PACKAGE_SCHEME, HUB_SCHEME, "gs://"):
         if stem.startswith(prefix):
@@ -104,8 +104,14 @@ def parse_source(index: int, raw: Any) -> tuple[SourceSpec | None, list[str]]:
     checks.require(not unknown, where, f"unknown keys {unknown}; valid: {', '.join(SOURCE_KEYS)}")
     uri, kind = raw.get("uri"), raw.get("kind")
     adapter = raw.get("adapter", "native")
-    checks.require(isinstance(uri, str) and bool(uri.strip()), f"{where}.uri", "give a path, gs:// URI or hub id")
-    checks.require(kind in KINDS, f"{where}.kind", f"must be one of {', '.join(KINDS)} (got {kind!r})")
+    checks.require(
+        isinstance(uri, str) and bool(uri.strip()),
+        f"{where}.uri",
+        "give a path, gs:// URI or hub id",
+    )
+    checks.require(
+        kind in KINDS, f"{where}.kind", f"must be one of {', '.join(KINDS)} (got {kind!r})"
+    )
     checks.require(
         adapter in ADAPTER_KINDS,
         f"{where}.adapter",
@@ -128,7 +134,9 @@ def parse_source(index: int, raw: Any) -> tuple[SourceSpec | None, list[str]]:
         missing = [key for key in required if key not in fields]
         extra = sorted(set(fields) - set(required) - set(optional))
         checks.require(
-            not missing, f"{where}.fields", f"the generic adapter needs {missing} for {kind} records"
+            not missing,
+            f"{where}.fields",
+            f"the generic adapter needs {missing} for {kind} records",
         )
         checks.require(not extra, f"{where}.fields", f"unknown target fields {extra} for {kind}")
     elif fields:
@@ -176,7 +184,7 @@ def default_sources() -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class DatasetsConfig:
-    """Everything build_datasets needs; defaults build the shipped sample and mine monGARS itself."""
+    """Everything build_datasets needs; defaults: the shipped sample, and monGARS mined itself."""
 
     CONFIG_NAME = "datasets"
 
@@ -207,7 +215,9 @@ class DatasetsConfig:
 
     def source_specs(self) -> list[SourceSpec]:
         """The checked sources (the config is valid, so every one parses)."""
-        return [spec for spec, _ in (parse_source(i, raw) for i, raw in enumerate(self.sources)) if spec]
+        return [
+            spec for spec, _ in (parse_source(i, raw) for i, raw in enumerate(self.sources)) if spec
+        ]
 
     def module_rules(self) -> list[tuple[str, str]]:
         """The module map as (glob, sanitised module name) pairs, in order."""
@@ -254,7 +264,8 @@ class DatasetsConfig:
         checks.require(
             not bad_languages,
             "languages",
-            f"unsupported {bad_languages}; the offline identifier knows {', '.join(SUPPORTED_LANGUAGES)}",
+            f"unsupported {bad_languages}; "
+            f"the offline identifier knows {', '.join(SUPPORTED_LANGUAGES)}",
         )
         checks.fraction("language_min_margin", self.language_min_margin)
         checks.require(
@@ -273,7 +284,9 @@ class DatasetsConfig:
             f"must be between 1 and 10 words (got {self.shingle_size})",
         )
         bad_pii = sorted(set(self.pii_drop) - set(PII_KINDS))
-        checks.require(not bad_pii, "pii_drop", f"unknown kinds {bad_pii}; valid: {', '.join(PII_KINDS)}")
+        checks.require(
+            not bad_pii, "pii_drop", f"unknown kinds {bad_pii}; valid: {', '.join(PII_KINDS)}"
+        )
         checks.at_least("min_module_records", self.min_module_records, 2)
         return checks.found
 

@@ -170,7 +170,7 @@ class LanguageGuess:
 
 
 def prose_tokens(text: str) -> list[str]:
-    """Letter-only words of ``text`` with code identifiers (and quotes, if prose remains) removed."""
+    """Letter-only words of ``text``, without code identifiers (nor quotes, if prose remains)."""
     prose = _CODE_TOKEN.sub(" ", text)
     unquoted = _LETTERS.findall(_QUOTED.sub(" ", prose).casefold())
     return unquoted or _LETTERS.findall(prose.casefold())

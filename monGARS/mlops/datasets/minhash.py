@@ -24,13 +24,20 @@ _SHIFT32 = np.uint64(32)
 _BLOCK_ELEMENTS = 1 << 23
 
 
+# Candidates are confirmed against stored signatures, so a false positive costs one comparison
+# while a false negative lets a duplicate through: the band layout favours recall.
+FALSE_POSITIVE_WEIGHT = 0.2
+FALSE_NEGATIVE_WEIGHT = 0.8
+
+
 @lru_cache(maxsize=32)
 def optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows) with bands*rows <= num_perm minimising false positives + false negatives.
+    """(bands, rows) with bands*rows <= num_perm minimising weighted false positives + negatives.
 
     A pair with Jaccard s becomes a candidate with probability 1 - (1 - s**r)**b; the integral of
-    that below ``threshold`` (false positives) plus the integral of its complement above
-    (false negatives) is minimised over all (b, r), as the LSH literature recommends.
+    that below ``threshold`` (false positives) and of its complement above (false negatives) are
+    weighted and minimised over all (b, r). With 128 permutations and a 0.8 threshold this gives
+    12 bands of 10 rows: 99% of pairs at 0.9 similarity become candidates, 1% of pairs at 0.5.
     """
     best: tuple[float, int, int] | None = None
     below = np.linspace(0.0, threshold, 201)
@@ -39,7 +46,7 @@ def optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:
         for rows in range(1, num_perm // bands + 1):
             false_pos = np.trapezoid(1 - (1 - below**rows) ** bands, below)
             false_neg = np.trapezoid((1 - above**rows) ** bands, above)
-            error = float(false_pos + false_neg)
+            error = float(FALSE_POSITIVE_WEIGHT * false_pos + FALSE_NEGATIVE_WEIGHT * false_neg)
             if best is None or error < best[0] - 1e-12:
                 best = (error, bands, rows)
     assert best is not None
@@ -132,7 +139,7 @@ class LshIndex:
         return self.size - 1
 
     def add_batch(self, signatures: np.ndarray) -> list[bool]:
-        """Insert each signature in order; True where it near-duplicates an earlier one (not added)."""
+        """Insert signatures in order; True where one near-duplicates an earlier one (not added)."""
         keys = self._band_keys(signatures).tolist()
         short = (signatures[:, : self.bands * self.rows] & 0xFFFF).astype(np.uint16)
         duplicates: list[bool] = []

@@ -11,7 +11,9 @@ import re
 import unicodedata
 
 # Zero-width and bidi control characters, and the BOM: invisible, and they break dedup.
-_INVISIBLE = re.compile("[\u200b\u200c\u200d\u200e\u200f\u2060\u2066-\u2069\u202a-\u202e\ufeff\u00ad]")
+_INVISIBLE = re.compile(
+    "[\u200b\u200c\u200d\u200e\u200f\u2060\u2066-\u2069\u202a-\u202e\ufeff\u00ad]"
+)
 # C0/C1 controls except tab and newline.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # Non-breaking, narrow and other typographic spaces (French typography uses U+202F before ;:!?).
@@ -36,7 +38,7 @@ def normalize_text(text: str) -> str:
 
 
 def dedup_key(text: str) -> str:
-    """The text as exact dedup sees it: case, accents' composition, punctuation and spacing ignored."""
+    """The text as exact dedup sees it: case, Unicode forms, punctuation and spacing ignored."""
     folded = unicodedata.normalize("NFKC", text).casefold()
     return " ".join(_WORD_TOKEN.findall(folded))
 

@@ -19,15 +19,15 @@ from dataclasses import dataclass
 PII_KINDS = ("email", "phone", "card", "iban", "nir", "secret")
 PLACEHOLDER = {kind: f"[{kind.upper()}]" for kind in PII_KINDS}
 
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+_EMAIL = re.compile(
+    r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"
+)
 _PHONE_FR = re.compile(
     r"(?<![\w+])(?:(?:\+|00)33[\s.-]?(?:\(0\)[\s.-]?)?|0)[1-9](?:[\s.-]?\d{2}){4}(?![\w])"
 )
 _PHONE_INTL = re.compile(r"(?<![\w+])(?:\+|00)[1-9]\d{0,2}(?:[\s.-]?\(?\d{1,4}\)?){2,6}(?![\w])")
 _CARD = re.compile(r"(?<![\d-])[2-6]\d{3}(?:[ -]?\d{2,4}){2,5}(?![\d])")
-_IBAN = re.compile(
-    r"\b[A-Z]{2}\d{2}(?:(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?|[A-Z0-9]{11,30})\b"
-)
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?|[A-Z0-9]{11,30})\b")
 _NIR = re.compile(
     r"(?<![\d])([12])[ .]?(\d{2})[ .]?(0[1-9]|1[0-2]|[2-9]\d)[ .]?(\d{2}|2[AB])[ .]?(\d{3})"
     r"[ .]?(\d{3})[ .]?(\d{2})(?![\d])"
@@ -62,7 +62,7 @@ def luhn_valid(digits: str) -> bool:
 
 
 def iban_valid(iban: str) -> bool:
-    """ISO 13616 check: country and check digits moved to the end, letters as numbers, mod 97 == 1."""
+    """ISO 13616: country and check digits moved to the end, letters as numbers, mod 97 == 1."""
     compact = iban.replace(" ", "").upper()
     if not 15 <= len(compact) <= 34:
         return False
@@ -97,7 +97,9 @@ class PiiMatch:
 
 
 def _secret_spans(text: str) -> list[PiiMatch]:
-    spans = [PiiMatch("secret", m.start(), m.end()) for p in _SECRET_PATTERNS for m in p.finditer(text)]
+    spans = [
+        PiiMatch("secret", m.start(), m.end()) for p in _SECRET_PATTERNS for m in p.finditer(text)
+    ]
     for m in _ASSIGNED_SECRET.finditer(text):
         if _looks_random(m.group(1), 3.0):
             spans.append(PiiMatch("secret", m.start(1), m.end(1)))
@@ -106,9 +108,9 @@ def _secret_spans(text: str) -> list[PiiMatch]:
             spans.append(PiiMatch("secret", m.start(), m.end()))
     for m in _LONG_B64.finditer(text):
         token = m.group(0)
-        if any(c.isupper() for c in token) and any(c.islower() for c in token):
-            if _looks_random(token, 4.2):
-                spans.append(PiiMatch("secret", m.start(), m.end()))
+        mixed_case = any(c.isupper() for c in token) and any(c.islower() for c in token)
+        if mixed_case and _looks_random(token, 4.2):
+            spans.append(PiiMatch("secret", m.start(), m.end()))
     return spans
 
 
@@ -126,7 +128,9 @@ def find_pii(text: str) -> list[PiiMatch]:
     candidates += [PiiMatch("email", m.start(), m.end()) for m in _EMAIL.finditer(text)]
     candidates += [PiiMatch("phone", m.start(), m.end()) for m in _PHONE_FR.finditer(text)]
     for m in _PHONE_INTL.finditer(text):
-        if 8 <= len(re.sub(r"\D", "", m.group(0))) <= 15:
+        # E.164 numbers have 8-15 digits after the "+" or "00" international prefix.
+        digits = re.sub(r"\D", "", m.group(0))
+        if 8 <= len(digits[2:] if m.group(0).startswith("00") else digits) <= 15:
             candidates.append(PiiMatch("phone", m.start(), m.end()))
     chosen: list[PiiMatch] = []
     taken: list[tuple[int, int]] = []

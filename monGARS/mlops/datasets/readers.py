@@ -133,7 +133,9 @@ def _file_rows(fs: Any, path: str, fmt: str, stats: SourceStats) -> Iterator[dic
             yield from _parquet_rows(handle, stats)
 
 
-def _files_rows(fs: Any, path: str, spec: SourceSpec, stats: SourceStats) -> Iterator[dict[str, Any]]:
+def _files_rows(
+    fs: Any, path: str, spec: SourceSpec, stats: SourceStats
+) -> Iterator[dict[str, Any]]:
     try:
         files = _list_files(fs, path, spec.format)
     except SourceUnavailable:
@@ -144,7 +146,8 @@ def _files_rows(fs: Any, path: str, spec: SourceSpec, stats: SourceStats) -> Ite
         fmt = _format_of(file, spec.format)
         if fmt is None:
             raise SourceUnavailable(
-                f"{file}: unknown file type; name it .jsonl/.parquet/.csv or set the source's format"
+                f"{file}: unknown file type; "
+                "name it .jsonl/.parquet/.csv or set the source's format"
             )
         try:
             yield from _file_rows(fs, file, fmt, stats)
@@ -176,14 +179,18 @@ def _hub_rows(spec: SourceSpec, dataset_id: str, stats: SourceStats) -> Iterator
         )
         iterator = iter(stream)
     except Exception as error:  # offline, unknown id, gated repo, bad config name, ...
-        raise SourceUnavailable(f"hub dataset {dataset_id!r} cannot be loaded ({_first_line(error)})") from None
+        raise SourceUnavailable(
+            f"hub dataset {dataset_id!r} cannot be loaded ({_first_line(error)})"
+        ) from None
     while True:
         try:
             row = next(iterator)
         except StopIteration:
             return
         except Exception as error:  # a network drop mid-stream keeps what was read
-            raise SourceUnavailable(f"hub stream broke after {stats.read} rows ({_first_line(error)})") from None
+            raise SourceUnavailable(
+                f"hub stream broke after {stats.read} rows ({_first_line(error)})"
+            ) from None
         stats.read += 1
         if isinstance(row, dict):
             yield row

@@ -58,7 +58,9 @@ def check_messages(messages: Any) -> None:
             or not isinstance(message["content"], str)
             or not message["content"].strip()
         ):
-            raise RecordError("invalid_fields", "messages: each needs a role and a non-empty content")
+            raise RecordError(
+                "invalid_fields", "messages: each needs a role and a non-empty content"
+            )
     turns = messages[1:] if messages[0]["role"] == "system" else messages
     if len(turns) < 2:
         raise RecordError("invalid_fields", "messages: needs at least one user/assistant exchange")

@@ -12,7 +12,8 @@ from collections import Counter
 
 from monGARS.mlops.datasets.normalize import words
 
-MAX_URL_CHAR_RATIO = 0.3  # share of characters inside URLs
+MAX_URL_CHAR_RATIO = 0.5  # share of characters inside URLs (one link in a sentence is fine)
+MAX_URL_CHAR_RATIO_MANY = 0.3  # the same, once a text has 3 links or more
 MAX_URLS = 8  # URLs per record
 MAX_SYMBOL_RATIO = 0.35  # characters that are neither letters, digits nor spaces
 MAX_UPPERCASE_RATIO = 0.7  # of letters, for texts with at least 40 letters
@@ -38,7 +39,7 @@ SPAM_PHRASES = (
 MIN_SPAM_PHRASES = 2  # one phrase alone can be innocent ("cliquez ici pour ouvrir le menu")
 
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
-_CHAR_RUN = re.compile(r"(\S)\1{%d,}" % (MAX_CHAR_RUN - 1))
+_CHAR_RUN = re.compile(rf"(\S)\1{{{MAX_CHAR_RUN - 1},}}")
 # Code indentation and operators are expected: symbols are counted outside leading whitespace.
 _SYMBOL = re.compile(r"[^\w\s]", re.UNICODE)
 
@@ -46,7 +47,12 @@ _SYMBOL = re.compile(r"[^\w\s]", re.UNICODE)
 def spam_reason(text: str) -> str | None:
     """The first heuristic ``text`` fails, as a drop reason, or ``None`` when it looks fine."""
     urls = _URL.findall(text)
-    if len(urls) > MAX_URLS or sum(map(len, urls)) > MAX_URL_CHAR_RATIO * max(len(text), 1):
+    url_share = sum(map(len, urls)) / max(len(text), 1)
+    if (
+        len(urls) > MAX_URLS
+        or url_share > MAX_URL_CHAR_RATIO
+        or (len(urls) >= 3 and url_share > MAX_URL_CHAR_RATIO_MANY)
+    ):
         return "spam_urls"
     if _CHAR_RUN.search(text):
         return "spam_repetition"
@@ -65,7 +71,9 @@ def spam_reason(text: str) -> str | None:
     if visible and len(_SYMBOL.findall(compact)) > MAX_SYMBOL_RATIO * visible:
         return "spam_symbols"
     letters = [char for char in compact if char.isalpha()]
-    if len(letters) >= 40 and sum(c.isupper() for c in letters) > MAX_UPPERCASE_RATIO * len(letters):
+    if len(letters) >= 40 and sum(c.isupper() for c in letters) > MAX_UPPERCASE_RATIO * len(
+        letters
+    ):
         return "spam_uppercase"
     lowered = text.casefold()
     if sum(phrase in lowered for phrase in SPAM_PHRASES) >= MIN_SPAM_PHRASES:

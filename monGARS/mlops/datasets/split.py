@@ -34,8 +34,10 @@ class SplitWriter:
         self.val_split = val_split
         self.seed = seed
         self.counts = {"train": 0, "val": 0}
+        # Both files stay open while records stream in; close() closes them.
         self._handles: dict[str, IO[str]] = {
-            side: open(folder / f"{side}.jsonl", "w", encoding="utf-8") for side in ("train", "val")
+            side: open(folder / f"{side}.jsonl", "w", encoding="utf-8")  # noqa: SIM115
+            for side in ("train", "val")
         }
         # The train record nearest the cut (lowest score) and the val record farthest (highest).
         self._nearest_train: tuple[float, int] | None = None
@@ -57,7 +59,10 @@ class SplitWriter:
         source_path = self.folder / f"{source}.jsonl"
         rewritten = self.folder / f".{source}.rewrite"
         moved = None
-        with open(source_path, encoding="utf-8") as reader, open(rewritten, "w", encoding="utf-8") as out:
+        with (
+            open(source_path, encoding="utf-8") as reader,
+            open(rewritten, "w", encoding="utf-8") as out,
+        ):
             for position, line in enumerate(reader):
                 if position == index:
                     moved = line

@@ -226,12 +226,17 @@ def read_tokenizer_meta(folder: str | Path, vocab_size: int) -> TokenizerMeta:
 
     root = Path(folder)
     data = _read_tokenizer_json(root)
-    model = data.get("model") or {}
-    model_type = model.get("type")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(root))
     except (OSError, ValueError) as error:
         raise MongarsError(f"export: tokenizer in {root} cannot be loaded ({error})") from None
+    # Describe what HF really runs: transformers may rebuild the pipeline from the model type
+    # (e.g. Qwen2Tokenizer installs Qwen2's split regex over whatever tokenizer.json says).
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        data = json.loads(backend.to_str())
+    model = data.get("model") or {}
+    model_type = model.get("type")
     tokens, added = _ordered_vocab(data, vocab_size)
     if len(tokens) > vocab_size:
         raise MongarsError(

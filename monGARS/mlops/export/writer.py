@@ -141,8 +141,10 @@ def _iter_tensors(
                 continue
             if path not in handles:
                 handles[path] = safe_open(str(path), framework="pt")
-            tensor = handles[path].get_tensor(hf_name).to(torch.float32).numpy()
-            yield name, _as_output_dtype(plan.transform(name, tensor))
+            tensor = handles[path].get_tensor(hf_name)
+            # Matrices go straight to f16 (one rounding, half the memory traffic of an f32 hop).
+            target = torch.float16 if tensor.dim() >= 2 else torch.float32
+            yield name, _as_output_dtype(plan.transform(name, tensor.to(target).numpy()))
     finally:
         handles.clear()
 

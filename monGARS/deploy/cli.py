@@ -1,0 +1,258 @@
+"""``mongars submit | schedule | preflight``: argparse wiring for the cluster commands.
+
+``add_deploy_subcommands(subparsers)`` adds the three commands to the ``mongars`` parser; each sets
+``handler`` to a function taking the parsed namespace and returning the exit code. User mistakes
+raise ``MongarsError`` (the ``mongars`` entry point prints it as one ``error:`` line, exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from monGARS.mlops.errors import MongarsError
+
+DEFAULT_EXPERIMENT = "mongars"
+COMPILED_PIPELINE = Path(__file__).resolve().parents[2] / "pipelines" / "mongars.yaml"
+
+
+def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_argument_group("Kubeflow Pipelines")
+    target.add_argument(
+        "--host",
+        help="KFP API endpoint, e.g. http://localhost:8888 after `kubectl -n kubeflow "
+        "port-forward svc/ml-pipeline 8888:8888` (default: $KF_PIPELINES_ENDPOINT, in-cluster, "
+        "or kubeconfig proxy). The bearer token, if any, is read from $KFP_TOKEN.",
+    )
+    target.add_argument("--namespace", help="profile namespace (multi-user Kubeflow)")
+    target.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="created when missing")
+    target.add_argument("--service-account", help="Kubernetes service account the run's pods use")
+
+
+def _add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    pipeline = parser.add_argument_group("pipeline")
+    pipeline.add_argument(
+        "--package",
+        help="compiled pipeline YAML (e.g. pipelines/mongars.yaml); default: compile from source",
+    )
+    pipeline.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pipeline parameter (repeatable); lists/dicts as JSON, e.g. "
+        "--param gpu_node_selector='{\"cloud.google.com/gke-accelerator\": \"nvidia-l4\"}'",
+    )
+    pipeline.add_argument("--params-file", help="YAML/JSON mapping of parameters (--param wins)")
+    pipeline.add_argument(
+        "--pipeline-name",
+        help="upload the YAML as this pipeline (a version per distinct YAML) and run that version",
+    )
+    pipeline.add_argument("--pipeline-version", help="version name (default: <version>-<sha12>)")
+    pipeline.add_argument("--pipeline-root", help="artifact root, e.g. gs://bucket/mongars")
+    pipeline.add_argument(
+        "--no-cache", action="store_true", help="disable execution caching for this run"
+    )
+
+
+def add_deploy_subcommands(subparsers: Any) -> None:
+    """Register ``submit``, ``schedule`` and ``preflight`` on an argparse subparsers object."""
+    submit = subparsers.add_parser("submit", help="start a run on Kubeflow Pipelines")
+    _add_target_arguments(submit)
+    _add_pipeline_arguments(submit)
+    submit.add_argument("--run-name", help="default: mongars-<UTC time>")
+    submit.add_argument("--wait", action="store_true", help="follow the run to its final state")
+    submit.add_argument("--timeout", type=float, default=86_400.0, help="--wait limit, seconds")
+    submit.add_argument("--poll-interval", type=float, default=30.0, help="seconds between polls")
+    submit.set_defaults(handler=submit_command)
+
+    schedule = subparsers.add_parser("schedule", help="create a recurring run (cron)")
+    _add_target_arguments(schedule)
+    _add_pipeline_arguments(schedule)
+    schedule.add_argument(
+        "--cron",
+        required=True,
+        help="six fields, seconds first (KFP): '0 0 2 * * *' = 02:00 daily; five-field specs "
+        "are converted; @daily/@every 6h work too",
+    )
+    schedule.add_argument("--name", default="mongars-schedule", help="recurring run name")
+    schedule.add_argument("--max-concurrency", type=int, default=1, help="1-10 runs at once")
+    schedule.add_argument(
+        "--catchup", action="store_true", help="backfill missed slots after a pause (off by default)"
+    )
+    schedule.add_argument("--disabled", action="store_true", help="create it paused")
+    schedule.add_argument("--start-time", help="RFC 3339, e.g. 2026-01-31T02:00:00Z")
+    schedule.add_argument("--end-time", help="RFC 3339")
+    schedule.set_defaults(handler=schedule_command)
+
+    preflight = subparsers.add_parser(
+        "preflight", help="check the cluster has the GPU nodes, Secret and PVC a run needs"
+    )
+    preflight.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
+    preflight.add_argument("--context", help="kubeconfig context (default: current)")
+    preflight.add_argument("--namespace", help="where runs go (default: the context's namespace)")
+    preflight.add_argument(
+        "--package",
+        help="compiled pipeline YAML whose parameter defaults apply (default: pipelines/mongars.yaml)",
+    )
+    preflight.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    preflight.add_argument("--params-file", help="the same parameters file you submit with")
+    preflight.add_argument(
+        "--allow-scale-from-zero",
+        action="store_true",
+        help="no GPU node yet is a warning (node pools that autoscale from zero)",
+    )
+    preflight.add_argument("--strict", action="store_true", help="warnings fail too")
+    preflight.set_defaults(handler=preflight_command)
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+
+def _package(args: argparse.Namespace, scratch: Path) -> Any:
+    from monGARS.deploy.pipeline_package import compile_package, load_package
+
+    if args.package:
+        return load_package(args.package)
+    return compile_package(scratch / "mongars.yaml")
+
+
+def _run_request(args: argparse.Namespace, package: Any, run_name: str) -> Any:
+    from components.images import package_version
+    from monGARS.deploy.pipeline_package import (
+        default_version_name,
+        parse_param_flags,
+        read_params_file,
+        resolve_parameters,
+    )
+    from monGARS.deploy.submit import RunRequest
+    from monGARS.mlops.names import check_safe_name
+
+    file_values = read_params_file(args.params_file) if args.params_file else {}
+    parameters = resolve_parameters(package, parse_param_flags(args.param), file_values)
+    if args.pipeline_version and not args.pipeline_name:
+        raise MongarsError("--pipeline-version: only meaningful with --pipeline-name")
+    version_name = args.pipeline_version or default_version_name(package, package_version())
+    if args.pipeline_name:
+        check_safe_name("--pipeline-name", args.pipeline_name)
+        check_safe_name("--pipeline-version", version_name)
+    if not args.experiment.strip():
+        raise MongarsError("--experiment: give a non-empty experiment name")
+    return RunRequest(
+        package=package,
+        experiment=args.experiment,
+        run_name=run_name,
+        parameters=parameters,
+        pipeline_name=args.pipeline_name,
+        version_name=version_name,
+        service_account=args.service_account,
+        pipeline_root=args.pipeline_root,
+        enable_caching=False if args.no_cache else None,
+    )
+
+
+def _target(args: argparse.Namespace) -> Any:
+    from monGARS.deploy.kfp_api import KfpTarget
+
+    host = args.host
+    if host is not None and not host.startswith(("http://", "https://")):
+        raise MongarsError(f"--host: {host!r} needs a scheme, e.g. http://localhost:8888")
+    return KfpTarget(host=host, namespace=args.namespace)
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    from monGARS.deploy.submit import SUCCEEDED, TERMINAL_STATES, submit
+
+    if args.timeout <= 0 or args.poll_interval <= 0:
+        raise MongarsError("--timeout/--poll-interval: must be > 0 seconds")
+    run_name = args.run_name or f"mongars-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    with tempfile.TemporaryDirectory(prefix="mongars-submit-") as scratch:
+        package = _package(args, Path(scratch))
+        request = _run_request(args, package, run_name)
+        result = submit(
+            _target(args),
+            request,
+            wait=args.wait,
+            timeout_s=args.timeout,
+            poll_s=args.poll_interval,
+        )
+    if not args.wait:
+        return 0
+    detail = f" ({result.error})" if result.error else ""
+    print(f"run {result.run_id} finished: {result.state}{detail}")
+    if result.state == SUCCEEDED:
+        return 0
+    return 1 if result.state in TERMINAL_STATES else 3
+
+
+def schedule_command(args: argparse.Namespace) -> int:
+    from monGARS.deploy.schedule import parse_cron, schedule
+
+    parse_cron(args.cron)  # refuse a bad spec before compiling or connecting
+    with tempfile.TemporaryDirectory(prefix="mongars-schedule-") as scratch:
+        package = _package(args, Path(scratch))
+        request = _run_request(args, package, args.name)
+        schedule(
+            _target(args),
+            request,
+            cron=args.cron,
+            max_concurrency=args.max_concurrency,
+            catchup=args.catchup,
+            enabled=not args.disabled,
+            start_time=args.start_time,
+            end_time=args.end_time,
+        )
+    return 0
+
+
+def preflight_command(args: argparse.Namespace) -> int:
+    from monGARS.deploy.pipeline_package import (
+        load_package,
+        parse_param_flags,
+        read_params_file,
+        resolve_parameters,
+    )
+    from monGARS.deploy.preflight import (
+        default_namespace,
+        format_findings,
+        kube_api_client,
+        placement_from,
+        run_preflight,
+    )
+
+    package = load_package(args.package or COMPILED_PIPELINE)
+    file_values = read_params_file(args.params_file) if args.params_file else {}
+    given = resolve_parameters(package, parse_param_flags(args.param), file_values)
+    placement = placement_from({**package.defaults(), **given})
+    namespace = args.namespace or default_namespace(args.kubeconfig, args.context)
+    if not namespace:
+        raise MongarsError("--namespace: give the namespace runs go to (the context sets none)")
+    api_client = kube_api_client(args.kubeconfig, args.context)
+    findings = run_preflight(
+        api_client, namespace, placement, allow_scale_from_zero=args.allow_scale_from_zero
+    )
+    report, code = format_findings(findings, strict=args.strict)
+    print(f"preflight for namespace {namespace} on {api_client.configuration.host}")
+    print(report)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m monGARS.deploy.cli``: the three commands without the rest of ``mongars``."""
+    parser = argparse.ArgumentParser(prog="mongars", description="cluster commands")
+    add_deploy_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except MongarsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

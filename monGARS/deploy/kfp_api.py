@@ -1,0 +1,96 @@
+"""A kfp.Client for the target Kubeflow Pipelines, and KFP API failures as one-line errors.
+
+The bearer token comes from ``KFP_TOKEN`` (never a flag, so it stays out of shell history and
+process lists) and is never printed: errors are built from the HTTP status and the server's
+message only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from monGARS.mlops.errors import MongarsError
+
+TOKEN_ENV = "KFP_TOKEN"
+HOST_ENV = "KF_PIPELINES_ENDPOINT"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class KfpTarget:
+    """Where runs go: the KFP API endpoint and (multi-user Kubeflow) the profile namespace."""
+
+    host: str | None
+    namespace: str | None
+
+    def describe(self) -> str:
+        return self.host or os.environ.get(HOST_ENV) or "the in-cluster / kubeconfig KFP endpoint"
+
+
+def make_client(target: KfpTarget) -> Any:
+    """A ``kfp.Client`` with ``KFP_TOKEN`` as bearer token when it is set."""
+    import kfp
+
+    token = os.environ.get(TOKEN_ENV) or None
+    kwargs: dict[str, Any] = {"host": target.host, "existing_token": token}
+    if target.namespace:
+        kwargs["namespace"] = target.namespace
+    with warnings.catch_warnings(), calling(target, "connect"):
+        warnings.simplefilter("ignore", FutureWarning)  # "only works with KFP v2.0.0-beta.2+"
+        # kfp prints "Failed to load kube config." when it finds none; keep stdout clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return kfp.Client(**kwargs)
+
+
+def _server_message(body: Any) -> str:
+    """The message field of a KFP (grpc-gateway) error body, else its first line."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if not body:
+        return ""
+    try:
+        payload = json.loads(body)
+    except (TypeError, ValueError):
+        return str(body).strip().splitlines()[0][:300]
+    if isinstance(payload, dict):
+        return str(payload.get("message") or payload.get("error") or "")[:300]
+    return ""
+
+
+@contextlib.contextmanager
+def calling(target: KfpTarget, action: str) -> Iterator[None]:
+    """Turn KFP API and connection failures during ``action`` into one-line ``MongarsError``s."""
+    import kfp_server_api
+    import urllib3
+
+    try:
+        yield
+    except kfp_server_api.ApiException as error:
+        status = getattr(error, "status", None)
+        message = _server_message(getattr(error, "body", "")) or str(getattr(error, "reason", ""))
+        hint = ""
+        if status in (401, 403):
+            hint = f"; set {TOKEN_ENV} to a valid token for this KFP (and --namespace for multi-user)"
+        elif status == 404:
+            hint = "; check --host (it must point at the KFP API, e.g. http://localhost:8888)"
+        raise MongarsError(f"{action}: KFP API answered {status} {message}{hint}") from None
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        reason = str(getattr(error, "reason", "") or error).splitlines()[0][:200]
+        raise MongarsError(
+            f"{action}: cannot reach Kubeflow Pipelines at {target.describe()} ({reason}); check "
+            "--host, or port-forward: kubectl -n kubeflow port-forward svc/ml-pipeline 8888:8888"
+        ) from None
+
+
+def call(target: KfpTarget, action: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one client call with KFP errors turned into ``MongarsError``; kfp's link prints hidden."""
+    with calling(target, action), contextlib.redirect_stdout(io.StringIO()):
+        return function(*args, **kwargs)

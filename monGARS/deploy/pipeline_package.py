@@ -1,0 +1,192 @@
+"""The compiled pipeline a submission sends: compile from source or read a YAML, and its parameters.
+
+Parameter values given on the command line are checked against the pipeline's declared inputs
+before anything reaches the cluster, so a typo or a wrong type fails here in one line instead of
+as a failed run an hour later.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from monGARS.mlops.errors import MongarsError
+
+# parameterType in the compiled IR -> the Python types a value may have.
+_PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
+    "STRING": (str,),
+    "NUMBER_INTEGER": (int,),
+    "NUMBER_DOUBLE": (int, float),
+    "BOOLEAN": (bool,),
+    "LIST": (list,),
+    "STRUCT": (dict,),
+}
+# A Hugging Face access token; tokens belong in the Kubernetes Secret, never in run parameters
+# (they would be stored with the run and shown in the UI).
+_HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b")
+
+
+@dataclass(frozen=True)
+class PipelinePackage:
+    """A compiled pipeline YAML on disk and what submit needs to know about it."""
+
+    path: Path
+    name: str
+    parameters: dict[str, dict[str, Any]]
+    images: frozenset[str]
+    digest: str
+
+    def defaults(self) -> dict[str, Any]:
+        """Default values of the pipeline's parameters, typed as the pipeline declares them."""
+        return {
+            name: _typed_default(spec)
+            for name, spec in self.parameters.items()
+            if "defaultValue" in spec
+        }
+
+
+def _typed_default(spec: dict[str, Any]) -> Any:
+    value = spec["defaultValue"]
+    # The IR stores integers as doubles (``4.0``).
+    if spec.get("parameterType") == "NUMBER_INTEGER" and isinstance(value, float):
+        return int(value)
+    return value
+
+
+def load_package(path: str | Path) -> PipelinePackage:
+    """Read a compiled pipeline YAML; refuse anything that is not one, in one line."""
+    source = Path(path)
+    try:
+        raw = source.read_bytes()
+        documents = [doc for doc in yaml.safe_load_all(raw) if doc is not None]
+    except FileNotFoundError:
+        raise MongarsError(
+            f"--package: {source} not found; run `make compile` or omit --package to compile now"
+        ) from None
+    except (OSError, yaml.YAMLError) as error:
+        summary = str(error).splitlines()[0]
+        raise MongarsError(f"--package: {source} is not readable YAML ({summary})") from None
+    spec = documents[0] if documents else None
+    if not isinstance(spec, dict) or "root" not in spec or "pipelineInfo" not in spec:
+        raise MongarsError(f"--package: {source} is not a compiled KFP pipeline (no root/pipelineInfo)")
+    parameters = (spec.get("root", {}).get("inputDefinitions") or {}).get("parameters") or {}
+    executors = (spec.get("deploymentSpec") or {}).get("executors") or {}
+    images = frozenset(
+        str(executor["container"]["image"])
+        for executor in executors.values()
+        if isinstance(executor, dict) and "image" in (executor.get("container") or {})
+    )
+    return PipelinePackage(
+        path=source,
+        name=str(spec["pipelineInfo"].get("name", "")),
+        parameters=dict(parameters),
+        images=images,
+        digest=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def compile_package(output: str | Path) -> PipelinePackage:
+    """Compile ``pipelines.mongars_pipeline`` from the source tree into ``output``."""
+    from kfp import compiler
+
+    from pipelines.mongars_pipeline import mongars_pipeline
+
+    target = Path(output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(mongars_pipeline, str(target))
+    return load_package(target)
+
+
+def parse_param_flags(pairs: list[str]) -> dict[str, str]:
+    """``--param key=value`` flags as raw strings (typed later, against the pipeline)."""
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise MongarsError(f"--param {pair!r}: expected key=value, e.g. --param raft=true")
+        values[key] = value
+    return values
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """A YAML/JSON mapping of parameter values (``--params-file``)."""
+    from monGARS.mlops.configs import read_config_file
+
+    try:
+        return read_config_file(path)
+    except MongarsError as error:
+        raise MongarsError(f"--params-file: {error}") from None
+
+
+def _from_flag(raw: str, parameter_type: str) -> Any:
+    """Type a flag's text: strings stay as typed; other types are read as YAML (JSON works)."""
+    if parameter_type == "STRING":
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _type_ok(value: Any, parameter_type: str) -> bool:
+    allowed = _PARAMETER_TYPES.get(parameter_type)
+    if allowed is None:
+        return True
+    if isinstance(value, bool) and bool not in allowed:
+        return False
+    return isinstance(value, allowed)
+
+
+def resolve_parameters(
+    package: PipelinePackage,
+    flags: dict[str, str] | None = None,
+    file_values: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Merge file values and flags (flags win), type them and check them against the pipeline.
+
+    Returns only the values the user gave: the pipeline's own defaults apply to the rest.
+    """
+    declared = package.parameters
+    problems: list[str] = []
+    merged: dict[str, Any] = dict(file_values or {})
+    for key, raw in (flags or {}).items():
+        parameter_type = str(declared.get(key, {}).get("parameterType", "STRING"))
+        merged[key] = _from_flag(raw, parameter_type)
+    resolved: dict[str, Any] = {}
+    for key, value in merged.items():
+        if key not in declared:
+            close = difflib.get_close_matches(key, declared, n=1)
+            hint = f"did you mean {close[0]}?" if close else "see the pipeline's parameters"
+            problems.append(f"{key}: not a parameter of pipeline {package.name!r}; {hint}")
+            continue
+        # Checked first, so no later message can echo the token back.
+        if _HF_TOKEN.search(yaml.safe_dump(value)):
+            problems.append(
+                f"{key}: looks like a Hugging Face token; put tokens in the Kubernetes Secret "
+                "named by hf_token_secret, never in run parameters"
+            )
+            continue
+        parameter_type = str(declared[key].get("parameterType", ""))
+        if parameter_type == "NUMBER_DOUBLE" and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not _type_ok(value, parameter_type):
+            problems.append(
+                f"{key}: expected {parameter_type.lower().replace('_', ' ')}, got {value!r}"[:200]
+            )
+            continue
+        resolved[key] = value
+    if problems:
+        raise MongarsError("invalid pipeline parameters: " + "; ".join(problems))
+    return resolved
+
+
+def default_version_name(package: PipelinePackage, package_version: str) -> str:
+    """A pipeline version name that changes exactly when the compiled YAML does."""
+    return f"{package_version}-{package.digest[:12]}"

@@ -1,0 +1,623 @@
+"""The raft stage: retrieval-augmented fine-tuning (RAFT, Zhang et al. 2024) of one module.
+
+``train_raft`` builds RAFT examples (see ``raft_data``: questions with the oracle document among
+distractors mined with the module's llm2vec encoder), then continues training the module's SFT
+LoRA adapter on them with the sft stage's backends, label mask and Trainer loop, so the loss falls
+on the target answer only (quotes + answer, ``raft_format``). Held-out examples (from the val
+splits) are scored for the SFT adapter before training and the RAFT adapter after: loss on the
+answer tokens, and greedy answers' exact match, F1, quote match and format rate (``raft_eval``).
+
+Output folder (written atomically), the SFT adapter's layout::
+
+    adapter/                   PEFT LoRA adapter + tokenizer (the SFT adapter, trained further)
+    training_config.json       resolved config, "stage": "raft", "module", backend, adapter shape
+    metrics.json               losses, held-out scores of both models, example counts
+    heldout_generations.jsonl  each held-out example with the SFT and RAFT greedy answers
+    loss_curve.png / .html     train and held-out loss against the step
+
+Run as ``python -m monGARS.mlops.training.raft --base-model DIR --sft DIR [--encoder DIR]
+--datasets DIR --module M --out DIR [--config FILE] [--set key=value ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import random
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from monGARS.mlops.atomic import atomic_dir, write_json, write_jsonl
+from monGARS.mlops.base_model import check_model_folder
+from monGARS.mlops.configs import config_to_dict, read_config_file
+from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.names import check_safe_name
+from monGARS.mlops.training.backends import (
+    Environment,
+    LoraSettings,
+    detect_environment,
+    load_for_training,
+    plan_memory,
+    select_backend,
+)
+from monGARS.mlops.training.chat_data import (
+    ChatCollator,
+    ChatDataset,
+    TokenizedChat,
+    ensure_chat_template,
+    tokenize_chat,
+)
+from monGARS.mlops.training.checkpoints import (
+    CheckpointStore,
+    checkpoint_callback,
+    hash_tree,
+    run_key,
+)
+from monGARS.mlops.training.modeling import ADAPTER_SUBDIR, adapter_path, load_tokenizer
+from monGARS.mlops.training.raft_config import RaftConfig, load_raft_config
+from monGARS.mlops.training.raft_data import (
+    Embed,
+    QuestionSet,
+    RaftExample,
+    build_examples,
+    hard_negatives,
+    load_questions,
+)
+from monGARS.mlops.training.raft_eval import generate_answers, prompt_ids, score_answers
+
+__all__ = ["RaftConfig", "load_raft_config", "train_raft"]
+
+# Fields that change where or how often things are written or measured, not what is trained.
+_KEY_EXCLUDED = (
+    "checkpoint_root",
+    "logging_steps",
+    "eval_steps",
+    "save_steps",
+    "max_heldout_examples",
+    "eval_max_new_tokens",
+    "eval_batch_size",
+    "encoder_batch_size",
+)
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for package in ("mongars-mlops", "torch", "transformers", "peft", "unsloth"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def read_adapter_shape(sft_dir: Path, module: str) -> tuple[Path, dict[str, Any]]:
+    """The SFT adapter folder and its LoRA shape; refuse another stage's or module's output."""
+    adapter = adapter_path(sft_dir)
+    config_path = adapter / "adapter_config.json"
+    if not config_path.is_file():
+        raise MongarsError(
+            f"sft_dir: {sft_dir} has no adapter/adapter_config.json; pass the sft stage's output"
+        )
+    try:
+        shape = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MongarsError(f"sft_dir: {config_path} is not valid JSON ({error})") from None
+    targets = shape.get("target_modules")
+    if isinstance(targets, str) or not targets or "r" not in shape or "lora_alpha" not in shape:
+        raise MongarsError(
+            f"sft_dir: {config_path} is not a LoRA adapter with r, lora_alpha and a list of "
+            "target_modules; pass the sft stage's output"
+        )
+    trained = sft_dir / "training_config.json"
+    if trained.is_file():
+        recorded = json.loads(trained.read_text(encoding="utf-8")).get("module")
+        if recorded and recorded != module:
+            raise MongarsError(
+                f"sft_dir: {sft_dir} is the SFT adapter of module {recorded!r}, not {module!r}; "
+                "pass the same module's sft output"
+            )
+    return adapter, {
+        "r": int(shape["r"]),
+        "lora_alpha": int(shape["lora_alpha"]),
+        "target_modules": sorted(targets),
+    }
+
+
+def load_sft_weights(model: Any, adapter_dir: Path) -> int:
+    """Copy the SFT adapter's weights into ``model``'s LoRA layers (same shape); return their count.
+
+    Building the LoRA layers with the backend's own loader and then loading the weights works the
+    same for Unsloth and peft, so RAFT continues the SFT adapter on either backend.
+    """
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    weights = load_peft_weights(str(adapter_dir), device="cpu")
+    result = set_peft_model_state_dict(model, weights)
+    unexpected = [key for key in result.unexpected_keys if "lora_" in key]
+    missing = [key for key in result.missing_keys if "lora_" in key]
+    if unexpected or missing:
+        sample = (unexpected or missing)[0]
+        raise MongarsError(
+            f"sft_dir: the adapter in {adapter_dir} does not fit the model "
+            f"({len(unexpected)} unexpected, {len(missing)} missing LoRA weights, e.g. {sample}); "
+            "pass the sft output trained on this base model"
+        )
+    return len(weights)
+
+
+def _load_split(config: RaftConfig, datasets_dir: Path, module: str, split: str) -> QuestionSet:
+    return load_questions(
+        datasets_dir, module, split, config.retrieval_source, config.max_document_chars
+    )
+
+
+def _embedder(
+    encoder_dir: Path | None, embed: Embed | None, batch_size: int
+) -> tuple[Embed | None, Any, str]:
+    """The function that embeds texts for hard negatives, the loaded encoder, and its name."""
+    if embed is not None:
+        return embed, None, "embed_function"
+    if encoder_dir is None:
+        return None, None, "random"
+    from monGARS.mlops.training.encoder import load_encoder
+
+    encoder = load_encoder(encoder_dir)
+    return (lambda texts: encoder.embed(texts, batch_size=batch_size)), encoder, "encoder"
+
+
+def prepare_examples(
+    config: RaftConfig,
+    datasets_dir: Path,
+    module: str,
+    encoder_dir: Path | None = None,
+    embed: Embed | None = None,
+) -> tuple[list[RaftExample], list[RaftExample], dict[str, Any]]:
+    """Training and held-out RAFT examples, and counts describing how they were made.
+
+    Training questions come from the train splits with the train documents as the distractor
+    pool; held-out questions from the val splits, with distractors from every document.
+    """
+    train = _load_split(config, datasets_dir, module, "train")
+    heldout = _load_split(config, datasets_dir, module, "val")
+    if not train.questions:
+        raise MongarsError(
+            f"module: no train record of {module} has a fact (oracle document) and no retrieval "
+            "record qualifies; rebuild the datasets or set retrieval_source=extractive"
+        )
+    if not heldout.questions:
+        raise MongarsError(
+            f"module: the val splits of {module} give no held-out question; RAFT is evaluated "
+            "on them, so rebuild the datasets with a val split"
+        )
+    rng = random.Random(config.seed)
+    heldout_questions = list(heldout.questions)
+    rng.shuffle(heldout_questions)
+    heldout_questions = heldout_questions[: config.max_heldout_examples]
+    heldout_pool = list(dict.fromkeys([*train.documents, *heldout.documents]))
+
+    embed_fn, encoder, distractors = _embedder(encoder_dir, embed, config.encoder_batch_size)
+    ranked_train = ranked_heldout = None
+    if embed_fn is not None:
+        k = config.num_documents
+        ranked_train = hard_negatives(train.questions, train.documents, embed_fn, k)
+        ranked_heldout = hard_negatives(heldout_questions, heldout_pool, embed_fn, k)
+    if encoder is not None:  # free the encoder before the chat model loads
+        del encoder, embed_fn
+        gc.collect()
+        _empty_cuda_cache()
+
+    common = {
+        "k": config.num_documents,
+        "oracle_probability": config.oracle_probability,
+        "max_quotes": config.max_quotes,
+        "absent_answer": config.absent_answer,
+    }
+    train_examples = build_examples(
+        train.questions,
+        train.documents,
+        count=config.num_examples,
+        seed=config.seed,
+        ranked=ranked_train,
+        **common,
+    )
+    heldout_examples = build_examples(
+        heldout_questions,
+        heldout_pool,
+        count=0,
+        seed=config.seed + 1,
+        ranked=ranked_heldout,
+        **common,
+    )
+    with_oracle = sum(1 for e in train_examples if e.oracle_index is not None)
+    counts = {
+        "distractors": distractors,
+        "train_questions_module": sum(1 for q in train.questions if q.source == "module"),
+        "train_questions_retrieval": sum(1 for q in train.questions if q.source == "retrieval"),
+        "heldout_questions": len(heldout_questions),
+        "train_documents": len(train.documents),
+        "heldout_documents": len(heldout_pool),
+        "skipped": {k: train.skipped.get(k, 0) + heldout.skipped.get(k, 0) for k in train.skipped},
+        "train_examples_with_oracle": with_oracle,
+        "train_oracle_rate": round(with_oracle / len(train_examples), 4),
+    }
+    return train_examples, heldout_examples, counts
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _tokenize(
+    tokenizer: Any, examples: list[RaftExample], max_seq_length: int, *, whole: bool
+) -> tuple[list[RaftExample], list[TokenizedChat], int]:
+    """Tokenize with the assistant-only label mask; drop examples that lose their whole target
+    (or, with ``whole``, any token: evaluation compares complete answers)."""
+    kept, tokenized, dropped = [], [], 0
+    for example in examples:
+        chat = tokenize_chat(tokenizer, example.messages(), max_seq_length)
+        if chat is None or (whole and len(chat.input_ids) >= max_seq_length):
+            dropped += 1
+            continue
+        kept.append(example)
+        tokenized.append(chat)
+    return kept, tokenized, dropped
+
+
+def _examples_digest(examples: list[RaftExample]) -> str:
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps(example.to_record(), sort_keys=True).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+def _peak_memory_mb(cuda: bool) -> float:
+    if cuda:
+        import torch
+
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+def train_raft(
+    config: RaftConfig | dict[str, Any],
+    base_model_dir: str | Path,
+    sft_dir: str | Path,
+    encoder_dir: str | Path | None,
+    datasets_dir: str | Path,
+    module: str,
+    out_dir: str | Path,
+    *,
+    base_model_name: str | None = None,
+    env: Environment | None = None,
+    embed: Embed | None = None,
+) -> dict[str, Any]:
+    """RAFT-train ``module``'s SFT adapter; write ``out_dir`` atomically; return flat metadata.
+
+    ``encoder_dir`` is the llm2vec output that mines hard negatives (None: random distractors);
+    ``embed`` (texts -> embeddings) replaces it when given.
+    """
+    if not isinstance(config, RaftConfig):
+        config = load_raft_config(config)
+    check_safe_name("module", module)
+    base, sft, datasets = Path(base_model_dir), Path(sft_dir), Path(datasets_dir)
+    if not base.exists():
+        raise MongarsError(f"base_model: {base} does not exist; give the fetched model folder")
+    model_config = check_model_folder(base, "base_model")
+    adapter_dir, shape = read_adapter_shape(sft, module)
+    if not (datasets / "modules").is_dir():
+        raise MongarsError(f"datasets: {datasets} has no modules/ folder; run build_datasets first")
+    if encoder_dir is not None and not Path(encoder_dir).exists():
+        raise MongarsError(f"encoder_dir: {encoder_dir} does not exist; pass the llm2vec output")
+    sft_config = config.to_sft_config(shape["r"], shape["lora_alpha"], shape["target_modules"])
+    env = env or detect_environment(probe_unsloth=config.backend != "hf")
+    backend = select_backend(config.backend, env)
+    plan = plan_memory(
+        model_config,
+        device="cuda" if env.cuda else "cpu",
+        vram_budget_mb=config.vram_budget_mb,
+        batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_seq_length=config.max_seq_length,
+        lora_r=shape["r"],
+    )
+
+    train_examples, heldout_examples, counts = prepare_examples(
+        config, datasets, module, Path(encoder_dir) if encoder_dir else None, embed
+    )
+    tokenizer = load_tokenizer(adapter_dir)  # the tokenizer and chat template SFT trained with
+    ensure_chat_template(tokenizer)
+    train_kept, train_chats, train_dropped = _tokenize(
+        tokenizer, train_examples, config.max_seq_length, whole=False
+    )
+    heldout_kept, heldout_chats, heldout_dropped = _tokenize(
+        tokenizer, heldout_examples, config.max_seq_length, whole=True
+    )
+    if not train_chats or not heldout_chats:
+        raise MongarsError(
+            f"max_seq_length: {config.max_seq_length} tokens leave no "
+            f"{'training' if not train_chats else 'held-out'} example whole enough to learn from; "
+            "raise max_seq_length or lower max_document_chars / num_documents"
+        )
+    counts.update(
+        train_examples=len(train_chats),
+        train_dropped_too_long=train_dropped,
+        train_truncated=sum(1 for c in train_chats if len(c.input_ids) >= config.max_seq_length),
+        heldout_examples=len(heldout_chats),
+        heldout_dropped_too_long=heldout_dropped,
+    )
+    name = base_model_name or base.name
+
+    store = None
+    if config.checkpoint_root:
+        resolved = {k: v for k, v in config_to_dict(config).items() if k not in _KEY_EXCLUDED}
+        key = run_key(
+            {
+                "base_model": hash_tree(base),
+                "sft_adapter": hash_tree(adapter_dir),
+                "examples": _examples_digest(train_kept),
+                "module": module,
+                "config": resolved,
+                "backend": backend,
+                "plan": [plan.batch_size, plan.gradient_accumulation_steps],
+                "code": _versions().get("mongars-mlops", "source"),
+            }
+        )
+        store = CheckpointStore(config.checkpoint_root, f"raft-{module}-{key}")
+    scratch_root = None if store else Path(tempfile.mkdtemp(prefix=f"raft-{module}-"))
+    try:
+        with atomic_dir(out_dir) as scratch:
+            metrics, history, generations = _train(
+                config,
+                sft_config,
+                base,
+                adapter_dir,
+                shape,
+                backend,
+                env,
+                plan,
+                tokenizer,
+                train_chats,
+                heldout_kept,
+                heldout_chats,
+                store,
+                scratch_root,
+                scratch,
+            )
+            metrics.update(counts)
+            write_json(scratch / "metrics.json", metrics)
+            write_jsonl(scratch / "heldout_generations.jsonl", generations)
+            write_json(
+                scratch / "training_config.json",
+                {
+                    "stage": "raft",
+                    "module": module,
+                    "config": config_to_dict(config),
+                    "adapter_shape": shape,
+                    "backend": backend,
+                    "device": "cuda" if env.cuda else "cpu",
+                    "base_model": name,
+                    "model_type": model_config["model_type"],
+                    "sft_adapter_sha256": hash_tree(adapter_dir),
+                    "memory_plan": {
+                        "batch_size": plan.batch_size,
+                        "gradient_accumulation_steps": plan.gradient_accumulation_steps,
+                        "gradient_checkpointing": plan.gradient_checkpointing,
+                        "estimated_mb": plan.estimated_mb,
+                        "reason": plan.reason,
+                    },
+                    "checkpoint_location": store.location if store else "",
+                    "versions": _versions(),
+                },
+            )
+            from monGARS.mlops.training.loss_curve import write_loss_curve
+
+            write_loss_curve(
+                history,
+                scratch / "loss_curve.png",
+                scratch / "loss_curve.html",
+                f"raft {module} — {name} ({backend})",
+            )
+    finally:
+        if store:
+            store.close()
+        if scratch_root:
+            shutil.rmtree(scratch_root, ignore_errors=True)
+    flat = {
+        "stage": "raft",
+        "module": module,
+        "base_model": name,
+        "backend": backend,
+        "device": "cuda" if env.cuda else "cpu",
+        "distractors": counts["distractors"],
+        "num_documents": config.num_documents,
+        "oracle_probability": config.oracle_probability,
+        **{
+            k: metrics[k]
+            for k in (
+                "steps",
+                "train_examples",
+                "heldout_examples",
+                "train_oracle_rate",
+                "train_loss_first",
+                "train_loss_last",
+                "heldout_loss_sft",
+                "heldout_loss_raft",
+                "tokens_per_second",
+            )
+        },
+    }
+    for model_name in ("sft", "raft"):
+        for score in ("exact_match", "answer_f1", "quote_match", "format_rate"):
+            flat[f"{score}_{model_name}"] = metrics[model_name][score]
+    return flat
+
+
+def _train(
+    config: RaftConfig,
+    sft_config: Any,
+    base: Path,
+    adapter_dir: Path,
+    shape: dict[str, Any],
+    backend: str,
+    env: Environment,
+    plan: Any,
+    tokenizer: Any,
+    train_chats: list[TokenizedChat],
+    heldout: list[RaftExample],
+    heldout_chats: list[TokenizedChat],
+    store: CheckpointStore | None,
+    scratch_root: Path | None,
+    scratch: Path,
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Load the SFT adapter, score it, train it on RAFT examples, score again, save it."""
+    from monGARS.mlops.training.loop import CountingTrainer, total_steps, training_arguments
+
+    if env.cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    lora = LoraSettings(
+        shape["r"],
+        shape["lora_alpha"],
+        config.lora_dropout,
+        list(shape["target_modules"]),
+        config.seed,
+        config.max_seq_length,
+    )
+    model = load_for_training(backend, base, lora, plan, env)
+    loaded = load_sft_weights(model, adapter_dir)
+    output_dir = store.local_dir if store else scratch_root
+    assert output_dir is not None
+    arguments = training_arguments(
+        sft_config,
+        plan,
+        env,
+        backend,
+        output_dir,
+        steps=total_steps(sft_config, len(train_chats), plan),
+        save=store is not None,
+        evaluate=True,
+    )
+    trainer = CountingTrainer(
+        model=model,
+        args=arguments,
+        train_dataset=ChatDataset(train_chats),
+        eval_dataset=ChatDataset(heldout_chats),
+        data_collator=ChatCollator(tokenizer.pad_token_id),
+        callbacks=[checkpoint_callback(store)] if store else None,
+    )
+    prompts = [prompt_ids(tokenizer, example) for example in heldout]
+
+    def answers() -> list[str]:
+        return generate_answers(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=config.eval_max_new_tokens,
+            batch_size=config.eval_batch_size,
+        )
+
+    resume = store.prepare() if store else None
+    loss_sft = trainer.evaluate()["eval_loss"]
+    sft_answers = answers()
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_seconds = time.perf_counter() - start - trainer.eval_seconds
+    loss_raft = trainer.evaluate()["eval_loss"]
+    raft_answers = answers()
+    model.save_pretrained(str(scratch / ADAPTER_SUBDIR))
+    tokenizer.save_pretrained(str(scratch / ADAPTER_SUBDIR))
+
+    history = [dict(entry) for entry in trainer.state.log_history]
+    history.insert(0, {"step": 0, "eval_loss": loss_sft})
+    losses = [(e["step"], e["loss"]) for e in history if "loss" in e]
+    metrics: dict[str, Any] = {
+        "steps": int(trainer.state.global_step),
+        "resumed_from_step": int(resume.name.rsplit("-", 1)[1]) if resume else 0,
+        "sft_weights_loaded": loaded,
+        "train_loss_first": losses[0][1] if losses else None,
+        "train_loss_last": losses[-1][1] if losses else None,
+        "heldout_loss_sft": loss_sft,
+        "heldout_loss_raft": loss_raft,
+        "sft": score_answers(heldout, sft_answers),
+        "raft": score_answers(heldout, raft_answers),
+        "trained_tokens": trainer.trained_tokens,
+        "train_seconds": round(train_seconds, 3),
+        "tokens_per_second": round(trainer.trained_tokens / train_seconds, 1)
+        if train_seconds > 0
+        else 0.0,
+        "peak_memory_mb": _peak_memory_mb(env.cuda),
+        "loss_history": [{"step": s, "loss": v} for s, v in losses],
+        # The final evaluate() repeats the Trainer's own evaluation at the last step: keep one.
+        "eval_history": [
+            {"step": step, "eval_loss": loss}
+            for step, loss in dict.fromkeys(
+                (e["step"], e["eval_loss"]) for e in history if "eval_loss" in e
+            )
+        ],
+    }
+    generations = [
+        {**example.to_record(), "sft_output": sft_text, "raft_output": raft_text}
+        for example, sft_text, raft_text in zip(heldout, sft_answers, raft_answers, strict=True)
+    ]
+    return metrics, history, generations
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry: RAFT-train one module; print the metadata as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m monGARS.mlops.training.raft")
+    parser.add_argument("--base-model", required=True, help="base model folder")
+    parser.add_argument("--sft", required=True, help="the module's sft output folder")
+    parser.add_argument("--encoder", default=None, help="llm2vec output folder (hard negatives)")
+    parser.add_argument("--datasets", required=True, help="datasets artifact folder")
+    parser.add_argument("--module", required=True)
+    parser.add_argument("--out", required=True, help="output folder (written atomically)")
+    parser.add_argument("--config", help="YAML/JSON file of RaftConfig fields")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        values = read_config_file(args.config) if args.config else {}
+        for pair in args.set:
+            key, sep, raw = pair.partition("=")
+            if not sep or not key.strip():
+                raise MongarsError(f"--set {pair!r}: expected key=value")
+            values[key.strip()] = raw
+        metadata = train_raft(
+            load_raft_config(values),
+            args.base_model,
+            args.sft,
+            args.encoder,
+            args.datasets,
+            args.module,
+            args.out,
+        )
+    except MongarsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(metadata, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
