@@ -31,8 +31,15 @@ def no_model_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sft, "load_for_training", forbidden)
 
 
-def _refused(error: type[Exception], values: dict[str, Any], base: Path, data: Path, out: Path,
-             module: str = MODULE, env: Environment | None = None) -> str:
+def _refused(
+    error: type[Exception],
+    values: dict[str, Any],
+    base: Path,
+    data: Path,
+    out: Path,
+    module: str = MODULE,
+    env: Environment | None = None,
+) -> str:
     with pytest.raises(error) as caught:
         sft.train_sft({**TINY_SFT_OVERRIDES, **values}, base, data, module, out, env=env)
     message = str(caught.value)
@@ -41,7 +48,9 @@ def _refused(error: type[Exception], values: dict[str, Any], base: Path, data: P
     return message
 
 
-def test_bad_hyperparameters_all_reported(tiny_model_dir: Path, datasets_dir: Path, tmp_path: Path) -> None:
+def test_bad_hyperparameters_all_reported(
+    tiny_model_dir: Path, datasets_dir: Path, tmp_path: Path
+) -> None:
     message = _refused(
         ConfigError,
         {"lora_r": 0, "learning_rate": -2e-4, "max_seq_length": 4},
@@ -71,7 +80,9 @@ def test_unknown_target_module_lists_linear_modules(
     )
 
 
-def test_missing_or_broken_base_model(tiny_model_dir: Path, datasets_dir: Path, tmp_path: Path) -> None:
+def test_missing_or_broken_base_model(
+    tiny_model_dir: Path, datasets_dir: Path, tmp_path: Path
+) -> None:
     message = _refused(MongarsError, {}, tmp_path / "nowhere", datasets_dir, tmp_path / "out")
     assert message.startswith("base_model: ") and "does not exist" in message
     empty = tmp_path / "empty"
@@ -83,12 +94,19 @@ def test_missing_or_broken_base_model(tiny_model_dir: Path, datasets_dir: Path, 
 def test_unsloth_without_cuda(tiny_model_dir: Path, datasets_dir: Path, tmp_path: Path) -> None:
     cpu = Environment(cuda=False, unsloth=False, unsloth_error="no CUDA device")
     message = _refused(
-        MongarsError, {"backend": "unsloth"}, tiny_model_dir, datasets_dir, tmp_path / "out", env=cpu
+        MongarsError,
+        {"backend": "unsloth"},
+        tiny_model_dir,
+        datasets_dir,
+        tmp_path / "out",
+        env=cpu,
     )
     assert message.startswith("backend: unsloth cannot run here (no CUDA device)")
 
 
-def test_missing_module_and_bad_names(tiny_model_dir: Path, datasets_dir: Path, tmp_path: Path) -> None:
+def test_missing_module_and_bad_names(
+    tiny_model_dir: Path, datasets_dir: Path, tmp_path: Path
+) -> None:
     message = _refused(
         MongarsError, {}, tiny_model_dir, datasets_dir, tmp_path / "out", module="absent"
     )
@@ -101,11 +119,15 @@ def test_missing_module_and_bad_names(tiny_model_dir: Path, datasets_dir: Path, 
     assert "has no modules/ folder" in message
 
 
-def test_french_mix_without_corpora(tiny_model_dir: Path, tmp_path: Path, sample_corpus_dir: Path) -> None:
+def test_french_mix_without_corpora(
+    tiny_model_dir: Path, tmp_path: Path, sample_corpus_dir: Path
+) -> None:
     data = make_datasets(tmp_path / "data", sample_corpus_dir, train=4, val=1)
     for path in data.glob("corpora/*/train.jsonl"):
         path.unlink()
-    message = _refused(MongarsError, {"french_mix_ratio": 0.3}, tiny_model_dir, data, tmp_path / "out")
+    message = _refused(
+        MongarsError, {"french_mix_ratio": 0.3}, tiny_model_dir, data, tmp_path / "out"
+    )
     assert message.startswith("french_mix_ratio: 0.3 asks for French records")
 
 
@@ -136,3 +158,14 @@ def test_cli_prints_one_error_line(
     assert err.startswith("error: invalid sft config (2 problems): ")
     assert "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_base_model_without_tokenizer(
+    tiny_model_dir: Path, datasets_dir: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "no-tokenizer"
+    broken.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (broken / name).symlink_to(tiny_model_dir / name)
+    message = _refused(MongarsError, {}, broken, datasets_dir, tmp_path / "out")
+    assert message.startswith(f"base_model: {broken} has no loadable tokenizer")

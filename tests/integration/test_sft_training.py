@@ -1,4 +1,4 @@
-"""train_sft on the tiny model: it learns, trains only LoRA on assistant tokens, writes its outputs."""
+"""train_sft on the tiny model: it learns, trains LoRA only, on assistant tokens; its outputs."""
 
 from __future__ import annotations
 
@@ -44,7 +44,9 @@ def _expected_targets(datasets_dir: Path) -> set[str]:
                 messages = [{"role": "assistant", "content": content}]
             else:
                 continue
-            texts.add("".join(m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant"))
+            texts.add(
+                "".join(m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant")
+            )
     return texts
 
 
@@ -73,7 +75,9 @@ def test_sft_learns_on_assistant_tokens_and_leaves_the_base_alone(
 
     out = tmp_path / "out"
     config = load_sft_config(TINY_SFT_OVERRIDES)
-    metadata = sft.train_sft(config, tiny_model_dir, datasets_dir, MODULE, out, base_model_name="tiny")
+    metadata = sft.train_sft(
+        config, tiny_model_dir, datasets_dir, MODULE, out, base_model_name="tiny"
+    )
 
     # It learned: train and val loss fall clearly.
     assert metadata["steps"] == 30 and metadata["backend"] == "hf" and metadata["device"] == "cpu"
@@ -135,7 +139,9 @@ def test_sft_learns_on_assistant_tokens_and_leaves_the_base_alone(
     assert len(metrics["loss_history"]) == 16  # step 1, then every 2 steps
     page = (out / "loss_curve.html").read_text()
     assert '<img alt="loss curve" src="data:image/png;base64,iVBOR' in page
-    assert page.count("<tr><td>") == len({e["step"] for e in metrics["loss_history"]} | {0, 10, 20, 30})
+    assert page.count("<tr><td>") == len(
+        {e["step"] for e in metrics["loss_history"]} | {0, 10, 20, 30}
+    )
     assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*partial*"))
 
@@ -153,9 +159,16 @@ def _initial_adapter(base_dir: Path, config: Any) -> dict[str, torch.Tensor]:
     from monGARS.mlops.training.backends import load_for_training as real_load
 
     lora = LoraSettings(
-        config.lora_r, config.lora_alpha, config.lora_dropout, config.target_modules, config.seed, 256
+        config.lora_r,
+        config.lora_alpha,
+        config.lora_dropout,
+        config.target_modules,
+        config.seed,
+        256,
     )
-    model = real_load("hf", base_dir, lora, MemoryPlan(4, 1, False, 0, ""), Environment(False, False))
+    model = real_load(
+        "hf", base_dir, lora, MemoryPlan(4, 1, False, 0, ""), Environment(False, False)
+    )
     return {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
 
 
@@ -178,3 +191,15 @@ def test_module_only_training_and_epochs(
     assert metadata["steps"] == 6  # 24 records / 8 per batch * 2 epochs
     adapter = load_file(str(tmp_path / "out" / "adapter" / "adapter_model.safetensors"))
     assert {name.split(".")[-3] for name in adapter} == {"q_proj", "v_proj"}
+
+
+def test_empty_val_split_trains_without_evaluation(
+    tiny_model_dir: Path, sample_corpus_dir: Path, tmp_path: Path
+) -> None:
+    data = make_datasets(tmp_path / "data", sample_corpus_dir, train=8, val=0)
+    values = {**TINY_SFT_OVERRIDES, "max_steps": 3, "french_mix_ratio": 0.0}
+    metadata = sft.train_sft(values, tiny_model_dir, data, MODULE, tmp_path / "out")
+    assert metadata["steps"] == 3 and metadata["val_records"] == 0
+    assert metadata["eval_loss_before"] is None and metadata["eval_loss_after"] is None
+    assert metadata["train_loss_first"] is not None
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["eval_history"] == []

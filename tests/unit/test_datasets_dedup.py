@@ -106,3 +106,34 @@ def test_near_dedup_can_be_switched_off() -> None:
         None,
         "duplicate_exact",
     ]
+
+
+def test_batched_signatures_match_a_plain_python_minhash(monkeypatch: pytest.MonkeyPatch) -> None:
+    hasher = MinHasher(num_perm=32, shingle_size=3, seed=9)
+    rng = random.Random(4)
+    lists = [sentence(rng, n) for n in (0, 1, 2, 3, 7, 40, 300)]
+    shingles, counts = hasher.shingle_batch(lists)
+    assert counts.tolist() == [1, 1, 1, 1, 5, 38, 298]
+    # Each record's shingles do not depend on the rest of the batch.
+    offset = 0
+    for tokens, count in zip(lists, counts, strict=True):
+        alone, _ = hasher.shingle_batch([tokens])
+        assert alone.tolist() == shingles[offset : offset + count].tolist()
+        offset += count
+    # The blocked numpy min equals (a*x + b) mod 2**64 >> 32, minimised in plain Python.
+    a = [int(v) for v in hasher._a]
+    b = [int(v) for v in hasher._b]
+    signatures = hasher.signatures(lists)
+    offset = 0
+    for row, count in enumerate(counts):
+        values = [int(v) for v in shingles[offset : offset + count]]
+        expected = [
+            min(((ai * x + bi) % 2**64) >> 32 for x in values) for ai, bi in zip(a, b, strict=True)
+        ]
+        assert signatures[row].tolist() == expected
+        offset += count
+    # Tiny blocks (a few records, or one record larger than a block) give the same result.
+    from monGARS.mlops.datasets import minhash
+
+    monkeypatch.setattr(minhash, "_BLOCK_ELEMENTS", 32 * 6)
+    assert np.array_equal(hasher.signatures(lists), signatures)

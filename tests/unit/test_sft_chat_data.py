@@ -41,7 +41,8 @@ LLAMA3_STYLE = (
 )
 # Not prefix-stable: the last message is rendered differently from the earlier ones.
 UNSTABLE = (
-    "{% for m in messages %}{% if loop.last %}[LAST]{% endif %}{{ m['role'] }}: {{ m['content'] }}\n"
+    "{% for m in messages %}{% if loop.last %}[LAST]{% endif %}"
+    "{{ m['role'] }}: {{ m['content'] }}\n"
     "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}"
 )
 
@@ -58,7 +59,9 @@ def _trained_text(tokenizer, example) -> str:
 
 def test_chatml_mask_keeps_assistant_turns_and_end_marker(tokenizer) -> None:
     example = tokenize_chat(tokenizer, CONVERSATION, 1024)
-    assert _trained_text(tokenizer, example) == "Très bien, merci !<|im_end|>Il est chargé.<|im_end|>"
+    assert (
+        _trained_text(tokenizer, example) == "Très bien, merci !<|im_end|>Il est chargé.<|im_end|>"
+    )
     # Labels equal the ids where kept: the model shifts them itself.
     for token, label in zip(example.input_ids, example.labels, strict=True):
         assert label in (IGNORE_INDEX, token)
@@ -68,7 +71,9 @@ def test_mask_follows_another_prefix_stable_template(tokenizer) -> None:
     tokenizer = build_tokenizer()
     tokenizer.chat_template = LLAMA3_STYLE
     example = tokenize_chat(tokenizer, CONVERSATION, 1024)
-    assert _trained_text(tokenizer, example) == "Très bien, merci !<|eot_id|>Il est chargé.<|eot_id|>"
+    assert (
+        _trained_text(tokenizer, example) == "Très bien, merci !<|eot_id|>Il est chargé.<|eot_id|>"
+    )
 
 
 def test_template_that_is_not_prefix_stable_is_refused() -> None:
@@ -123,7 +128,9 @@ def test_collator_masks_padding(tokenizer) -> None:
 
 def test_corpus_records_become_chats() -> None:
     instruction = corpus_record_to_chat(
-        "instruction", {"id": "i", "instruction": "Traduis.", "input": "Hello", "output": "Bonjour"}, "x"
+        "instruction",
+        {"id": "i", "instruction": "Traduis.", "input": "Hello", "output": "Bonjour"},
+        "x",
     )
     assert instruction["messages"] == [
         {"role": "user", "content": "Traduis.\n\nHello"},
@@ -156,11 +163,15 @@ def test_loading_names_the_bad_line(tmp_path: Path) -> None:
 
 
 def test_french_mix_ratio(sample_corpus_dir: Path, tmp_path: Path) -> None:
+    total = 0
     for kind in ("instruction", "reasoning", "conversation"):
         lines = (sample_corpus_dir / f"{kind}.jsonl").read_text(encoding="utf-8").splitlines()
-        _write(tmp_path / "corpora" / kind / "train.jsonl", [json.loads(x) for x in lines])
+        records = [json.loads(x) for x in lines if x.strip()][:6]
+        total += len(records)
+        _write(tmp_path / "corpora" / kind / "train.jsonl", records)
     french = load_french_records(tmp_path, "train")
-    assert len(french) == 18 and {r["module"] for r in french} == {
+    assert total == 18
+    assert len(french) == total and {r["module"] for r in french} == {
         "corpus/instruction",
         "corpus/reasoning",
         "corpus/conversation",

@@ -21,7 +21,7 @@ def _fake_checkpoint(folder: Path, step: int, *, marked: bool = True) -> Path:
     checkpoint.mkdir(parents=True)
     (checkpoint / "adapter_model.safetensors").write_bytes(b"w" * (100 + step))
     (checkpoint / "optimizer.pt").write_bytes(b"o" * 50)
-    (checkpoint / "trainer_state.json").write_text('{"global_step": %d}' % step)
+    (checkpoint / "trainer_state.json").write_text(f'{{"global_step": {step}}}')
     if marked:
         write_marker(checkpoint)
     return checkpoint
@@ -29,7 +29,9 @@ def _fake_checkpoint(folder: Path, step: int, *, marked: bool = True) -> Path:
 
 def test_run_key_is_stable_and_sensitive() -> None:
     inputs = {"base_model": "abc", "datasets": {"a": "1"}, "config": {"lora_r": 8}}
-    assert run_key(inputs) == run_key({"config": {"lora_r": 8}, "datasets": {"a": "1"}, "base_model": "abc"})
+    assert run_key(inputs) == run_key(
+        {"config": {"lora_r": 8}, "datasets": {"a": "1"}, "base_model": "abc"}
+    )
     assert run_key(inputs) != run_key({**inputs, "config": {"lora_r": 16}})
     assert len(run_key(inputs)) == 20
 

@@ -15,6 +15,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
+
+import numpy as np
 
 _STOPWORDS: dict[str, str] = {
     "fr": """le la les l un une des du de d et en est sont à au aux ce cet cette ces qui que qu
@@ -118,45 +121,56 @@ SUPPORTED_LANGUAGES = tuple(sorted(_STOPWORDS))
 TRIGRAM_WEIGHT = 0.5
 _LETTERS = re.compile(r"[^\W\d_]+", re.UNICODE)
 # Mixed-case identifiers and dotted names are code, not language evidence.
-_CODE_TOKEN = re.compile(r"\b\w*[a-z][A-Z]\w*\b|\b\w+(?:[._]\w+)+\b|`[^`]*`")
+_CAMEL = re.compile(r"[a-z][A-Z]")
+_JOINED = re.compile(r"\w[._]\w")
+_BACKTICKS = re.compile(r"`[^`\n]*`")
 # Quoted passages are often the material a French instruction is about (text to translate or
 # correct), so they are not evidence of the record's own language.
 _QUOTED = re.compile(r"«[^»\n]{0,400}»|“[^”\n]{0,400}”|\"[^\"\n]{0,400}\"")
 
 
+@lru_cache(maxsize=65536)
+def _word_trigrams(token: str) -> tuple[str, ...]:
+    padded = f" {token} "
+    return tuple(padded[start : start + 3] for start in range(len(padded) - 2))
+
+
 def _trigrams(tokens: list[str]) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for token in tokens:
-        padded = f" {token} "
-        for start in range(len(padded) - 2):
-            counts[padded[start : start + 3]] += 1
-    return counts
-
-
-def _norm(counts: Counter[str]) -> float:
-    return math.sqrt(sum(value * value for value in counts.values())) or 1.0
+    """Character trigrams of the words, each padded with a space on both sides."""
+    return Counter(chain.from_iterable(map(_word_trigrams, tokens)))
 
 
 @dataclass(frozen=True)
-class _Profile:
-    stop_weights: dict[str, float]
-    trigrams: dict[str, float]  # unit-normalised
+class _Tables:
+    """Per-language weights as matrices, so a text is scored for every language in one product."""
+
+    languages: tuple[str, ...]
+    stop_index: dict[str, int]
+    stop_weights: np.ndarray  # (words, languages): 1/k for a word in k languages' lists
+    gram_index: dict[str, int]
+    gram_weights: np.ndarray  # (trigrams, languages): unit-normalised profile per column
 
 
 @lru_cache(maxsize=1)
-def _profiles() -> dict[str, _Profile]:
-    sets = {lang: set(words.split()) for lang, words in _STOPWORDS.items()}
+def _tables() -> _Tables:
+    languages = tuple(sorted(_STOPWORDS))
+    sets = {lang: set(_STOPWORDS[lang].split()) for lang in languages}
     shared: Counter[str] = Counter(word for words in sets.values() for word in words)
-    profiles = {}
-    for lang, words in sets.items():
-        tokens = _LETTERS.findall(_REFERENCE[lang].casefold()) + sorted(words)
-        counts = _trigrams(tokens)
-        norm = _norm(counts)
-        profiles[lang] = _Profile(
-            stop_weights={word: 1.0 / shared[word] for word in words},
-            trigrams={gram: value / norm for gram, value in counts.items()},
-        )
-    return profiles
+    stop_index = {word: i for i, word in enumerate(sorted(shared))}
+    stop_weights = np.zeros((len(stop_index), len(languages)))
+    profiles = []
+    for column, lang in enumerate(languages):
+        for word in sets[lang]:
+            stop_weights[stop_index[word], column] = 1.0 / shared[word]
+        tokens = _LETTERS.findall(_REFERENCE[lang].casefold()) + sorted(sets[lang])
+        profiles.append(_trigrams(tokens))
+    gram_index = {gram: i for i, gram in enumerate(sorted(set().union(*profiles)))}
+    gram_weights = np.zeros((len(gram_index), len(languages)))
+    for column, counts in enumerate(profiles):
+        for gram, value in counts.items():
+            gram_weights[gram_index[gram], column] = value
+    gram_weights /= np.linalg.norm(gram_weights, axis=0, keepdims=True)
+    return _Tables(languages, stop_index, stop_weights, gram_index, gram_weights)
 
 
 @dataclass(frozen=True)
@@ -169,11 +183,35 @@ class LanguageGuess:
     scores: dict[str, float]
 
 
+def _is_code(chunk: str) -> bool:
+    # Fast path: most words are lowercase and hold no "_" or "." inside.
+    if chunk.islower() and "_" not in chunk and "." not in chunk.rstrip(".…"):
+        return False
+    return bool(_CAMEL.search(chunk) or _JOINED.search(chunk))
+
+
 def prose_tokens(text: str) -> list[str]:
-    """Letter-only words of ``text``, without code identifiers (nor quotes, if prose remains)."""
-    prose = _CODE_TOKEN.sub(" ", text)
+    """Letter-only words of ``text``, without code identifiers (nor quotes, if prose remains).
+
+    camelCase names, dotted or snake_case names and `backticked` spans are code, whatever the
+    language of the sentence around them.
+    """
+    chunks = _BACKTICKS.sub(" ", text).split()
+    prose = " ".join(chunk for chunk in chunks if not _is_code(chunk))
     unquoted = _LETTERS.findall(_QUOTED.sub(" ", prose).casefold())
     return unquoted or _LETTERS.findall(prose.casefold())
+
+
+def _weighted_sum(counts: Counter[str], index: dict[str, int], weights: np.ndarray) -> np.ndarray:
+    rows, values = [], []
+    for key, count in counts.items():
+        row = index.get(key)
+        if row is not None:
+            rows.append(row)
+            values.append(count)
+    if not rows:
+        return np.zeros(weights.shape[1])
+    return np.asarray(values, dtype=np.float64) @ weights[rows]
 
 
 def identify(text: str) -> LanguageGuess:
@@ -181,13 +219,13 @@ def identify(text: str) -> LanguageGuess:
     tokens = prose_tokens(text)
     if not tokens:
         return LanguageGuess("unknown", 0.0, 0.0, {})
-    counts = _trigrams(tokens)
-    norm = _norm(counts)
-    scores: dict[str, float] = {}
-    for lang, profile in _profiles().items():
-        stop = sum(profile.stop_weights.get(token, 0.0) for token in tokens) / len(tokens)
-        cosine = sum(value * profile.trigrams.get(gram, 0.0) for gram, value in counts.items())
-        scores[lang] = stop + TRIGRAM_WEIGHT * cosine / norm
+    tables = _tables()
+    stop = _weighted_sum(Counter(tokens), tables.stop_index, tables.stop_weights) / len(tokens)
+    grams = _trigrams(tokens)
+    norm = math.sqrt(sum(value * value for value in grams.values()))
+    cosine = _weighted_sum(grams, tables.gram_index, tables.gram_weights) / norm
+    totals = stop + TRIGRAM_WEIGHT * cosine
+    scores = {lang: float(value) for lang, value in zip(tables.languages, totals, strict=True)}
     ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
     (best, best_score), (_, second_score) = ranked[0], ranked[1]
     margin = (best_score - second_score) / best_score if best_score > 0 else 0.0

@@ -42,6 +42,8 @@ _SECRET_PATTERNS = [
     re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),  # JWT
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
 ]
+# One alternation, one scan of the text, instead of one scan per provider.
+_KNOWN_SECRET = re.compile("|".join(f"(?:{pattern.pattern})" for pattern in _SECRET_PATTERNS))
 _ASSIGNED_SECRET = re.compile(
     r"(?i)\b(?:api[_-]?key|secret|token|password|passwd|pwd|mot de passe|access[_-]?key)\b"
     r"[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9/+_.-]{12,})"
@@ -96,10 +98,13 @@ class PiiMatch:
     end: int
 
 
-def _secret_spans(text: str) -> list[PiiMatch]:
-    spans = [
-        PiiMatch("secret", m.start(), m.end()) for p in _SECRET_PATTERNS for m in p.finditer(text)
-    ]
+_DIGIT = re.compile(r"\d")
+
+
+def _secret_spans(text: str, has_digit: bool) -> list[PiiMatch]:
+    spans = [PiiMatch("secret", m.start(), m.end()) for m in _KNOWN_SECRET.finditer(text)]
+    if not has_digit:  # the checks below all require a digit in the secret
+        return spans
     for m in _ASSIGNED_SECRET.finditer(text):
         if _looks_random(m.group(1), 3.0):
             spans.append(PiiMatch("secret", m.start(1), m.end(1)))
@@ -116,7 +121,32 @@ def _secret_spans(text: str) -> list[PiiMatch]:
 
 def find_pii(text: str) -> list[PiiMatch]:
     """Non-overlapping matches, most specific kind first (a NIR is not also a phone number)."""
-    candidates = _secret_spans(text)
+    has_digit = _DIGIT.search(text) is not None
+    candidates = _secret_spans(text, has_digit)
+    if "@" in text:
+        candidates += [PiiMatch("email", m.start(), m.end()) for m in _EMAIL.finditer(text)]
+    if has_digit:  # every other kind is mostly digits
+        candidates += _number_spans(text)
+    return _non_overlapping(candidates)
+
+
+_PRIORITY = {kind: rank for rank, kind in enumerate(("secret", "iban", "nir", "card", "email"))}
+_PRIORITY["phone"] = len(_PRIORITY)
+
+
+def _non_overlapping(candidates: list[PiiMatch]) -> list[PiiMatch]:
+    """Keep the most specific kind where matches overlap, then sort by position."""
+    chosen: list[PiiMatch] = []
+    taken: list[tuple[int, int]] = []
+    for match in sorted(candidates, key=lambda m: (_PRIORITY[m.kind], m.start)):
+        if all(match.end <= start or match.start >= end for start, end in taken):
+            chosen.append(match)
+            taken.append((match.start, match.end))
+    return sorted(chosen, key=lambda m: m.start)
+
+
+def _number_spans(text: str) -> list[PiiMatch]:
+    candidates: list[PiiMatch] = []
     candidates += [
         PiiMatch("iban", m.start(), m.end()) for m in _IBAN.finditer(text) if iban_valid(m.group(0))
     ]
@@ -125,20 +155,13 @@ def find_pii(text: str) -> list[PiiMatch]:
         digits = re.sub(r"\D", "", m.group(0))
         if 13 <= len(digits) <= 19 and luhn_valid(digits):
             candidates.append(PiiMatch("card", m.start(), m.end()))
-    candidates += [PiiMatch("email", m.start(), m.end()) for m in _EMAIL.finditer(text)]
     candidates += [PiiMatch("phone", m.start(), m.end()) for m in _PHONE_FR.finditer(text)]
     for m in _PHONE_INTL.finditer(text):
         # E.164 numbers have 8-15 digits after the "+" or "00" international prefix.
         digits = re.sub(r"\D", "", m.group(0))
         if 8 <= len(digits[2:] if m.group(0).startswith("00") else digits) <= 15:
             candidates.append(PiiMatch("phone", m.start(), m.end()))
-    chosen: list[PiiMatch] = []
-    taken: list[tuple[int, int]] = []
-    for match in candidates:  # candidates are already in priority order
-        if all(match.end <= start or match.start >= end for start, end in taken):
-            chosen.append(match)
-            taken.append((match.start, match.end))
-    return sorted(chosen, key=lambda m: m.start)
+    return candidates
 
 
 def redact(text: str, matches: list[PiiMatch]) -> str:

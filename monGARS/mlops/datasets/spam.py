@@ -40,8 +40,10 @@ MIN_SPAM_PHRASES = 2  # one phrase alone can be innocent ("cliquez ici pour ouvr
 
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _CHAR_RUN = re.compile(rf"(\S)\1{{{MAX_CHAR_RUN - 1},}}")
-# Code indentation and operators are expected: symbols are counted outside leading whitespace.
+# Symbols are counted against visible characters, so code indentation does not dilute them.
 _SYMBOL = re.compile(r"[^\w\s]", re.UNICODE)
+_SPACES = re.compile(r"\s+")
+_NON_LETTERS = re.compile(r"[\W\d_]+")
 
 
 def spam_reason(text: str) -> str | None:
@@ -67,13 +69,11 @@ def spam_reason(text: str) -> str | None:
     if len(lines) >= 4 and (len(lines) - len(set(lines))) > MAX_DUPLICATE_LINE_SHARE * len(lines):
         return "spam_repetition"
     compact = _URL.sub("", text)
-    visible = sum(1 for char in compact if not char.isspace())
+    visible = len(_SPACES.sub("", compact))
     if visible and len(_SYMBOL.findall(compact)) > MAX_SYMBOL_RATIO * visible:
         return "spam_symbols"
-    letters = [char for char in compact if char.isalpha()]
-    if len(letters) >= 40 and sum(c.isupper() for c in letters) > MAX_UPPERCASE_RATIO * len(
-        letters
-    ):
+    letters = _NON_LETTERS.sub("", compact)
+    if len(letters) >= 40 and sum(map(str.isupper, letters)) > MAX_UPPERCASE_RATIO * len(letters):
         return "spam_uppercase"
     lowered = text.casefold()
     if sum(phrase in lowered for phrase in SPAM_PHRASES) >= MIN_SPAM_PHRASES:

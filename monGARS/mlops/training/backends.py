@@ -57,7 +57,8 @@ def select_backend(requested: str, env: Environment) -> str:
         return "unsloth" if env.cuda and env.unsloth else "hf"
     if requested == "unsloth" and not (env.cuda and env.unsloth):
         raise MongarsError(
-            f"backend: unsloth cannot run here ({env.unsloth_error or 'unsloth is not importable'}); "
+            f"backend: unsloth cannot run here "
+            f"({env.unsloth_error or 'unsloth is not importable'}); "
             "use backend=hf or auto, or run on the CUDA training image"
         )
     if requested not in ("unsloth", "hf"):
@@ -73,9 +74,16 @@ def linear_module_names(base_model_dir: Path) -> list[str]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(str(base_model_dir))
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+    try:
+        config = AutoConfig.from_pretrained(str(base_model_dir))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError, KeyError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise MongarsError(
+            f"base_model: transformers cannot build a causal LM from {base_model_dir}/config.json "
+            f"({reason[:200]}); give a supported model"
+        ) from None
     names = {
         name.rsplit(".", 1)[-1]
         for name, module in model.named_modules()
@@ -138,15 +146,15 @@ def estimate_memory_mb(
     linear_params = layers * (2 * hidden * hidden + 2 * hidden * kv_dim + 3 * hidden * inter)
     embed_params = vocab * hidden * (1 if tied else 2)
     weights = linear_params * 4.25 / 8 + embed_params * 2
-    lora_params = layers * lora_r * (
-        (hidden + hidden) * 2 + (hidden + kv_dim) * 2 + (hidden + inter) * 3
+    lora_params = (
+        layers * lora_r * ((hidden + hidden) * 2 + (hidden + kv_dim) * 2 + (hidden + inter) * 3)
     )
     lora = lora_params * 16
     per_layer_token = 2 * (8 * hidden + 2 * kv_dim + 4 * inter)
-    if checkpointing:
-        per_token = layers * 2 * hidden + per_layer_token
-    else:
-        per_token = layers * per_layer_token
+    # Checkpointing keeps each layer's input and recomputes one layer at a time.
+    per_token = (
+        (layers * 2 * hidden + per_layer_token) if checkpointing else layers * per_layer_token
+    )
     activations = micro_batch * seq * (per_token + 8 * vocab)
     return math.ceil((weights + lora + activations) / _MIB) + _OVERHEAD_MB
 

@@ -134,7 +134,9 @@ def corpus_record_to_chat(kind: str, record: dict[str, Any], where: str) -> dict
         else:
             raise MongarsError(f"datasets: {kind!r} corpora have no chat form")
     except (KeyError, TypeError) as error:
-        raise MongarsError(f"datasets: {where}: missing field {error} for a {kind} record") from None
+        raise MongarsError(
+            f"datasets: {where}: missing field {error} for a {kind} record"
+        ) from None
     return {
         "id": str(record.get("id", "")),
         "module": f"corpus/{kind}",
@@ -210,7 +212,9 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: b
     return text
 
 
-def assistant_spans(tokenizer: Any, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(
+    tokenizer: Any, messages: list[dict[str, str]]
+) -> tuple[str, list[tuple[int, int]]]:
     """Render a conversation; return the text and the character spans of the assistant turns.
 
     A span covers the assistant's rendered turn (content and end-of-turn marker) without the
@@ -248,7 +252,7 @@ class TokenizedChat:
 def tokenize_chat(
     tokenizer: Any, messages: list[dict[str, str]], max_seq_length: int
 ) -> TokenizedChat | None:
-    """Token ids and labels (-100 outside assistant turns), truncated; None if nothing is trained."""
+    """Token ids and labels (-100 outside assistant turns), truncated; None if none is trained."""
     if not getattr(tokenizer, "is_fast", False):
         raise MongarsError(
             "base_model: the tokenizer is not a fast tokenizer; the label mask needs token "

@@ -97,7 +97,7 @@ def remove_incomplete(folder: Path) -> list[Path]:
 
 
 class CheckpointStore:
-    """The checkpoint folder of one task: a local folder, or a local mirror of a ``gs://`` prefix."""
+    """One task's checkpoint folder: a local folder, or a local mirror of a ``gs://`` prefix."""
 
     def __init__(self, root: str, name: str, *, mirror: bool | None = None) -> None:
         self.root = root

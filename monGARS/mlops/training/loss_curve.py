@@ -1,4 +1,4 @@
-"""The loss curve of a training run: a PNG and a self-contained HTML page for a ``dsl.HTML`` artifact.
+"""The loss curve of a training run: a PNG and a self-contained HTML page (``dsl.HTML``).
 
 The Kubeflow UI shows an HTML artifact in a sandboxed frame without access to sibling files, so the
 page embeds the PNG as base64 and repeats the numbers in a table.

@@ -144,7 +144,14 @@ def load_sft_weights(model: Any, adapter_dir: Path) -> int:
     from peft.utils import load_peft_weights
 
     weights = load_peft_weights(str(adapter_dir), device="cpu")
-    result = set_peft_model_state_dict(model, weights)
+    try:
+        result = set_peft_model_state_dict(model, weights)
+    except RuntimeError as error:  # shape mismatch: another r, or another base model
+        problem = str(error).strip().splitlines()[-1].strip()[:200]
+        raise MongarsError(
+            f"sft_dir: the adapter in {adapter_dir} does not fit the model ({problem}); "
+            "pass the sft output trained on this base model"
+        ) from None
     unexpected = [key for key in result.unexpected_keys if "lora_" in key]
     missing = [key for key in result.missing_keys if "lora_" in key]
     if unexpected or missing:
@@ -159,7 +166,13 @@ def load_sft_weights(model: Any, adapter_dir: Path) -> int:
 
 def _load_split(config: RaftConfig, datasets_dir: Path, module: str, split: str) -> QuestionSet:
     return load_questions(
-        datasets_dir, module, split, config.retrieval_source, config.max_document_chars
+        datasets_dir,
+        module,
+        split,
+        config.retrieval_source,
+        config.max_document_chars,
+        retrieval_mix_ratio=config.retrieval_mix_ratio,
+        seed=config.seed,
     )
 
 
@@ -193,8 +206,8 @@ def prepare_examples(
     heldout = _load_split(config, datasets_dir, module, "val")
     if not train.questions:
         raise MongarsError(
-            f"module: no train record of {module} has a fact (oracle document) and no retrieval "
-            "record qualifies; rebuild the datasets or set retrieval_source=extractive"
+            f"module: no train record of {module} has a fact (the oracle document RAFT needs); "
+            "rebuild the datasets with build_datasets, which keeps each record's fact"
         )
     if not heldout.questions:
         raise MongarsError(
@@ -248,7 +261,10 @@ def prepare_examples(
         "heldout_questions": len(heldout_questions),
         "train_documents": len(train.documents),
         "heldout_documents": len(heldout_pool),
-        "skipped": {k: train.skipped.get(k, 0) + heldout.skipped.get(k, 0) for k in train.skipped},
+        "skipped": {
+            k: train.skipped.get(k, 0) + heldout.skipped.get(k, 0)
+            for k in sorted({*train.skipped, *heldout.skipped})
+        },
         "train_examples_with_oracle": with_oracle,
         "train_oracle_rate": round(with_oracle / len(train_examples), 4),
     }
@@ -527,13 +543,21 @@ def _train(
     prompts = [prompt_ids(tokenizer, example) for example in heldout]
 
     def answers() -> list[str]:
-        return generate_answers(
-            model,
-            tokenizer,
-            prompts,
-            max_new_tokens=config.eval_max_new_tokens,
-            batch_size=config.eval_batch_size,
-        )
+        if backend == "unsloth":  # Unsloth's patched model generates only in inference mode
+            from unsloth import FastLanguageModel
+
+            FastLanguageModel.for_inference(model)
+        try:
+            return generate_answers(
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=config.eval_max_new_tokens,
+                batch_size=config.eval_batch_size,
+            )
+        finally:
+            if backend == "unsloth":
+                FastLanguageModel.for_training(model)
 
     resume = store.prepare() if store else None
     loss_sft = trainer.evaluate()["eval_loss"]

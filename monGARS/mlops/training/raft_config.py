@@ -52,12 +52,12 @@ SHARED_SFT_FIELDS = (
 
 # The embedded tiny model on CPU: 40 RAFT steps in ~15 s; held-out loss falls well below the SFT
 # adapter's (measured in docs/raft.md). Its byte-level vocabulary spends ~3 characters a token, so
-# documents are kept short enough for k=4 of them to fit 768 tokens untruncated.
+# documents are kept short so k=4 of them and the answer fit its 1024 positions.
 TINY_RAFT_OVERRIDES: dict[str, Any] = {
     **{k: v for k, v in TINY_SFT_OVERRIDES.items() if k in SHARED_SFT_FIELDS},
     "max_steps": 40,
-    "max_seq_length": 768,
-    "max_document_chars": 240,
+    "max_seq_length": 1024,
+    "max_document_chars": 200,
     "max_heldout_examples": 8,
     "eval_max_new_tokens": 64,
     "eval_steps": 20,
@@ -85,6 +85,9 @@ class RaftConfig:
     # Retrieval records as questions: off; only those with an "answer" field; or also the rest,
     # with the first positive passage as the (extractive) answer.
     retrieval_source: RetrievalSource = "extractive"
+    # Share of retrieval questions in the question mix (the rest are the module's), so a large
+    # general corpus does not drown the module's own facts; their passages are distractors anyway.
+    retrieval_mix_ratio: float = 0.3
     # Target when the oracle is absent: say so, then answer from memory (RAFT) or decline.
     absent_answer: AbsentAnswer = "memory"
     # Held-out (val split) examples scored for loss and greedy answers, for the SFT and RAFT model.
@@ -124,6 +127,7 @@ class RaftConfig:
         check.at_least("num_examples", self.num_examples, 0)
         check.at_least("max_document_chars", self.max_document_chars, 32)
         check.at_least("max_quotes", self.max_quotes, 1)
+        check.fraction("retrieval_mix_ratio", self.retrieval_mix_ratio)
         check.at_least("max_heldout_examples", self.max_heldout_examples, 1)
         check.at_least("eval_max_new_tokens", self.eval_max_new_tokens, 1)
         check.at_least("eval_batch_size", self.eval_batch_size, 1)

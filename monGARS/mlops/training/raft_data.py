@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from monGARS.mlops.errors import MongarsError
-from monGARS.mlops.training.chat_data import check_messages, read_jsonl
+from monGARS.mlops.training.chat_data import check_messages, french_count, read_jsonl
 from monGARS.mlops.training.raft_format import (
     DECLINE_ANSWER,
     SYSTEM_PROMPT,
@@ -66,8 +66,11 @@ _KEY_ORDER = (
 def _scalar(value: Any) -> str:
     if isinstance(value, str):
         return " ".join(value.split())
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {_scalar(v)}" for k, v in value.items() if v not in ("", None, []))
+    if isinstance(value, dict):  # a parameter or call site: its name first, then the details
+        keys = sorted(value, key=lambda k: (k not in ("name", "function"), k))
+        return ", ".join(
+            f"{k}: {_scalar(value[k])}" for k in keys if value[k] not in ("", None, [])
+        )
     return json.dumps(value, ensure_ascii=False) if isinstance(value, list) else str(value)
 
 
@@ -215,15 +218,31 @@ def retrieval_records(
 
 
 def load_questions(
-    datasets_dir: Path, module: str, split: str, retrieval_source: str, max_chars: int
+    datasets_dir: Path,
+    module: str,
+    split: str,
+    retrieval_source: str,
+    max_chars: int,
+    *,
+    retrieval_mix_ratio: float = 1.0,
+    seed: int = 0,
 ) -> QuestionSet:
-    """The split's questions (module first, then retrieval) and its document pool."""
+    """The split's questions (module first, then retrieval) and its document pool.
+
+    Retrieval questions are a seeded sample making up ``retrieval_mix_ratio`` of the questions
+    (all of them at 1.0); every retrieval passage stays in the pool as a possible distractor.
+    """
     questions, skipped = module_questions(datasets_dir, module, split, max_chars)
     passages: list[str] = []
     if retrieval_source != "off":
         extra, passages, more = retrieval_records(datasets_dir, split, retrieval_source, max_chars)
-        questions += extra
         skipped.update(more)
+        if retrieval_mix_ratio < 1.0:
+            wanted = min(french_count(len(questions), retrieval_mix_ratio), len(extra))
+            chosen = sorted(random.Random(seed).sample(range(len(extra)), wanted))
+            skipped["retrieval_over_mix_ratio"] = len(extra) - wanted
+            extra = [extra[i] for i in chosen]
+        questions += extra
     documents = list(dict.fromkeys([*(q.oracle for q in questions), *passages]))
     return QuestionSet(questions, [d for d in documents if d], skipped)
 

@@ -18,8 +18,10 @@ Run as ``python -m monGARS.mlops.training.sft --base-model DIR --datasets DIR --
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -54,7 +56,12 @@ from monGARS.mlops.training.chat_data import (
     mix_records,
     tokenize_records,
 )
-from monGARS.mlops.training.checkpoints import CheckpointStore, checkpoint_callback, hash_tree, run_key
+from monGARS.mlops.training.checkpoints import (
+    CheckpointStore,
+    checkpoint_callback,
+    hash_tree,
+    run_key,
+)
 from monGARS.mlops.training.modeling import ADAPTER_SUBDIR, load_tokenizer
 from monGARS.mlops.training.sft_config import SFTConfig, load_sft_config
 
@@ -124,7 +131,8 @@ def _prepare_data(
         if not french:
             raise MongarsError(
                 f"french_mix_ratio: {config.french_mix_ratio} asks for French records but "
-                f"{datasets_dir}/corpora has no instruction, reasoning or conversation train.jsonl; "
+                f"{datasets_dir}/corpora has no instruction, reasoning or conversation "
+                "train.jsonl; "
                 "set french_mix_ratio=0 or build the corpora"
             )
     train_records = mix_records(module_train, french, config.french_mix_ratio, config.seed)
@@ -142,22 +150,30 @@ def _prepare_data(
     return train, val, counts
 
 
-def train_sft(
-    config: SFTConfig | dict[str, Any],
-    base_model_dir: str | Path,
-    datasets_dir: str | Path,
-    module: str,
-    out_dir: str | Path,
-    *,
-    base_model_name: str | None = None,
-    env: Environment | None = None,
-) -> dict[str, Any]:
-    """Fine-tune ``module``'s LoRA adapter; write ``out_dir`` atomically; return flat metadata."""
-    if not isinstance(config, SFTConfig):
-        config = load_sft_config(config)
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """Everything checked and built before a model is loaded."""
+
+    config: SFTConfig
+    base: Path
+    datasets: Path
+    module: str
+    model_config: dict[str, Any]
+    env: Environment
+    backend: str
+    plan: MemoryPlan
+    tokenizer: Any
+    template_installed: bool
+    train: TokenizedSplit
+    val: TokenizedSplit
+    counts: dict[str, int]
+
+
+def _prepare(
+    config: SFTConfig, base: Path, datasets: Path, module: str, env: Environment | None
+) -> _Prepared:
+    """Every check that can refuse the input, in the order docs/sft.md lists them."""
     check_safe_name("module", module)
-    base = Path(base_model_dir)
-    datasets = Path(datasets_dir)
     if not base.exists():
         raise MongarsError(f"base_model: {base} does not exist; give the fetched model folder")
     model_config = check_model_folder(base, "base_model")
@@ -178,102 +194,136 @@ def train_sft(
         max_seq_length=config.max_seq_length,
         lora_r=config.lora_r,
     )
-    tokenizer = load_tokenizer(base)
+    try:
+        tokenizer = load_tokenizer(base)
+    except (OSError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise MongarsError(
+            f"base_model: {base} has no loadable tokenizer ({reason[:200]}); "
+            "the folder needs tokenizer.json / tokenizer_config.json"
+        ) from None
     template_installed = ensure_chat_template(tokenizer)
     train, val, counts = _prepare_data(config, tokenizer, datasets, module)
+    return _Prepared(
+        config,
+        base,
+        datasets,
+        module,
+        model_config,
+        env,
+        backend,
+        plan,
+        tokenizer,
+        template_installed,
+        train,
+        val,
+        counts,
+    )
+
+
+def train_sft(
+    config: SFTConfig | dict[str, Any],
+    base_model_dir: str | Path,
+    datasets_dir: str | Path,
+    module: str,
+    out_dir: str | Path,
+    *,
+    base_model_name: str | None = None,
+    env: Environment | None = None,
+) -> dict[str, Any]:
+    """Fine-tune ``module``'s LoRA adapter; write ``out_dir`` atomically; return flat metadata."""
+    if not isinstance(config, SFTConfig):
+        config = load_sft_config(config)
+    base, datasets = Path(base_model_dir), Path(datasets_dir)
+    prepared = _prepare(config, base, datasets, module, env)
     name = base_model_name or base.name
 
     store = None
     if config.checkpoint_root:
-        key = run_key(_key_inputs(config, base, datasets, module, backend, plan))
+        key = run_key(_key_inputs(config, base, datasets, module, prepared.backend, prepared.plan))
         store = CheckpointStore(config.checkpoint_root, f"sft-{module}-{key}")
     scratch_root = None if store else Path(tempfile.mkdtemp(prefix=f"sft-{module}-"))
     try:
         with atomic_dir(out_dir) as scratch:
-            metrics, log_history = _train(
-                config, base, backend, env, plan, tokenizer, train, val, store, scratch_root, scratch
-            )
-            metrics.update(counts)
-            metrics["train_records"] = train.records
-            metrics["val_records"] = val.records
-            metrics["dropped_records"] = train.dropped_empty + val.dropped_empty
-            metrics["truncated_records"] = train.truncated + val.truncated
-            write_json(scratch / "metrics.json", metrics)
-            write_json(
-                scratch / "training_config.json",
-                {
-                    "config": config_to_dict(config),
-                    "backend": backend,
-                    "device": "cuda" if env.cuda else "cpu",
-                    "base_model": name,
-                    "model_type": model_config["model_type"],
-                    "module": module,
-                    "memory_plan": {
-                        "batch_size": plan.batch_size,
-                        "gradient_accumulation_steps": plan.gradient_accumulation_steps,
-                        "gradient_checkpointing": plan.gradient_checkpointing,
-                        "estimated_mb": plan.estimated_mb,
-                        "reason": plan.reason,
-                    },
-                    "chat_template_installed": template_installed,
-                    "checkpoint_location": store.location if store else "",
-                    "versions": _versions(),
-                },
-            )
-            from monGARS.mlops.training.loss_curve import write_loss_curve
-
-            write_loss_curve(
-                log_history,
-                scratch / "loss_curve.png",
-                scratch / "loss_curve.html",
-                f"sft {module} — {name} ({backend})",
-            )
+            metrics, log_history = _train(prepared, store, scratch_root or store.local_dir, scratch)
+            _write_reports(prepared, name, store, metrics, log_history, scratch)
     finally:
         if store:
             store.close()
         if scratch_root:
-            import shutil
-
             shutil.rmtree(scratch_root, ignore_errors=True)
     return {
         "base_model": name,
-        "backend": backend,
-        "device": "cuda" if env.cuda else "cpu",
+        "backend": prepared.backend,
+        "device": "cuda" if prepared.env.cuda else "cpu",
         "module": module,
-        **{
-            k: metrics[k]
-            for k in (
-                "steps",
-                "resumed_from_step",
-                "train_loss_first",
-                "train_loss_last",
-                "eval_loss_before",
-                "eval_loss_after",
-                "tokens_per_second",
-                "peak_memory_mb",
-                "train_records",
-                "val_records",
-            )
-        },
+        **{key: metrics[key] for key in _METADATA_KEYS},
     }
 
 
-def _train(
-    config: SFTConfig,
-    base: Path,
-    backend: str,
-    env: Environment,
-    plan: MemoryPlan,
-    tokenizer: Any,
-    train: TokenizedSplit,
-    val: TokenizedSplit,
+_METADATA_KEYS = (
+    "steps",
+    "resumed_from_step",
+    "train_loss_first",
+    "train_loss_last",
+    "eval_loss_before",
+    "eval_loss_after",
+    "tokens_per_second",
+    "peak_memory_mb",
+    "train_records",
+    "val_records",
+)
+
+
+def _write_reports(
+    prepared: _Prepared,
+    name: str,
     store: CheckpointStore | None,
-    scratch_root: Path | None,
+    metrics: dict[str, Any],
+    log_history: list[dict[str, Any]],
     scratch: Path,
+) -> None:
+    """metrics.json, training_config.json and the loss curve, next to the adapter."""
+    from monGARS.mlops.training.loss_curve import write_loss_curve
+
+    train, val, plan = prepared.train, prepared.val, prepared.plan
+    metrics.update(prepared.counts)
+    metrics["train_records"] = train.records
+    metrics["val_records"] = val.records
+    metrics["dropped_records"] = train.dropped_empty + val.dropped_empty
+    metrics["truncated_records"] = train.truncated + val.truncated
+    write_json(scratch / "metrics.json", metrics)
+    write_json(
+        scratch / "training_config.json",
+        {
+            "config": config_to_dict(prepared.config),
+            "backend": prepared.backend,
+            "device": "cuda" if prepared.env.cuda else "cpu",
+            "base_model": name,
+            "model_type": prepared.model_config["model_type"],
+            "module": prepared.module,
+            "memory_plan": dataclasses.asdict(plan),
+            "chat_template_installed": prepared.template_installed,
+            "checkpoint_location": store.location if store else "",
+            "versions": _versions(),
+        },
+    )
+    write_loss_curve(
+        log_history,
+        scratch / "loss_curve.png",
+        scratch / "loss_curve.html",
+        f"sft {prepared.module} — {name} ({prepared.backend})",
+    )
+
+
+def _train(
+    prepared: _Prepared, store: CheckpointStore | None, output_dir: Path, scratch: Path
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Load, train, evaluate and save the adapter into ``scratch``; return metrics and the log."""
     from monGARS.mlops.training.loop import CountingTrainer, total_steps, training_arguments
 
+    config, env, plan, backend = prepared.config, prepared.env, prepared.plan, prepared.backend
+    train, val, tokenizer = prepared.train, prepared.val, prepared.tokenizer
     if env.cuda:
         import torch
 
@@ -286,10 +336,8 @@ def _train(
         config.seed,
         config.max_seq_length,
     )
-    model = load_for_training(backend, base, lora, plan, env)
+    model = load_for_training(backend, prepared.base, lora, plan, env)
     evaluate = bool(val.examples)
-    output_dir = store.local_dir if store else scratch_root
-    assert output_dir is not None
     arguments = training_arguments(
         config,
         plan,

@@ -26,7 +26,15 @@ Scheduler = Literal[
 
 # The attention and MLP projections of Llama/Mistral/Qwen-style decoders: LoRA on all of them is
 # the QLoRA paper's recommendation (Dettmers et al. 2023, section 4).
-DEFAULT_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+DEFAULT_TARGET_MODULES = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+]
 
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -91,7 +99,9 @@ class SFTConfig:
         check.positive("lora_alpha", self.lora_alpha)
         check.fraction("lora_dropout", self.lora_dropout)
         check.require(
-            bool(self.target_modules), "target_modules", "give at least one module name (q_proj, ...)"
+            bool(self.target_modules),
+            "target_modules",
+            "give at least one module name (q_proj, ...)",
         )
         for name in self.target_modules:
             check.require(

@@ -1,0 +1,122 @@
+"""images/build.sh and images/images.mk build exactly the images the pipeline YAML names."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPILED = REPO / "pipelines" / "mongars.yaml"
+
+
+def _plan(*extra: str, env: dict[str, str] | None = None) -> list[list[str]]:
+    result = subprocess.run(
+        ["bash", str(REPO / "images" / "build.sh"), "--dry-run", *extra],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHON": sys.executable, **(env or {})},
+    )
+    return [shlex.split(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def _built_tags(plan: list[list[str]]) -> dict[str, str]:
+    """Tag -> Dockerfile for every docker build in a plan."""
+    built = {}
+    for command in plan:
+        if command[1] == "build":
+            built[command[command.index("--tag") + 1]] = command[command.index("--file") + 1]
+    return built
+
+
+def _all_images(env: dict[str, str] | None = None) -> dict[str, str]:
+    code = "from components.images import ALL_IMAGES; import json; print(json.dumps(ALL_IMAGES))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    ).stdout
+    return yaml.safe_load(out)
+
+
+def test_build_script_builds_every_image_with_its_dockerfile() -> None:
+    plan = _plan()
+    built = _built_tags(plan)
+    assert set(built) == set(_all_images().values())
+    for tag, dockerfile in built.items():
+        assert (REPO / dockerfile).is_file(), dockerfile
+        name = tag.rsplit("/", 1)[-1].split(":")[0]
+        assert dockerfile.endswith({"mongars-runtime": "runtime", "mongars-train-cuda": "train-cuda"}[name])
+    assert not any(command[1] == "push" for command in plan), "push only with --push"
+
+
+def test_build_args_carry_the_package_version() -> None:
+    from components.images import package_version
+
+    for command in _plan():
+        if command[1] == "build":
+            assert f"VERSION={package_version()}" in command
+            assert command[-1] == "."  # the repository root is the build context
+
+
+def test_registry_and_tag_overrides_reach_build_and_push() -> None:
+    env = {"MONGARS_IMAGE_REGISTRY": "registry.example.com/ml/", "MONGARS_IMAGE_TAG": "abc123"}
+    plan = _plan("--push", env=env)
+    built = _built_tags(plan)
+    assert set(built) == {
+        "registry.example.com/ml/mongars-runtime:abc123",
+        "registry.example.com/ml/mongars-train-cuda:abc123",
+    }
+    assert set(built) == set(_all_images(env).values())
+    pushed = {command[2] for command in plan if command[1] == "push"}
+    assert pushed == set(built)
+
+
+def test_make_fragment_passes_overrides_to_the_script() -> None:
+    result = subprocess.run(
+        ["make", "--no-print-directory", "-f", "images/images.mk", "images-plan",
+         "MONGARS_IMAGE_REGISTRY=reg.local:5000/team", "MONGARS_IMAGE_TAG=t1",
+         f"IMAGES_PYTHON={sys.executable}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    assert "--tag reg.local:5000/team/mongars-runtime:t1" in result.stdout
+    assert "docker push reg.local:5000/team/mongars-train-cuda:t1" in result.stdout
+
+
+def test_build_script_refuses_unknown_arguments() -> None:
+    result = subprocess.run(
+        ["bash", str(REPO / "images" / "build.sh"), "--frobnicate"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert "unknown argument --frobnicate" in result.stderr
+
+
+def test_compiled_pipeline_names_only_images_that_make_images_builds() -> None:
+    if not COMPILED.is_file():
+        pytest.skip("pipelines/mongars.yaml is not compiled yet (make compile)")
+    spec = next(yaml.safe_load_all(COMPILED.read_text(encoding="utf-8")))
+    named = {
+        executor["container"]["image"]
+        for executor in spec["deploymentSpec"]["executors"].values()
+        if "container" in executor
+    }
+    built = set(_built_tags(_plan()))
+    assert named, "the compiled pipeline names no image"
+    assert named <= built, f"images the YAML names but make images does not build: {named - built}"

