@@ -38,6 +38,8 @@ EXPORT_PARAMETERS = ("export_method", "quant_types", "export_cmd")
 # The embedded default is a 2-layer model: these settings make `make run` train visibly in
 # minutes on 2 CPU cores. Cluster runs use the stage configs' own (production) defaults.
 TINY_PRESET: dict[str, Any] = {
+    # Two modules (training code vs the rest) keep the local fan-out small.
+    "datasets_config": {"module_map": ["*training*=training", "*=platform"]},
     "max_steps": 40,
     "batch_size": 4,
     "learning_rate": 2e-3,
