@@ -19,6 +19,7 @@ def sft(
     learning_rate: float,
     vram_budget_mb: int,
     seed: int,
+    checkpoint_root: str,
     sft_config: dict,
     adapter: dsl.Output[dsl.Model],
     metrics: dsl.Output[dsl.Metrics],
@@ -38,11 +39,18 @@ def sft(
         "learning_rate": learning_rate,
         "vram_budget_mb": vram_budget_mb,
         "seed": seed,
+        "checkpoint_root": checkpoint_root,
     }
     config.update(sft_config)
     with stage_errors("sft"):
         metadata = stages.run_sft(
-            config, base_model.path, datasets.path, module, adapter.path, loss_curve.path
+            config,
+            base_model.path,
+            datasets.path,
+            module,
+            adapter.path,
+            loss_curve.path,
+            base_model_name=base_model.metadata.get("base_model"),
         )
     publish(adapter, metadata)
     log_metrics(metrics, metadata)

@@ -81,6 +81,8 @@ def run_local(
     run_dir = Path(runs_root).resolve() / run_id
     load_state(run_dir)  # refuse a corrupted state before spending any time
     resolved = stages.resolve_local_parameters(parameters)
+    # A stage killed midway resumes from checkpoints kept inside the run's folder.
+    resolved.setdefault("checkpoint_root", str(run_dir / "checkpoints"))
     stages.validate_parameters(resolved, last_stage)
 
     from kfp import local

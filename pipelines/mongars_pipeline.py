@@ -74,6 +74,7 @@ def build_pipeline(
         batch_size: int = 4,
         learning_rate: float = 2e-4,
         vram_budget_mb: int = 0,
+        checkpoint_root: str = "",
         sft_config: dict = {},  # noqa: B006
         mntp_config: dict = {},  # noqa: B006
         simcse_config: dict = {},  # noqa: B006
@@ -134,6 +135,7 @@ def build_pipeline(
                         learning_rate=learning_rate,
                         vram_budget_mb=vram_budget_mb,
                         seed=seed,
+                        checkpoint_root=checkpoint_root,
                         sft_config=sft_config,
                     ),
                     "sft",

@@ -7,6 +7,7 @@ as a failed run an hour later.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import re
@@ -126,11 +127,31 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
 
 
 def _from_flag(raw: str, parameter_type: str) -> Any:
-    """Type a flag's text: strings stay as typed; other types are read as YAML (JSON works)."""
+    """Type a flag's text by the parameter's declared type; leave it as text when it does not fit.
+
+    Numbers go through int()/float() (YAML would read ``1e-4`` as a string); lists and dicts are
+    JSON or YAML flow text.
+    """
+    text = raw.strip()
     if parameter_type == "STRING":
         return raw
+    if parameter_type == "NUMBER_INTEGER":
+        with contextlib.suppress(ValueError):
+            return int(text)
+        return raw
+    if parameter_type == "NUMBER_DOUBLE":
+        with contextlib.suppress(ValueError):
+            return float(text)
+        return raw
+    if parameter_type == "BOOLEAN":
+        lowered = text.lower()
+        if lowered in ("true", "yes", "1"):
+            return True
+        if lowered in ("false", "no", "0"):
+            return False
+        return raw
     try:
-        return yaml.safe_load(raw)
+        return yaml.safe_load(text)
     except yaml.YAMLError:
         return raw
 

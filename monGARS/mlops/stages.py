@@ -32,41 +32,37 @@ SFT_PARAMETERS = (
     "learning_rate",
     "vram_budget_mb",
     "seed",
+    "checkpoint_root",
 )
 EXPORT_PARAMETERS = ("export_method", "quant_types", "export_cmd")
 
 # The embedded default is a 2-layer model: these settings make `make run` train visibly in
 # minutes on 2 CPU cores. Cluster runs use the stage configs' own (production) defaults.
-TINY_PRESET: dict[str, Any] = {
-    # Two modules (training code vs the rest) keep the local fan-out small.
-    "datasets_config": {"module_map": ["*training*=training", "*=platform"]},
-    "max_steps": 40,
-    "batch_size": 4,
-    "learning_rate": 2e-3,
-    "sft_config": {
-        "gradient_accumulation_steps": 1,
-        "max_seq_length": 256,
-        "eval_steps": 10,
-        "logging_steps": 5,
-        "save_steps": 20,
-        "warmup_ratio": 0.0,
-        "lr_scheduler": "constant",
-    },
-    "llm2vec_config": {
-        "mntp_steps": 30,
-        "mntp_learning_rate": 1e-3,
-        "mntp_batch_size": 8,
-        "mntp_gradient_accumulation_steps": 1,
-        "mntp_max_seq_length": 128,
-        "simcse_steps": 30,
-        "simcse_learning_rate": 1e-3,
-        "simcse_batch_size": 16,
-        "simcse_max_seq_length": 64,
-        "gradient_checkpointing": False,
-    },
-    "raft_config": {"max_steps": 30, "learning_rate": 2e-3},
-    "export_config": {"n_ctx": 512},
-}
+def _tiny_preset() -> dict[str, Any]:
+    from monGARS.mlops.training.sft_config import TINY_SFT_OVERRIDES
+
+    sft_top = {k: v for k, v in TINY_SFT_OVERRIDES.items() if k in SFT_PARAMETERS}
+    sft_rest = {k: v for k, v in TINY_SFT_OVERRIDES.items() if k not in SFT_PARAMETERS}
+    return {
+        # Two modules (training code vs the rest) keep the local fan-out small.
+        "datasets_config": {"module_map": ["*training*=training", "*=platform"]},
+        **sft_top,
+        "sft_config": sft_rest,
+        "llm2vec_config": {
+            "mntp_steps": 30,
+            "mntp_learning_rate": 1e-3,
+            "mntp_batch_size": 8,
+            "mntp_gradient_accumulation_steps": 1,
+            "mntp_max_seq_length": 128,
+            "simcse_steps": 30,
+            "simcse_learning_rate": 1e-3,
+            "simcse_batch_size": 16,
+            "simcse_max_seq_length": 64,
+            "gradient_checkpointing": False,
+        },
+        "raft_config": {"max_steps": 30, "learning_rate": 2e-3},
+        "export_config": {"n_ctx": 512},
+    }
 
 
 def _merge_preset(preset: Mapping[str, Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,7 +80,7 @@ def resolve_local_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
     resolved = dict(parameters)
     resolved.setdefault("base_model", TINY_MODEL_NAME)
     if resolved["base_model"] == TINY_MODEL_NAME:
-        resolved = _merge_preset(TINY_PRESET, resolved)
+        resolved = _merge_preset(_tiny_preset(), resolved)
     return resolved
 
 

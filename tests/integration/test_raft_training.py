@@ -85,7 +85,8 @@ def test_raft_training_beats_the_sft_adapter_on_heldout_examples(
     # The point of the stage: held-out RAFT examples are far likelier under the RAFT adapter.
     assert metadata["heldout_loss_raft"] < metadata["heldout_loss_sft"] - 1.0
     assert metadata["train_loss_last"] < metadata["train_loss_first"]
-    assert metadata["heldout_examples"] == 8 and metadata["train_examples"] > 40
+    # 24 module questions + 10 retrieval ones (a 0.3 share of the mix), nothing too long.
+    assert metadata["heldout_examples"] == 8 and metadata["train_examples"] == 34
     assert 0.6 <= metadata["train_oracle_rate"] <= 0.95
     assert all(isinstance(v, str | int | float) for v in metadata.values() if v is not None)
 

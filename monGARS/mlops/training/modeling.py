@@ -86,7 +86,10 @@ def merge_adapter_to_folder(
         if path.is_file():
             provenance[name.removesuffix(".json")] = json.loads(path.read_text(encoding="utf-8"))
     model = load_causal_lm(base_model_dir, adapter, merge=True)
-    tokenizer = load_tokenizer(base_model_dir)
+    # sft saves the tokenizer it trained with (a default chat template installed where the base
+    # had none) next to the adapter; that is the one the chat model must ship with.
+    tokenizer_dir = adapter if (adapter / "tokenizer_config.json").is_file() else base_model_dir
+    tokenizer = load_tokenizer(tokenizer_dir)
     with atomic_dir(out_dir) as scratch:
         model.save_pretrained(scratch, safe_serialization=True)
         tokenizer.save_pretrained(scratch)

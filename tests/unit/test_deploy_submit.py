@@ -1,0 +1,173 @@
+"""``mongars submit`` end to end through kfp.Client against a local KFP v2beta1 API server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from deploy_servers import KfpState, kfp_server
+
+from monGARS.deploy.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "kfp-test-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def package_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    committed = REPO / "pipelines" / "mongars.yaml"
+    if committed.is_file():
+        return committed
+    from monGARS.deploy.pipeline_package import compile_package
+
+    return compile_package(tmp_path_factory.mktemp("pkg") / "mongars.yaml").path
+
+
+@pytest.fixture
+def kfp(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, KfpState]]:
+    monkeypatch.setenv("KFP_TOKEN", TOKEN)
+    monkeypatch.delenv("KF_PIPELINES_ENDPOINT", raising=False)
+    with kfp_server() as (host, state):
+        state.required_token = TOKEN
+        yield host, state
+
+
+def _submit(host: str, package: Path, *extra: str) -> int:
+    return main(["submit", "--host", host, "--package", str(package), "--poll-interval", "0.01", *extra])
+
+
+def test_run_is_created_with_typed_parameters_and_inline_spec(
+    kfp: tuple[str, KfpState], package_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, state = kfp
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump({"gpu_limit": 4, "raft": False, "languages": ["fr", "en"]}))
+    code = _submit(
+        host, package_path, "--run-name", "nightly-1", "--experiment", "mongars-ci",
+        "--params-file", str(params_file), "--param", "raft=true", "--param", "gpu_limit=2",
+        "--service-account", "mongars-pipeline-runner", "--pipeline-root", "gs://bucket/root",
+    )
+    assert code == 0
+    (run,) = state.runs.values()
+    assert run["display_name"] == "nightly-1"
+    assert run["runtime_config"] == {
+        "parameters": {"gpu_limit": 2, "raft": True, "languages": ["fr", "en"]},
+        "pipeline_root": "gs://bucket/root",
+    }
+    assert run["service_account"] == "mongars-pipeline-runner"
+    assert state.experiments[run["experiment_id"]]["display_name"] == "mongars-ci"
+    spec = run["pipeline_spec"]
+    assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "mongars"
+    assert "kubernetes" in json.dumps(spec["platform_spec"])  # placement travels with the run
+    out = capsys.readouterr().out
+    assert f"run {run['run_id']} created" in out
+    assert TOKEN not in out
+    assert all(header == f"Bearer {TOKEN}" for header in state.authorization)
+
+
+def test_existing_experiment_is_reused(kfp: tuple[str, KfpState], package_path: Path) -> None:
+    host, state = kfp
+    assert _submit(host, package_path, "--run-name", "a") == 0
+    assert _submit(host, package_path, "--run-name", "b") == 0
+    assert len(state.experiments) == 1 and len(state.runs) == 2
+
+
+def test_wait_reports_success(
+    kfp: tuple[str, KfpState], package_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, state = kfp
+    state.run_script = ["PENDING", "RUNNING", "RUNNING", "SUCCEEDED"]
+    assert _submit(host, package_path, "--wait") == 0
+    out = capsys.readouterr().out
+    assert "state: RUNNING" in out
+    assert out.strip().endswith("finished: SUCCEEDED")
+
+
+@pytest.mark.parametrize(("final", "code"), [("FAILED", 1), ("CANCELED", 1)])
+def test_wait_exits_non_zero_when_the_run_does_not_succeed(
+    kfp: tuple[str, KfpState], package_path: Path, capsys: pytest.CaptureFixture[str], final: str, code: int
+) -> None:
+    host, state = kfp
+    state.run_script = ["RUNNING", final]
+    state.run_error = "task sft failed: CUDA out of memory"
+    assert _submit(host, package_path, "--wait") == code
+    out = capsys.readouterr().out
+    assert f"finished: {final}" in out
+    if final == "FAILED":
+        assert "CUDA out of memory" in out
+
+
+def test_wait_timeout_is_its_own_exit_code(kfp: tuple[str, KfpState], package_path: Path) -> None:
+    host, state = kfp
+    state.run_script = ["RUNNING"]
+    assert _submit(host, package_path, "--wait", "--timeout", "0.05") == 3
+
+
+def test_upload_creates_one_version_per_distinct_yaml(
+    kfp: tuple[str, KfpState], package_path: Path, tmp_path: Path
+) -> None:
+    host, state = kfp
+    for name in ("r1", "r2"):
+        assert _submit(host, package_path, "--pipeline-name", "mongars", "--run-name", name) == 0
+    assert len(state.pipelines) == 1
+    versions_before = len(state.versions)
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(package_path.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    assert _submit(host, edited, "--pipeline-name", "mongars", "--run-name", "r3") == 0
+    assert len(state.versions) == versions_before + 1
+    runs = list(state.runs.values())
+    references = [r["pipeline_version_reference"]["pipeline_version_id"] for r in runs]
+    assert references[0] == references[1] != references[2]
+    assert all("pipeline_spec" not in r for r in runs)
+
+
+def test_wrong_token_is_a_one_line_error_without_the_token(
+    kfp: tuple[str, KfpState], package_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, state = kfp
+    monkeypatch.setenv("KFP_TOKEN", "wrong-token-987654321")
+    assert _submit(host, package_path) == 2
+    captured = capsys.readouterr()
+    assert "401" in captured.err and "KFP_TOKEN" in captured.err
+    assert "wrong-token-987654321" not in captured.err + captured.out
+    assert len(captured.err.strip().splitlines()) == 1
+    assert not state.runs
+
+
+def test_bad_parameters_fail_before_any_request(
+    kfp: tuple[str, KfpState], package_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, state = kfp
+    assert _submit(host, package_path, "--param", "gpu_limt=2") == 2
+    assert "did you mean gpu_limit" in capsys.readouterr().err
+    assert state.requests == []
+
+
+def test_unreachable_host_is_a_one_line_error(
+    package_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.delenv("KFP_TOKEN", raising=False)
+    assert _submit(f"http://127.0.0.1:{port}", package_path) == 2
+    err = capsys.readouterr().err
+    assert "cannot reach Kubeflow Pipelines" in err and "port-forward" in err
+
+
+def test_host_without_scheme_is_refused(package_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _submit("localhost:8888", package_path) == 2
+    assert "--host" in capsys.readouterr().err
+
+
+def test_without_package_the_pipeline_is_compiled_from_source(kfp: tuple[str, KfpState]) -> None:
+    host, state = kfp
+    assert main(["submit", "--host", host, "--run-name", "fresh"]) == 0
+    (run,) = state.runs.values()
+    assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "mongars"
