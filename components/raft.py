@@ -30,6 +30,7 @@ def raft(
             datasets.path,
             module,
             adapter.path,
+            base_model_name=base_model.metadata.get("base_model"),
         )
     publish(adapter, metadata)
     log_metrics(metrics, metadata)

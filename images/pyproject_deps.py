@@ -1,9 +1,10 @@
-"""Print the project's pinned runtime dependencies from pyproject.toml, minus the ones an image overrides.
+"""Print the project's pinned dependencies (pyproject.toml) minus those an image overrides.
 
 pyproject.toml is the one source of truth for the CPU stack. The CUDA training image needs a
 different transformers/trl/datasets (Unsloth's pins) and no llama-cpp-python, so its Dockerfile
 installs ``requirements/cuda-train.txt`` first and then the rest of the project's pins, printed
-here with the overridden names left out. Standard library only: it runs before anything is installed.
+here with the overridden names left out. Standard library only: it runs before anything is
+installed.
 
 Usage: python images/pyproject_deps.py pyproject.toml --exclude-from requirements/cuda-train.txt
 """

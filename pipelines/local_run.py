@@ -46,9 +46,12 @@ class _TaskLog(logging.Handler):
         super().__init__(level=logging.INFO)
         self.executed: list[str] = []
         self.cached: list[str] = []
+        self.errors: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         message = _ANSI.sub("", record.getMessage())
+        if record.levelno >= logging.ERROR:
+            self.errors.append(message.splitlines()[0] if message else record.levelname)
         if hit := _CACHE_HIT.match(message):
             self.cached.append(hit.group(1))
         elif (done := _FINISHED.match(message)) and done.group(2) == "SUCCESS":
@@ -99,7 +102,11 @@ def run_local(
         enable_caching=True,
         cache_root=str(run_dir / "cache"),
     )
-    pipeline = build_pipeline(last_stage, task_env={CODE_FINGERPRINT_ENV: code_fingerprint()})
+    pipeline = build_pipeline(
+        last_stage,
+        task_env={CODE_FINGERPRINT_ENV: code_fingerprint()},
+        gpu_accelerators=False,
+    )
     task_log = _TaskLog()
     root_logger = logging.getLogger()
     previous_level = root_logger.level
@@ -122,8 +129,9 @@ def run_local(
     except RuntimeError as error:
         attempt["status"] = "failed"
         first_line = _ANSI.sub("", str(error)).splitlines()[0]
+        cause = f" ({task_log.errors[0]})" if task_log.errors else ""
         raise MongarsError(
-            f"run {run_id}: {first_line}; the task log above shows the cause "
+            f"run {run_id}: {first_line}{cause}; the task log above shows the details "
             f"(artifacts under {pipeline_root})"
         ) from None
     finally:

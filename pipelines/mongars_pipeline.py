@@ -36,12 +36,16 @@ def _reaches(last_stage: str, stage: str) -> bool:
 
 
 def build_pipeline(
-    last_stage: str = "report", task_env: dict[str, str] | None = None
+    last_stage: str = "report",
+    task_env: dict[str, str] | None = None,
+    gpu_accelerators: bool = True,
 ) -> Callable[..., dsl.PipelineTask]:
     """The pipeline function running every stage up to ``last_stage`` (report always closes it).
 
     ``task_env`` is set on every task; the local driver passes a fingerprint of the library code so
     the local cache notices code changes (on a cluster the image tag plays that role).
+    ``gpu_accelerators=False`` leaves out the accelerator request, which kfp.local ignores anyway
+    but cannot resolve from a pipeline parameter inside a ParallelFor; nothing else changes.
     """
     if last_stage not in STAGE_ORDER:
         raise ValueError(f"last_stage must be one of {', '.join(STAGE_ORDER)}; got {last_stage!r}")
@@ -95,7 +99,11 @@ def build_pipeline(
         def on_gpu(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
             _cached(task, stage)
             placement.place_on_gpu(
-                task, gpu_accelerator_type, gpu_limit, gpu_node_selector, gpu_tolerations
+                task,
+                gpu_accelerator_type if gpu_accelerators else None,
+                gpu_limit,
+                gpu_node_selector,
+                gpu_tolerations,
             )
             placement.use_hf_token(task, hf_token_secret)
             return task

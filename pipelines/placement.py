@@ -35,7 +35,7 @@ def set_resources(task: dsl.PipelineTask, stage: str) -> None:
 
 def place_on_gpu(
     task: dsl.PipelineTask,
-    accelerator_type: dsl.PipelineParameterChannel,
+    accelerator_type: dsl.PipelineParameterChannel | None,
     accelerator_limit: dsl.PipelineParameterChannel,
     node_selector: dsl.PipelineParameterChannel,
     tolerations: dsl.PipelineParameterChannel,
@@ -44,7 +44,8 @@ def place_on_gpu(
 
     A retried task restarts with the same inputs, so sft resumes from its stable checkpoint folder.
     """
-    task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_limit)
+    if accelerator_type is not None:
+        task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_limit)
     kubernetes.add_node_selector_json(task, node_selector)
     kubernetes.add_toleration_json(task, tolerations)
     kubernetes.empty_dir_mount(

@@ -17,7 +17,7 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ KUBERNETES_VERSION = "1.33.0"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- validation against the kfp_server_api models -------------------------------------------
@@ -43,7 +43,9 @@ def model_problems(payload: Any, type_name: str, where: str = "body") -> list[st
         return []
     if type_name == "str":
         # int64 fields are declared as str; grpc-gateway accepts JSON numbers for them too.
-        ok = isinstance(payload, str) or (isinstance(payload, int) and not isinstance(payload, bool))
+        ok = isinstance(payload, str) or (
+            isinstance(payload, int) and not isinstance(payload, bool)
+        )
         return [] if ok else [f"{where}: expected string, got {payload!r}"]
     if type_name == "int":
         ok = isinstance(payload, int) and not isinstance(payload, bool)
@@ -60,7 +62,11 @@ def model_problems(payload: Any, type_name: str, where: str = "body") -> list[st
         if not isinstance(payload, list):
             return [f"{where}: expected list"]
         inner = type_name[5:-1]
-        return [p for i, item in enumerate(payload) for p in model_problems(item, inner, f"{where}[{i}]")]
+        return [
+            p
+            for i, item in enumerate(payload)
+            for p in model_problems(item, inner, f"{where}[{i}]")
+        ]
     if type_name.startswith("dict("):
         if not isinstance(payload, dict):
             return [f"{where}: expected object"]
@@ -78,7 +84,9 @@ def model_problems(payload: Any, type_name: str, where: str = "body") -> list[st
         if key not in by_json_key:
             problems.append(f"{where}: unknown field {key!r} for {type_name}")
         elif value is not None:
-            problems += model_problems(value, model.openapi_types[by_json_key[key]], f"{where}.{key}")
+            problems += model_problems(
+                value, model.openapi_types[by_json_key[key]], f"{where}.{key}"
+            )
     return problems
 
 
@@ -185,14 +193,17 @@ class KfpHandler(BaseHTTPRequestHandler):
         self.state.requests.append((method, url.path))
         self.state.authorization.append(self.headers.get("Authorization", ""))
         try:
-            if self.state.required_token is not None and self.headers.get(
-                "Authorization"
-            ) != f"Bearer {self.state.required_token}":
+            if (
+                self.state.required_token is not None
+                and self.headers.get("Authorization") != f"Bearer {self.state.required_token}"
+            ):
                 raise ApiError(401, "Unauthenticated: invalid or missing bearer token")
             payload = self._route(method, url.path, query)
         except ApiError as error:
             code = {400: 3, 401: 16, 404: 5, 409: 6}.get(error.status, 2)
-            self._reply(error.status, {"error": error.message, "code": code, "message": error.message})
+            self._reply(
+                error.status, {"error": error.message, "code": code, "message": error.message}
+            )
             return
         self._reply(200, payload)
 
@@ -234,7 +245,9 @@ class KfpHandler(BaseHTTPRequestHandler):
             return experiment
         if route == ["pipelines"] and method == "GET":
             name = _filter_name(query)
-            found = [p for p in state.pipelines.values() if name is None or p["display_name"] == name]
+            found = [
+                p for p in state.pipelines.values() if name is None or p["display_name"] == name
+            ]
             return {"pipelines": found, "total_size": len(found)} if found else {}
         if route == ["pipelines", "upload"] and method == "POST":
             spec = self._uploaded_spec()
@@ -264,12 +277,18 @@ class KfpHandler(BaseHTTPRequestHandler):
             ):
                 raise ApiError(409, f"pipeline version {name} already exists")
             return self._add_version(pipeline_id, name, spec)
-        if len(route) == 3 and route[0] == "pipelines" and route[2] == "versions" and method == "GET":
+        if (
+            len(route) == 3
+            and route[0] == "pipelines"
+            and route[2] == "versions"
+            and method == "GET"
+        ):
             name = _filter_name(query)
             found = [
                 {k: v for k, v in version.items() if k != "pipeline_spec"}
                 for version in state.versions.values()
-                if version["pipeline_id"] == route[1] and (name is None or version["display_name"] == name)
+                if version["pipeline_id"] == route[1]
+                and (name is None or version["display_name"] == name)
             ]
             return {"pipeline_versions": found, "total_size": len(found)} if found else {}
         if route == ["runs"] and method == "POST":
@@ -318,7 +337,10 @@ class KfpHandler(BaseHTTPRequestHandler):
     def _uploaded_spec(self) -> dict[str, Any]:
         raw = _multipart_file(self.headers, self._body())
         documents = [d for d in yaml.safe_load_all(raw) if d]
-        spec = {"pipeline_spec": documents[0], "platform_spec": documents[1] if len(documents) > 1 else {}}
+        spec = {
+            "pipeline_spec": documents[0],
+            "platform_spec": documents[1] if len(documents) > 1 else {},
+        }
         problems = spec_problems(spec)
         if problems:
             raise ApiError(400, "; ".join(problems))
@@ -453,15 +475,29 @@ class KubeHandler(BaseHTTPRequestHandler):
                     raise ApiError(403, 'nodes is forbidden: cannot list resource "nodes"')
                 selector = parse_qs(url.query).get("labelSelector", [""])[0]
                 items = [
-                    n for n in state.nodes if label_selector_matches(selector, n["metadata"].get("labels", {}))
+                    n
+                    for n in state.nodes
+                    if label_selector_matches(selector, n["metadata"].get("labels", {}))
                 ]
-                self._reply(200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items})
+                self._reply(
+                    200,
+                    {
+                        "kind": "NodeList",
+                        "apiVersion": "v1",
+                        "metadata": {"resourceVersion": "1"},
+                        "items": items,
+                    },
+                )
                 return
             if len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"]:
                 namespace, resource, name = parts[3], parts[4], parts[5]
-                table = {"secrets": state.secrets, "persistentvolumeclaims": state.pvcs}.get(resource)
+                table = {"secrets": state.secrets, "persistentvolumeclaims": state.pvcs}.get(
+                    resource
+                )
                 if table is None:
-                    raise ApiError(404, f"the server could not find the requested resource {resource}")
+                    raise ApiError(
+                        404, f"the server could not find the requested resource {resource}"
+                    )
                 if resource in state.forbidden:
                     raise ApiError(403, f'{resource} "{name}" is forbidden')
                 found = table.get((namespace, name))
@@ -477,7 +513,9 @@ class KubeHandler(BaseHTTPRequestHandler):
                 return
             raise ApiError(404, "the server could not find the requested resource")
         except ApiError as error:
-            reason = {400: "BadRequest", 403: "Forbidden", 404: "NotFound"}.get(error.status, "InternalError")
+            reason = {400: "BadRequest", 403: "Forbidden", 404: "NotFound"}.get(
+                error.status, "InternalError"
+            )
             self._reply(error.status, _status(error.status, reason, error.message))
 
 
@@ -496,7 +534,14 @@ def kube_server(tmp_path: Path, namespace: str = "team-ml") -> Iterator[tuple[Pa
                     "clusters": [{"name": "local", "cluster": {"server": host}}],
                     "users": [{"name": "tester", "user": {"token": "kube-test-token"}}],
                     "contexts": [
-                        {"name": "local", "context": {"cluster": "local", "user": "tester", "namespace": namespace}}
+                        {
+                            "name": "local",
+                            "context": {
+                                "cluster": "local",
+                                "user": "tester",
+                                "namespace": namespace,
+                            },
+                        }
                     ],
                     "current-context": "local",
                 }
@@ -510,7 +555,12 @@ def kube_server(tmp_path: Path, namespace: str = "team-ml") -> Iterator[tuple[Pa
 def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="test-api-server", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name="test-api-server",
+        daemon=True,
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -518,5 +568,3 @@ def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-
-

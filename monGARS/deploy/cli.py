@@ -11,7 +11,7 @@ import argparse
 import sys
 import tempfile
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ def _add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="pipeline parameter (repeatable); lists/dicts as JSON, e.g. "
-        "--param gpu_node_selector='{\"cloud.google.com/gke-accelerator\": \"nvidia-l4\"}'",
+        '--param gpu_node_selector=\'{"cloud.google.com/gke-accelerator": "nvidia-l4"}\'',
     )
     pipeline.add_argument("--params-file", help="YAML/JSON mapping of parameters (--param wins)")
     pipeline.add_argument(
@@ -83,7 +83,9 @@ def add_deploy_subcommands(subparsers: Any) -> None:
     schedule.add_argument("--name", default="mongars-schedule", help="recurring run name")
     schedule.add_argument("--max-concurrency", type=int, default=1, help="1-10 runs at once")
     schedule.add_argument(
-        "--catchup", action="store_true", help="backfill missed slots after a pause (off by default)"
+        "--catchup",
+        action="store_true",
+        help="backfill missed slots after a pause (off by default)",
     )
     schedule.add_argument("--disabled", action="store_true", help="create it paused")
     schedule.add_argument("--start-time", help="RFC 3339, e.g. 2026-01-31T02:00:00Z")
@@ -98,7 +100,7 @@ def add_deploy_subcommands(subparsers: Any) -> None:
     preflight.add_argument("--namespace", help="where runs go (default: the context's namespace)")
     preflight.add_argument(
         "--package",
-        help="compiled pipeline YAML whose parameter defaults apply (default: pipelines/mongars.yaml)",
+        help="compiled pipeline YAML whose defaults apply (default: pipelines/mongars.yaml)",
     )
     preflight.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
     preflight.add_argument("--params-file", help="the same parameters file you submit with")
@@ -170,7 +172,7 @@ def submit_command(args: argparse.Namespace) -> int:
 
     if args.timeout <= 0 or args.poll_interval <= 0:
         raise MongarsError("--timeout/--poll-interval: must be > 0 seconds")
-    run_name = args.run_name or f"mongars-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    run_name = args.run_name or f"mongars-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     with tempfile.TemporaryDirectory(prefix="mongars-submit-") as scratch:
         package = _package(args, Path(scratch))
         request = _run_request(args, package, run_name)
@@ -229,10 +231,10 @@ def preflight_command(args: argparse.Namespace) -> int:
     file_values = read_params_file(args.params_file) if args.params_file else {}
     given = resolve_parameters(package, parse_param_flags(args.param), file_values)
     placement = placement_from({**package.defaults(), **given})
+    api_client = kube_api_client(args.kubeconfig, args.context)
     namespace = args.namespace or default_namespace(args.kubeconfig, args.context)
     if not namespace:
         raise MongarsError("--namespace: give the namespace runs go to (the context sets none)")
-    api_client = kube_api_client(args.kubeconfig, args.context)
     findings = run_preflight(
         api_client, namespace, placement, allow_scale_from_zero=args.allow_scale_from_zero
     )

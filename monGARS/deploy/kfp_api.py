@@ -35,11 +35,27 @@ class KfpTarget:
         return self.host or os.environ.get(HOST_ENV) or "the in-cluster / kubeconfig KFP endpoint"
 
 
+def _probe(host: str, token: str | None, target: KfpTarget) -> None:
+    """One healthz call: kfp.Client's own check retries a refused token for 25 s."""
+    import kfp_server_api
+
+    config = kfp_server_api.Configuration(host=host.rstrip("/"))
+    if token:
+        config.api_key["authorization"] = token
+        config.api_key_prefix["authorization"] = "Bearer"
+    api = kfp_server_api.HealthzServiceApi(kfp_server_api.ApiClient(config))
+    with calling(target, "connect"):
+        api.healthz_service_get_healthz(_request_timeout=30)
+
+
 def make_client(target: KfpTarget) -> Any:
     """A ``kfp.Client`` with ``KFP_TOKEN`` as bearer token when it is set."""
     import kfp
 
     token = os.environ.get(TOKEN_ENV) or None
+    host = target.host or os.environ.get(HOST_ENV)
+    if host:
+        _probe(host, token, target)
     kwargs: dict[str, Any] = {"host": target.host, "existing_token": token}
     if target.namespace:
         kwargs["namespace"] = target.namespace
@@ -78,7 +94,9 @@ def calling(target: KfpTarget, action: str) -> Iterator[None]:
         message = _server_message(getattr(error, "body", "")) or str(getattr(error, "reason", ""))
         hint = ""
         if status in (401, 403):
-            hint = f"; set {TOKEN_ENV} to a valid token for this KFP (and --namespace for multi-user)"
+            hint = (
+                f"; set {TOKEN_ENV} to a valid token for this KFP (and --namespace for multi-user)"
+            )
         elif status == 404:
             hint = "; check --host (it must point at the KFP API, e.g. http://localhost:8888)"
         raise MongarsError(f"{action}: KFP API answered {status} {message}{hint}") from None
@@ -90,7 +108,9 @@ def calling(target: KfpTarget, action: str) -> Iterator[None]:
         ) from None
 
 
-def call(target: KfpTarget, action: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one client call with KFP errors turned into ``MongarsError``; kfp's link prints hidden."""
+def call(
+    target: KfpTarget, action: str, function: Callable[..., T], *args: Any, **kwargs: Any
+) -> T:
+    """One client call, KFP errors as ``MongarsError``; kfp's own link prints hidden."""
     with calling(target, action), contextlib.redirect_stdout(io.StringIO()):
         return function(*args, **kwargs)

@@ -58,7 +58,9 @@ def _load_yaml_documents(path: Path) -> list[dict[str, Any]]:
     try:
         documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
-        raise MongarsError(f"{path}: not found; check the kustomization's resources/patches") from None
+        raise MongarsError(
+            f"{path}: not found; check the kustomization's resources/patches"
+        ) from None
     except yaml.YAMLError as error:
         raise MongarsError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     objects = [doc for doc in documents if doc is not None]
@@ -81,7 +83,12 @@ def resource_id(obj: dict[str, Any]) -> tuple[str, str, str, str]:
     api_version = str(obj.get("apiVersion", ""))
     group = api_version.split("/")[0] if "/" in api_version else ""
     metadata = obj.get("metadata") or {}
-    return (group, str(obj.get("kind", "")), str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+    return (
+        group,
+        str(obj.get("kind", "")),
+        str(metadata.get("namespace", "")),
+        str(metadata.get("name", "")),
+    )
 
 
 def render(folder: str | Path) -> list[dict[str, Any]]:
@@ -101,7 +108,8 @@ def _render(folder: Path, stack: tuple[Path, ...]) -> list[dict[str, Any]]:
     if unsupported:
         raise MongarsError(
             f"{kustomization_path}: unsupported field(s) {', '.join(unsupported)}; this offline "
-            f"renderer handles {', '.join(sorted(SUPPORTED_FIELDS))} (kubectl kustomize does the rest)"
+            f"renderer handles {', '.join(sorted(SUPPORTED_FIELDS))} "
+            "(kubectl kustomize does the rest)"
         )
     if spec.get("kind", "Kustomization") != "Kustomization":
         raise MongarsError(f"{kustomization_path}: kind must be Kustomization")
@@ -218,16 +226,21 @@ def _apply_patch(
 def _same_resource(obj: dict[str, Any], patch: dict[str, Any]) -> bool:
     group, kind, namespace, name = resource_id(patch)
     obj_group, obj_kind, obj_namespace, obj_name = resource_id(obj)
-    return (
-        (group, kind, name) == (obj_group, obj_kind, obj_name)
-        and (not namespace or namespace == obj_namespace)
+    return (group, kind, name) == (obj_group, obj_kind, obj_name) and (
+        not namespace or namespace == obj_namespace
     )
 
 
 def _matches(obj: dict[str, Any], target: dict[str, Any]) -> bool:
     group, kind, namespace, name = resource_id(obj)
     version = str(obj.get("apiVersion", "")).split("/")[-1]
-    checks = {"group": group, "version": version, "kind": kind, "name": name, "namespace": namespace}
+    checks = {
+        "group": group,
+        "version": version,
+        "kind": kind,
+        "name": name,
+        "namespace": namespace,
+    }
     unknown = set(target) - set(checks)
     if unknown:
         raise MongarsError(f"patch target field(s) {', '.join(sorted(unknown))} not supported")
@@ -256,7 +269,11 @@ def _merge_list(base: list[Any], patch: list[Any], key: str, where: Path) -> lis
     result = [copy.deepcopy(item) for item in base]
     for item in patch:
         index = next(
-            (i for i, old in enumerate(result) if isinstance(old, dict) and old.get(key) == item.get(key)),
+            (
+                i
+                for i, old in enumerate(result)
+                if isinstance(old, dict) and old.get(key) == item.get(key)
+            ),
             None,
         )
         if index is None:
@@ -299,7 +316,9 @@ def _json6902(obj: dict[str, Any], operations: list[Any], where: Path) -> None:
             if current != operation.get("value"):
                 raise MongarsError(f"{where}: test {operation['path']} failed")
         else:
-            raise MongarsError(f"{where}: JSON 6902 op {op!r} not supported; use add/replace/remove/test")
+            raise MongarsError(
+                f"{where}: JSON 6902 op {op!r} not supported; use add/replace/remove/test"
+            )
 
 
 def _pointer(path: str, where: Path) -> list[str]:

@@ -75,7 +75,9 @@ def load_package(path: str | Path) -> PipelinePackage:
         raise MongarsError(f"--package: {source} is not readable YAML ({summary})") from None
     spec = documents[0] if documents else None
     if not isinstance(spec, dict) or "root" not in spec or "pipelineInfo" not in spec:
-        raise MongarsError(f"--package: {source} is not a compiled KFP pipeline (no root/pipelineInfo)")
+        raise MongarsError(
+            f"--package: {source} is not a compiled KFP pipeline (no root/pipelineInfo)"
+        )
     parameters = (spec.get("root", {}).get("inputDefinitions") or {}).get("parameters") or {}
     executors = (spec.get("deploymentSpec") or {}).get("executors") or {}
     images = frozenset(
@@ -195,7 +197,11 @@ def resolve_parameters(
             )
             continue
         parameter_type = str(declared[key].get("parameterType", ""))
-        if parameter_type == "NUMBER_DOUBLE" and isinstance(value, int) and not isinstance(value, bool):
+        if (
+            parameter_type == "NUMBER_DOUBLE"
+            and isinstance(value, int)
+            and not isinstance(value, bool)
+        ):
             value = float(value)
         if not _type_ok(value, parameter_type):
             problems.append(

@@ -64,7 +64,9 @@ def placement_from(parameters: dict[str, Any]) -> Placement:
     for index, toleration in enumerate(tolerations):
         operator = toleration.get("operator", "Equal")
         if operator not in TOLERATION_OPERATORS:
-            problems.append(f"gpu_tolerations[{index}].operator: {operator!r} is not Exists or Equal")
+            problems.append(
+                f"gpu_tolerations[{index}].operator: {operator!r} is not Exists or Equal"
+            )
         if toleration.get("effect", "") not in TAINT_EFFECTS | {""}:
             problems.append(
                 f"gpu_tolerations[{index}].effect: {toleration.get('effect')!r} is not one of "
@@ -207,7 +209,7 @@ def _check_taints(nodes: list[dict[str, Any]], placement: Placement) -> list[Fin
             Finding(
                 "warn",
                 "gpu-taints",
-                f"some GPU nodes carry untolerated taints and will not be used: "
+                "some GPU nodes carry untolerated taints and will not be used: "
                 + "; ".join(f"{n}: {', '.join(t)}" for n, t in sorted(blocked.items())[:3]),
             )
         )
@@ -255,7 +257,9 @@ def _check_drivers(nodes: list[dict[str, Any]]) -> list[Finding]:
     ]
 
 
-def check_secret(secret: dict[str, Any] | None, placement: Placement, namespace: str) -> list[Finding]:
+def check_secret(
+    secret: dict[str, Any] | None, placement: Placement, namespace: str
+) -> list[Finding]:
     """The HF token Secret exists and has a non-empty ``token`` key (value never shown)."""
     name = placement.hf_token_secret
     create = (
@@ -280,7 +284,8 @@ def check_secret(secret: dict[str, Any] | None, placement: Placement, namespace:
             Finding(
                 "fail",
                 "hf-token",
-                f"secret {name} has no key {HF_TOKEN_KEY!r} (keys: {keys}); tasks would get no HF_TOKEN",
+                f"secret {name} has no key {HF_TOKEN_KEY!r} (keys: {keys}); tasks would get "
+                "no HF_TOKEN",
                 f"kubectl -n {namespace} delete secret {name} && {create}",
             )
         ]
@@ -321,7 +326,10 @@ def check_pvc(
         modes = ", ".join((pvc.get("spec") or {}).get("accessModes") or [])
         return [Finding("ok", "model-cache", f"PVC {name} is Bound ({modes})")]
     class_name = (pvc.get("spec") or {}).get("storageClassName") or "(default class)"
-    if phase == "Pending" and (storage_class or {}).get("volumeBindingMode") == "WaitForFirstConsumer":
+    if (
+        phase == "Pending"
+        and (storage_class or {}).get("volumeBindingMode") == "WaitForFirstConsumer"
+    ):
         return [
             Finding(
                 "warn",
@@ -389,7 +397,9 @@ def _kube_errors(action: str, host: str) -> Iterator[None]:
                 f"{action}: the Kubernetes API answered {error.status} {error.reason}; your "
                 "credentials lack this permission (check with kubectl auth can-i)"
             ) from None
-        raise MongarsError(f"{action}: the Kubernetes API answered {error.status} {error.reason}") from None
+        raise MongarsError(
+            f"{action}: the Kubernetes API answered {error.status} {error.reason}"
+        ) from None
     except (urllib3.exceptions.HTTPError, OSError) as error:
         raise MongarsError(
             f"{action}: cannot reach the Kubernetes API at {host} "
@@ -430,8 +440,12 @@ def run_preflight(
     )
     if placement.hf_token_secret:
         with _kube_errors(f"read secret {placement.hf_token_secret}", host):
-            secret = _read_or_none(core.read_namespaced_secret, placement.hf_token_secret, namespace)
-        findings += check_secret(plain(secret) if secret is not None else None, placement, namespace)
+            secret = _read_or_none(
+                core.read_namespaced_secret, placement.hf_token_secret, namespace
+            )
+        findings += check_secret(
+            plain(secret) if secret is not None else None, placement, namespace
+        )
     else:
         findings += check_secret(None, placement, namespace)
     storage_class = None

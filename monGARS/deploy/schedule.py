@@ -23,8 +23,9 @@ _DESCRIPTORS = frozenset(
     {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 )
 _GO_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$")
-_MONTHS = {m: i + 1 for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split())}
-_DAYS = {d: i for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split())}
+_MONTH_NAMES = "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC"
+_MONTHS = {name: index + 1 for index, name in enumerate(_MONTH_NAMES.split())}
+_DAYS = {d: i for i, d in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"])}
 # (field name, low, high, names, allows "?")
 _FIELDS: tuple[tuple[str, int, int, dict[str, int], bool], ...] = (
     ("seconds", 0, 59, {}, False),
@@ -64,7 +65,7 @@ def _check_field(text: str, index: int) -> None:
             raise MongarsError(f"--cron: {field} step {step!r} must be a positive number")
         if base in ("*", "?"):
             if base == "?" and not question:
-                raise MongarsError(f"--cron: '?' is only allowed in day of month or day of week")
+                raise MongarsError("--cron: '?' is only allowed in day of month or day of week")
             continue
         start, dash, end = base.partition("-")
         first = _value(start, low, high, names, field)
@@ -112,7 +113,9 @@ def _check_time(flag: str, value: str | None) -> str | None:
     try:
         datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise MongarsError(f"{flag}: {value!r} is not an RFC 3339 time, e.g. 2026-01-31T02:00:00Z") from None
+        raise MongarsError(
+            f"{flag}: {value!r} is not an RFC 3339 time, e.g. 2026-01-31T02:00:00Z"
+        ) from None
     return value
 
 
@@ -140,7 +143,8 @@ def schedule(
     trigger = parse_cron(cron)
     if not 1 <= max_concurrency <= MAX_CONCURRENCY_LIMIT:
         raise MongarsError(
-            f"--max-concurrency: {max_concurrency} is outside 1-{MAX_CONCURRENCY_LIMIT} (KFP's limit)"
+            f"--max-concurrency: {max_concurrency} is outside 1-{MAX_CONCURRENCY_LIMIT} "
+            "(KFP's limit)"
         )
     start = _check_time("--start-time", start_time)
     end = _check_time("--end-time", end_time)
@@ -176,6 +180,7 @@ def schedule(
     state = "enabled" if enabled else "created disabled"
     echo(
         f"recurring run {recurring.recurring_run_id} {state}: {request.run_name!r}, cron "
-        f"{trigger.cron!r}, max concurrency {max_concurrency}, catch-up {'on' if catchup else 'off'}"
+        f"{trigger.cron!r}, max concurrency {max_concurrency}, "
+        f"catch-up {'on' if catchup else 'off'}"
     )
     return RecurringResult(str(recurring.recurring_run_id), experiment_id, trigger.cron, enabled)

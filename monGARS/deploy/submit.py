@@ -58,7 +58,10 @@ def ensure_experiment(client: Any, target: KfpTarget, name: str) -> str:
     """The id of experiment ``name`` in the target namespace, created when missing."""
     try:
         experiment = call(
-            target, "create experiment", client.create_experiment, name=name,
+            target,
+            "create experiment",
+            client.create_experiment,
+            name=name,
             namespace=target.namespace or None,
         )
     except ValueError as error:  # kfp: several experiments share the name
@@ -69,7 +72,7 @@ def ensure_experiment(client: Any, target: KfpTarget, name: str) -> str:
 def ensure_pipeline_version(
     client: Any, target: KfpTarget, package: PipelinePackage, pipeline_name: str, version_name: str
 ) -> tuple[str, str]:
-    """Upload ``package`` as pipeline ``pipeline_name`` / version ``version_name`` unless present."""
+    """Upload ``package`` as ``pipeline_name`` / ``version_name`` unless already there."""
     try:
         pipeline_id = call(target, "find pipeline", client.get_pipeline_id, pipeline_name)
     except ValueError as error:  # kfp: several pipelines share the name

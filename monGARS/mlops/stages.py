@@ -36,9 +36,12 @@ SFT_PARAMETERS = (
 )
 EXPORT_PARAMETERS = ("export_method", "quant_types", "export_cmd")
 
+
 # The embedded default is a 2-layer model: these settings make `make run` train visibly in
 # minutes on 2 CPU cores. Cluster runs use the stage configs' own (production) defaults.
 def _tiny_preset() -> dict[str, Any]:
+    from monGARS.mlops.training.llm2vec_config import TINY_LLM2VEC_OVERRIDES
+    from monGARS.mlops.training.raft_config import TINY_RAFT_OVERRIDES
     from monGARS.mlops.training.sft_config import TINY_SFT_OVERRIDES
 
     sft_top = {k: v for k, v in TINY_SFT_OVERRIDES.items() if k in SFT_PARAMETERS}
@@ -48,19 +51,8 @@ def _tiny_preset() -> dict[str, Any]:
         "datasets_config": {"module_map": ["*training*=training", "*=platform"]},
         **sft_top,
         "sft_config": sft_rest,
-        "llm2vec_config": {
-            "mntp_steps": 30,
-            "mntp_learning_rate": 1e-3,
-            "mntp_batch_size": 8,
-            "mntp_gradient_accumulation_steps": 1,
-            "mntp_max_seq_length": 128,
-            "simcse_steps": 30,
-            "simcse_learning_rate": 1e-3,
-            "simcse_batch_size": 16,
-            "simcse_max_seq_length": 64,
-            "gradient_checkpointing": False,
-        },
-        "raft_config": {"max_steps": 30, "learning_rate": 2e-3},
+        "llm2vec_config": dict(TINY_LLM2VEC_OVERRIDES),
+        "raft_config": dict(TINY_RAFT_OVERRIDES),
         "export_config": {"n_ctx": 512},
     }
 
@@ -123,33 +115,51 @@ def _reaches(last_stage: str, stage: str) -> bool:
     return STAGE_ORDER.index(stage) <= STAGE_ORDER.index(last_stage)
 
 
-def validate_parameters(parameters: Mapping[str, Any], last_stage: str = "report") -> None:
-    """Build every stage config the run will use; one ``ConfigError`` lists all problems."""
+def _datasets_config(parameters: Mapping[str, Any]) -> Any:
     from monGARS.mlops.datasets.config import load_datasets_config
-    from monGARS.mlops.export.config import ExportConfig
-    from monGARS.mlops.training.llm2vec_config import Llm2VecConfig
-    from monGARS.mlops.training.raft import RaftConfig
+
+    return load_datasets_config(datasets_config_values(parameters))
+
+
+def _sft_config(parameters: Mapping[str, Any]) -> Any:
     from monGARS.mlops.training.sft_config import SFTConfig
 
-    checks: list[tuple[str, Any]] = [
-        ("build_datasets", lambda: load_datasets_config(datasets_config_values(parameters)))
-    ]
+    return load_config(SFTConfig, sft_config_values(parameters))
+
+
+def _llm2vec_config(parameters: Mapping[str, Any]) -> Any:
+    from monGARS.mlops.training.llm2vec_upstream import load_llm2vec_config
+
+    return load_llm2vec_config(llm2vec_config_values(parameters))
+
+
+def _raft_config(parameters: Mapping[str, Any]) -> Any:
+    from monGARS.mlops.training.raft import RaftConfig
+
+    return load_config(RaftConfig, raft_config_values(parameters))
+
+
+def _export_config(parameters: Mapping[str, Any]) -> Any:
+    from monGARS.mlops.export.config import ExportConfig
+
+    return load_config(ExportConfig, export_config_values(parameters))
+
+
+def validate_parameters(parameters: Mapping[str, Any], last_stage: str = "report") -> None:
+    """Build every stage config the run will use; one ``ConfigError`` lists all problems."""
+    checks = [("build_datasets", _datasets_config)]
     if _reaches(last_stage, "sft"):
-        checks.append(("sft", lambda: load_config(SFTConfig, sft_config_values(parameters))))
+        checks.append(("sft", _sft_config))
     if _reaches(last_stage, "llm2vec"):
-        checks.append(
-            ("llm2vec", lambda: load_config(Llm2VecConfig, llm2vec_config_values(parameters)))
-        )
+        checks.append(("llm2vec", _llm2vec_config))
     if _reaches(last_stage, "raft") and parameters.get("raft"):
-        checks.append(("raft", lambda: load_config(RaftConfig, raft_config_values(parameters))))
+        checks.append(("raft", _raft_config))
     if _reaches(last_stage, "export"):
-        checks.append(
-            ("export", lambda: load_config(ExportConfig, export_config_values(parameters)))
-        )
+        checks.append(("export", _export_config))
     problems: list[str] = []
     for stage, build in checks:
         try:
-            build()
+            build(parameters)
         except ConfigError as error:
             problems.extend(f"{stage}.{problem}" for problem in error.problems)
         except MongarsError as error:
@@ -183,6 +193,7 @@ def run_sft(
     module: str,
     out_dir: str,
     loss_curve_html: str,
+    base_model_name: str | None = None,
 ) -> dict[str, Any]:
     from monGARS.mlops.training.sft import train_sft
     from monGARS.mlops.training.sft_config import load_sft_config
@@ -193,6 +204,7 @@ def run_sft(
         Path(datasets_dir),
         module,
         Path(out_dir),
+        base_model_name=base_model_name,
     )
     _copy_if_exists(Path(out_dir) / "loss_curve.html", loss_curve_html)
     return metadata
@@ -209,14 +221,14 @@ def run_llm2vec(
     out_dir: str,
 ) -> dict[str, Any]:
     from monGARS.mlops.training.llm2vec import train_llm2vec
-    from monGARS.mlops.training.llm2vec_config import Llm2VecConfig
+    from monGARS.mlops.training.llm2vec_upstream import load_llm2vec_config
 
     merged = dict(values)
     if mntp_config:
         merged["mntp_config"] = dict(mntp_config)
     if simcse_config:
         merged["simcse_config"] = dict(simcse_config)
-    config = load_config(Llm2VecConfig, merged)
+    config = load_llm2vec_config(merged)
     return train_llm2vec(
         config, Path(base_model_dir), Path(sft_dir), Path(datasets_dir), module, Path(out_dir)
     )
@@ -230,6 +242,7 @@ def run_raft(
     datasets_dir: str,
     module: str,
     out_dir: str,
+    base_model_name: str | None = None,
 ) -> dict[str, Any]:
     from monGARS.mlops.training.raft import RaftConfig, train_raft
 
@@ -242,6 +255,7 @@ def run_raft(
         Path(datasets_dir),
         module,
         Path(out_dir),
+        base_model_name=base_model_name,
     )
 
 

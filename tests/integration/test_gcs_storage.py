@@ -6,13 +6,13 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from gcs_emulator import gcs_bucket, gcs_emulator  # noqa: F401 - fixtures
 
 from monGARS.mlops import storage
 from monGARS.mlops.base_model import fetch_base_model
 from monGARS.mlops.errors import MongarsError
 
 pytestmark = pytest.mark.integration
+pytest_plugins = ["gcs_emulator"]  # gcs_emulator, gcs_bucket fixtures
 
 
 def _tree_digest(folder: Path) -> dict[str, str]:
@@ -67,7 +67,9 @@ def test_base_model_fetched_from_gcs_matches_the_original(
     assert metadata["source"] == "gcs"
     assert metadata["base_model"] == uri
     fetched = tmp_path / "base"
-    originals = {name: digest for name, digest in _tree_digest(tiny_model_dir).items() if "/" not in name}
+    originals = {
+        name: digest for name, digest in _tree_digest(tiny_model_dir).items() if "/" not in name
+    }
     assert {k: v for k, v in _tree_digest(fetched).items() if k in originals} == originals
     ids = torch.tensor([[1, 5, 9, 3, 7, 2]])
     with torch.no_grad():
@@ -83,7 +85,7 @@ def test_gcs_prefix_without_a_model_is_refused_and_leaves_nothing(
     uri = f"{gcs_bucket}/models/junk"
     storage.upload_tree(not_a_model, uri)
 
-    with pytest.raises(MongarsError, match="no config.json"):
+    with pytest.raises(MongarsError, match=r"no config\.json"):
         fetch_base_model(uri, tmp_path / "base")
     assert not (tmp_path / "base").exists()
     assert not any(p.name.startswith(".base") for p in tmp_path.iterdir())

@@ -1,4 +1,4 @@
-"""Bidirectional attention on transformers 5.x: late tokens reach early positions, padding does not."""
+"""Bidirectional attention on transformers 5.x: late tokens reach early positions, padding not."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def test_padding_stays_masked(model_type: str, attn: str) -> None:
 def test_batch_of_mixed_lengths_matches_single_sequences() -> None:
     model = enable_bidirectional(_tiny("llama", "sdpa"))
     short, long = [5, 9, 13], [7, 11, 15, 19, 23]
-    batch = torch.tensor([short + [0, 0], long])
+    batch = torch.tensor([[*short, 0, 0], long])
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     together = _hidden(model, batch, mask)
     assert torch.allclose(together[0, :3], _hidden(model, torch.tensor([short]))[0], atol=1e-5)

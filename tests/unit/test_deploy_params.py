@@ -41,15 +41,17 @@ def test_package_exposes_name_parameters_images_and_defaults(package_path: Path)
 
 def test_flags_are_typed_by_the_pipeline_and_win_over_the_file(package_path: Path) -> None:
     package = load_package(package_path)
-    flags = parse_param_flags([
-        "raft=true",
-        "gpu_limit=2",
-        "learning_rate=1e-4",
-        "epochs=3",
-        'gpu_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"}',
-        "run_name=2026",
-        "base_model=mistralai/Mistral-7B-v0.2",
-    ])
+    flags = parse_param_flags(
+        [
+            "raft=true",
+            "gpu_limit=2",
+            "learning_rate=1e-4",
+            "epochs=3",
+            'gpu_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"}',
+            "run_name=2026",
+            "base_model=mistralai/Mistral-7B-v0.2",
+        ]
+    )
     values = resolve_parameters(package, flags, {"gpu_limit": 4, "seed": 7})
     assert values == {
         "raft": True,
@@ -67,7 +69,9 @@ def test_flags_are_typed_by_the_pipeline_and_win_over_the_file(package_path: Pat
 def test_unknown_and_mistyped_parameters_are_all_reported(package_path: Path) -> None:
     package = load_package(package_path)
     with pytest.raises(MongarsError) as caught:
-        resolve_parameters(package, parse_param_flags(["gpu_limt=2", "raft=maybe", "gpu_limit=1.5"]))
+        resolve_parameters(
+            package, parse_param_flags(["gpu_limt=2", "raft=maybe", "gpu_limit=1.5"])
+        )
     message = str(caught.value)
     assert "gpu_limt: not a parameter" in message and "did you mean gpu_limit?" in message
     assert "raft: expected boolean" in message
@@ -106,6 +110,10 @@ def test_version_name_follows_the_yaml_content(package_path: Path, tmp_path: Pat
     first = load_package(package_path)
     changed = tmp_path / "changed.yaml"
     changed.write_text(package_path.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
-    assert default_version_name(first, "0.1.0") == default_version_name(load_package(package_path), "0.1.0")
-    assert default_version_name(first, "0.1.0") != default_version_name(load_package(changed), "0.1.0")
+    assert default_version_name(first, "0.1.0") == default_version_name(
+        load_package(package_path), "0.1.0"
+    )
+    assert default_version_name(first, "0.1.0") != default_version_name(
+        load_package(changed), "0.1.0"
+    )
     assert default_version_name(first, "0.1.0").startswith("0.1.0-")

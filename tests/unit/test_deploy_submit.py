@@ -36,19 +36,39 @@ def kfp(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, KfpState]]:
 
 
 def _submit(host: str, package: Path, *extra: str) -> int:
-    return main(["submit", "--host", host, "--package", str(package), "--poll-interval", "0.01", *extra])
+    return main(
+        ["submit", "--host", host, "--package", str(package), "--poll-interval", "0.01", *extra]
+    )
 
 
 def test_run_is_created_with_typed_parameters_and_inline_spec(
-    kfp: tuple[str, KfpState], package_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    kfp: tuple[str, KfpState],
+    package_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     host, state = kfp
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump({"gpu_limit": 4, "raft": False, "languages": ["fr", "en"]}))
+    params_file.write_text(
+        yaml.safe_dump({"gpu_limit": 4, "raft": False, "languages": ["fr", "en"]})
+    )
     code = _submit(
-        host, package_path, "--run-name", "nightly-1", "--experiment", "mongars-ci",
-        "--params-file", str(params_file), "--param", "raft=true", "--param", "gpu_limit=2",
-        "--service-account", "mongars-pipeline-runner", "--pipeline-root", "gs://bucket/root",
+        host,
+        package_path,
+        "--run-name",
+        "nightly-1",
+        "--experiment",
+        "mongars-ci",
+        "--params-file",
+        str(params_file),
+        "--param",
+        "raft=true",
+        "--param",
+        "gpu_limit=2",
+        "--service-account",
+        "mongars-pipeline-runner",
+        "--pipeline-root",
+        "gs://bucket/root",
     )
     assert code == 0
     (run,) = state.runs.values()
@@ -88,7 +108,11 @@ def test_wait_reports_success(
 
 @pytest.mark.parametrize(("final", "code"), [("FAILED", 1), ("CANCELED", 1)])
 def test_wait_exits_non_zero_when_the_run_does_not_succeed(
-    kfp: tuple[str, KfpState], package_path: Path, capsys: pytest.CaptureFixture[str], final: str, code: int
+    kfp: tuple[str, KfpState],
+    package_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    final: str,
+    code: int,
 ) -> None:
     host, state = kfp
     state.run_script = ["RUNNING", final]
@@ -125,8 +149,10 @@ def test_upload_creates_one_version_per_distinct_yaml(
 
 
 def test_wrong_token_is_a_one_line_error_without_the_token(
-    kfp: tuple[str, KfpState], package_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch
+    kfp: tuple[str, KfpState],
+    package_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     host, state = kfp
     monkeypatch.setenv("KFP_TOKEN", "wrong-token-987654321")
@@ -161,7 +187,9 @@ def test_unreachable_host_is_a_one_line_error(
     assert "cannot reach Kubeflow Pipelines" in err and "port-forward" in err
 
 
-def test_host_without_scheme_is_refused(package_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_host_without_scheme_is_refused(
+    package_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert _submit("localhost:8888", package_path) == 2
     assert "--host" in capsys.readouterr().err
 
@@ -171,3 +199,45 @@ def test_without_package_the_pipeline_is_compiled_from_source(kfp: tuple[str, Kf
     assert main(["submit", "--host", host, "--run-name", "fresh"]) == 0
     (run,) = state.runs.values()
     assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "mongars"
+
+
+def test_documented_kfp_cli_command_creates_the_run(
+    kfp: tuple[str, KfpState], package_path: Path
+) -> None:
+    """docs/cluster.md's `kfp run create` line for CI, against the same API server."""
+    import subprocess
+    import sys
+
+    host, state = kfp
+    kfp_cli = Path(sys.executable).parent / "kfp"
+    result = subprocess.run(
+        [
+            str(kfp_cli),
+            "--endpoint",
+            host,
+            "--existing-token",
+            TOKEN,
+            "run",
+            "create",
+            "--experiment-name",
+            "mongars",
+            "--run-name",
+            "ci-1",
+            "--package-file",
+            str(package_path),
+            "raft=true",
+            "gpu_limit=1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = state.runs.values()
+    assert run["display_name"] == "ci-1"
+    assert run["runtime_config"]["parameters"] == {"raft": True, "gpu_limit": 1}
+    assert (
+        "kfp --endpoint http://localhost:8888 run create"
+        in (REPO / "docs" / "cluster.md").read_text()
+    )

@@ -56,7 +56,9 @@ def test_build_script_builds_every_image_with_its_dockerfile() -> None:
     for tag, dockerfile in built.items():
         assert (REPO / dockerfile).is_file(), dockerfile
         name = tag.rsplit("/", 1)[-1].split(":")[0]
-        assert dockerfile.endswith({"mongars-runtime": "runtime", "mongars-train-cuda": "train-cuda"}[name])
+        assert dockerfile.endswith(
+            {"mongars-runtime": "runtime", "mongars-train-cuda": "train-cuda"}[name]
+        )
     assert not any(command[1] == "push" for command in plan), "push only with --push"
 
 
@@ -84,9 +86,16 @@ def test_registry_and_tag_overrides_reach_build_and_push() -> None:
 
 def test_make_fragment_passes_overrides_to_the_script() -> None:
     result = subprocess.run(
-        ["make", "--no-print-directory", "-f", "images/images.mk", "images-plan",
-         "MONGARS_IMAGE_REGISTRY=reg.local:5000/team", "MONGARS_IMAGE_TAG=t1",
-         f"IMAGES_PYTHON={sys.executable}"],
+        [
+            "make",
+            "--no-print-directory",
+            "-f",
+            "images/images.mk",
+            "images-plan",
+            "MONGARS_IMAGE_REGISTRY=reg.local:5000/team",
+            "MONGARS_IMAGE_TAG=t1",
+            f"IMAGES_PYTHON={sys.executable}",
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -55,7 +55,9 @@ def test_hadolint_is_clean(name: str) -> None:
 def test_hadolint_does_catch_a_bad_dockerfile(tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN apt-get update && apt-get install -y curl\n")
-    result = subprocess.run([_hadolint(), "--no-color", str(bad)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [_hadolint(), "--no-color", str(bad)], capture_output=True, text=True, check=False
+    )
     assert result.returncode != 0
     assert "DL3007" in result.stdout  # latest tag
     assert "DL3008" in result.stdout  # unpinned apt package
@@ -69,7 +71,9 @@ def test_runs_as_non_root_with_writable_caches(name: str) -> None:
     env = " ".join(args for keyword, args in instructions if keyword == "ENV")
     caches = dict(re.findall(r"(HF_HOME|TRITON_CACHE_DIR|XDG_CACHE_HOME|MPLCONFIGDIR)=(\S+)", env))
     assert caches["HF_HOME"].startswith("/var/cache/mongars")
-    chowned = " ".join(args for keyword, args in instructions if keyword == "RUN" and "chown" in args)
+    chowned = " ".join(
+        args for keyword, args in instructions if keyword == "RUN" and "chown" in args
+    )
     for path in caches.values():
         assert any(path.startswith(root) for root in ("/var/cache/mongars",)), path
     for kfp_path in ("/gcs", "/minio", "/s3", "/var/cache/mongars"):
@@ -98,11 +102,13 @@ def test_oci_labels_and_pinned_base(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(DOCKERFILES))
 def test_kfp_and_project_are_installed_at_build_time(name: str) -> None:
     text = DOCKERFILES[name].read_text(encoding="utf-8")
-    assert "import kfp" in text and "monGARS.mlops" in text, "the build must import kfp and the project"
+    assert "import kfp" in text and "monGARS.mlops" in text, (
+        "the build must import kfp and the project"
+    )
 
 
 def _dockerignore_excludes(path: str, patterns: list[str]) -> bool:
-    """Docker's rule: the last matching pattern wins; '!' re-includes; a dir match covers its tree."""
+    """Docker's rule: the last match wins; '!' re-includes; a matched folder covers its tree."""
     excluded = False
     parts = path.split("/")
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
@@ -134,6 +140,13 @@ def test_dockerignore_sends_what_the_dockerfiles_copy_and_nothing_private() -> N
     for source in copied:
         assert not _dockerignore_excludes(source, patterns), f"{source} is copied but ignored"
         assert (REPO / source).exists() or source == "README.md", source
-    for private in (".venv/bin/python", ".git/config", "runs/demo/state.json", "tests/conftest.py",
-                    "monGARS/__pycache__/x.pyc", "local_outputs/model.gguf", ".env"):
+    for private in (
+        ".venv/bin/python",
+        ".git/config",
+        "runs/demo/state.json",
+        "tests/conftest.py",
+        "monGARS/__pycache__/x.pyc",
+        "local_outputs/model.gguf",
+        ".env",
+    ):
         assert _dockerignore_excludes(private, patterns), f"{private} must not reach the builder"

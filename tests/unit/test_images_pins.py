@@ -30,7 +30,9 @@ TRL_1_15_REQUIRES = {"datasets": SpecifierSet(">=4.7.0"), "accelerate": Specifie
 
 
 def _load_deps_module():
-    spec = importlib.util.spec_from_file_location("pyproject_deps", REPO / "images" / "pyproject_deps.py")
+    spec = importlib.util.spec_from_file_location(
+        "pyproject_deps", REPO / "images" / "pyproject_deps.py"
+    )
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(module)
@@ -89,15 +91,24 @@ def test_remaining_dependencies_keep_pyproject_pins_verbatim() -> None:
 
 def test_deps_script_command_line_matches_the_dockerfile_call() -> None:
     result = subprocess.run(
-        [sys.executable, "images/pyproject_deps.py", "pyproject.toml",
-         "--exclude-from", "requirements/cuda-train.txt", "--exclude", "llama-cpp-python"],
+        [
+            sys.executable,
+            "images/pyproject_deps.py",
+            "pyproject.toml",
+            "--exclude-from",
+            "requirements/cuda-train.txt",
+            "--exclude",
+            "llama-cpp-python",
+        ],
         capture_output=True,
         text=True,
         check=True,
         cwd=REPO,
     )
     printed = result.stdout.split()
-    assert printed and not any(p.startswith(("transformers", "trl==", "llama-cpp")) for p in printed)
+    assert printed and not any(
+        p.startswith(("transformers", "trl==", "llama-cpp")) for p in printed
+    )
     for line in printed:
         Requirement(line)  # every line is a valid requirement pip can read
 

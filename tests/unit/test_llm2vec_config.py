@@ -1,4 +1,4 @@
-"""The llm2vec config: validation of bad values, and the mapping of upstream LLM2Vec JSON configs."""
+"""The llm2vec config: bad values refused, and the mapping of upstream LLM2Vec JSON configs."""
 
 from __future__ import annotations
 
@@ -188,11 +188,11 @@ def test_bad_upstream_values_name_the_upstream_key() -> None:
 
 
 def test_unreadable_upstream_sources_give_one_line_errors(tmp_path: Path) -> None:
-    with pytest.raises(MongarsError, match="mntp_config: .* not found"):
+    with pytest.raises(MongarsError, match=r"mntp_config: .* not found"):
         load_llm2vec_config({"mntp_config": str(tmp_path / "missing.json")})
     broken = tmp_path / "broken.json"
     broken.write_text('{"lora_r": 16', encoding="utf-8")
-    with pytest.raises(MongarsError, match="simcse_config .* not valid JSON"):
+    with pytest.raises(MongarsError, match=r"simcse_config .* not valid JSON"):
         load_llm2vec_config({"simcse_config": str(broken)})
     listing = tmp_path / "list.json"
     listing.write_text("[1, 2]", encoding="utf-8")

@@ -1,4 +1,4 @@
-"""MNTP masking and label shift, the SimCSE InfoNCE loss and the retrieval metrics on known cases."""
+"""MNTP masking and label shift, SimCSE InfoNCE and the retrieval metrics on known cases."""
 
 from __future__ import annotations
 

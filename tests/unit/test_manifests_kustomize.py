@@ -10,7 +10,12 @@ import yaml
 from monGARS.deploy.kustomize import render
 from monGARS.mlops.errors import MongarsError
 
-CONFIGMAP = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"a": "1", "b": "2"}}
+CONFIGMAP = {
+    "apiVersion": "v1",
+    "kind": "ConfigMap",
+    "metadata": {"name": "cfg"},
+    "data": {"a": "1", "b": "2"},
+}
 DEPLOYMENT = {
     "apiVersion": "apps/v1",
     "kind": "Deployment",
@@ -32,8 +37,10 @@ def _write(folder: Path, kustomization: dict, **files: object) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     for name, content in files.items():
-        text = content if isinstance(content, str) else yaml.safe_dump_all(
-            content if isinstance(content, list) else [content]
+        text = (
+            content
+            if isinstance(content, str)
+            else yaml.safe_dump_all(content if isinstance(content, list) else [content])
         )
         (folder / name.replace("__", ".")).write_text(text)
     return folder
@@ -62,7 +69,12 @@ def test_namespace_labels_and_annotations(tmp_path: Path) -> None:
         all__yaml=[CONFIGMAP, binding, namespace],
     )
     cm, rb, ns = render(folder)
-    assert cm["metadata"] == {"name": "cfg", "namespace": "prod", "labels": {"team": "ml"}, "annotations": {"owner": "me"}}
+    assert cm["metadata"] == {
+        "name": "cfg",
+        "namespace": "prod",
+        "labels": {"team": "ml"},
+        "annotations": {"owner": "me"},
+    }
     assert ns["metadata"]["name"] == "prod" and "namespace" not in ns["metadata"]
     # kustomize rewrites only subjects named "default"
     assert rb["subjects"][0]["namespace"] == "prod"
@@ -74,12 +86,28 @@ def test_strategic_merge_patch_merges_named_lists_and_deletes_nulls(tmp_path: Pa
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": "web"},
-        "spec": {"template": {"spec": {"containers": [
-            {"name": "app", "image": "app:2", "env": [{"name": "B", "value": "2"}]},
-        ]}}},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "app", "image": "app:2", "env": [{"name": "B", "value": "2"}]},
+                    ]
+                }
+            }
+        },
     }
-    cm_patch = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"a": None}}
-    base = _write(tmp_path / "base", {"resources": ["d.yaml", "c.yaml"]}, d__yaml=DEPLOYMENT, c__yaml=CONFIGMAP)
+    cm_patch = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cfg"},
+        "data": {"a": None},
+    }
+    base = _write(
+        tmp_path / "base",
+        {"resources": ["d.yaml", "c.yaml"]},
+        d__yaml=DEPLOYMENT,
+        c__yaml=CONFIGMAP,
+    )
     overlay = _write(
         tmp_path / "overlay",
         {"resources": ["../base"], "patches": [{"path": "p.yaml"}, {"path": "q.yaml"}]},
@@ -96,15 +124,20 @@ def test_strategic_merge_patch_merges_named_lists_and_deletes_nulls(tmp_path: Pa
 
 
 def test_json6902_operations(tmp_path: Path) -> None:
-    ops = yaml.safe_dump([
-        {"op": "replace", "path": "/data/a", "value": "x"},
-        {"op": "add", "path": "/data/c~1d", "value": "3"},
-        {"op": "remove", "path": "/data/b"},
-        {"op": "test", "path": "/data/a", "value": "x"},
-    ])
+    ops = yaml.safe_dump(
+        [
+            {"op": "replace", "path": "/data/a", "value": "x"},
+            {"op": "add", "path": "/data/c~1d", "value": "3"},
+            {"op": "remove", "path": "/data/b"},
+            {"op": "test", "path": "/data/a", "value": "x"},
+        ]
+    )
     folder = _write(
         tmp_path / "k",
-        {"resources": ["c.yaml"], "patches": [{"target": {"kind": "ConfigMap", "name": "cfg"}, "patch": ops}]},
+        {
+            "resources": ["c.yaml"],
+            "patches": [{"target": {"kind": "ConfigMap", "name": "cfg"}, "patch": ops}],
+        },
         c__yaml=CONFIGMAP,
     )
     (configmap,) = render(folder)
@@ -117,10 +150,33 @@ def test_json6902_operations(tmp_path: Path) -> None:
         ({"resources": ["c.yaml"], "images": [{"name": "x"}]}, "unsupported field"),
         ({"resources": ["c.yaml", "c.yaml"]}, "defined twice"),
         ({"resources": ["missing.yaml"]}, "not found"),
-        ({"resources": ["c.yaml"], "patches": [{"target": {"kind": "Secret"}, "patch": "- {op: remove, path: /data}"}]}, "matches no resource"),
-        ({"resources": ["c.yaml"], "patches": [{"target": {"kind": "ConfigMap"}, "patch": "- {op: replace, path: /data/zz, value: 1}"}]}, "no such field"),
-        ({"resources": ["c.yaml"], "patches": [{"patch": "- {op: remove, path: /data}"}]}, "needs a target"),
-        ({"resources": ["c.yaml"], "labels": [{"pairs": {"a": "b"}, "includeSelectors": True}]}, "includeSelectors"),
+        (
+            {
+                "resources": ["c.yaml"],
+                "patches": [{"target": {"kind": "Secret"}, "patch": "- {op: remove, path: /data}"}],
+            },
+            "matches no resource",
+        ),
+        (
+            {
+                "resources": ["c.yaml"],
+                "patches": [
+                    {
+                        "target": {"kind": "ConfigMap"},
+                        "patch": "- {op: replace, path: /data/zz, value: 1}",
+                    }
+                ],
+            },
+            "no such field",
+        ),
+        (
+            {"resources": ["c.yaml"], "patches": [{"patch": "- {op: remove, path: /data}"}]},
+            "needs a target",
+        ),
+        (
+            {"resources": ["c.yaml"], "labels": [{"pairs": {"a": "b"}, "includeSelectors": True}]},
+            "includeSelectors",
+        ),
     ],
 )
 def test_unsupported_or_broken_kustomizations_are_refused(
@@ -133,5 +189,5 @@ def test_unsupported_or_broken_kustomizations_are_refused(
 
 
 def test_folder_without_kustomization_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(MongarsError, match="no kustomization.yaml"):
+    with pytest.raises(MongarsError, match=r"no kustomization\.yaml"):
         render(tmp_path)

@@ -1,4 +1,4 @@
-"""manifests/: every object valid against the Kubernetes schemas (offline), RBAC least, no secrets."""
+"""manifests/: valid against the Kubernetes schemas (offline), least RBAC, no secret values."""
 
 from __future__ import annotations
 
@@ -39,7 +39,11 @@ def _all_yaml_documents() -> list[tuple[Path, dict[str, Any]]]:
 def test_rendered_objects_are_valid_kubernetes(name: str, version: str) -> None:
     objects = render(KUSTOMIZATIONS[name])
     assert {o["kind"] for o in objects} == {
-        "Namespace", "ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim"
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "PersistentVolumeClaim",
     }
     for obj in objects:
         _validate(obj, version)
@@ -103,7 +107,11 @@ def test_model_cache_pvc_name_is_the_pipeline_default() -> None:
         pytest.skip("pipelines/mongars.yaml is not compiled yet")
     spec = next(yaml.safe_load_all(compiled.read_text(encoding="utf-8")))
     default = spec["root"]["inputDefinitions"]["parameters"]["model_cache_pvc"].get("defaultValue")
-    names = {o["metadata"]["name"] for o in render(KUSTOMIZATIONS["base"]) if o["kind"] == "PersistentVolumeClaim"}
+    names = {
+        o["metadata"]["name"]
+        for o in render(KUSTOMIZATIONS["base"])
+        if o["kind"] == "PersistentVolumeClaim"
+    }
     if default:
         assert default in names
 
@@ -130,6 +138,10 @@ def test_no_secret_value_is_committed() -> None:
         assert all(value in ("", None) for value in values.values()), f"{path} commits a value"
     for folder in KUSTOMIZATIONS.values():
         assert all(o["kind"] != "Secret" for o in render(folder)), "apply -k must never touch it"
-    for path in [*MANIFESTS.rglob("*"), REPO / "docs" / "cluster.md", *(REPO / "images").rglob("*")]:
+    for path in [
+        *MANIFESTS.rglob("*"),
+        REPO / "docs" / "cluster.md",
+        *(REPO / "images").rglob("*"),
+    ]:
         if path.is_file():
             assert not HF_TOKEN.search(path.read_text(encoding="utf-8", errors="replace")), path

@@ -3,9 +3,9 @@
 LLM2Vec's first step lets every token attend to every other token. The ``llm2vec`` package does it
 with patched model classes pinned to transformers<=4.44; on transformers 5.x two switches suffice:
 
-- ``config.is_causal = False``: ``masking_utils.create_causal_mask`` (and the sliding-window variant)
-  then build a *bidirectional* mask instead, which still masks padding keys. With no padding that
-  mask is ``None`` (full attention, no bias).
+- ``config.is_causal = False``: ``masking_utils.create_causal_mask`` (and the sliding-window
+  variant) then build a *bidirectional* mask instead, which still masks padding keys. With no
+  padding that mask is ``None`` (full attention, no bias).
 - ``self_attn.is_causal = False`` on every layer: when the mask is ``None``, SDPA and flash
   attention fall back on the module's ``is_causal`` flag, which the attention classes hard-code to
   ``True`` in ``__init__``; without this switch an unpadded batch would still be causal.
@@ -52,7 +52,7 @@ def _attention_modules(model: Any) -> list[Any]:
 
 
 def enable_bidirectional(model: Any) -> Any:
-    """Switch a Llama/Mistral/Qwen2 model (bare or ``*ForCausalLM``, PEFT-wrapped or not) in place."""
+    """Switch a Llama/Mistral/Qwen2 model (bare, ``*ForCausalLM`` or PEFT-wrapped) in place."""
     check_supported(model.config, "model")
     implementation = getattr(model.config, "_attn_implementation", None)
     if implementation not in SUPPORTED_ATTENTION:

@@ -63,7 +63,9 @@ def embed_texts(
     try:
         with torch.no_grad():
             for start in range(0, len(texts), batch_size):
-                pooled = encode_batch(backbone, tokenizer, texts[start : start + batch_size], max_length)
+                pooled = encode_batch(
+                    backbone, tokenizer, texts[start : start + batch_size], max_length
+                )
                 chunks.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
     finally:
         backbone.train(was_training)
@@ -115,7 +117,9 @@ def _locate(path: Path) -> tuple[Path, dict[str, Any]]:
             try:
                 settings = json.loads(settings_path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise MongarsError(f"encoder: {settings_path} is not valid JSON ({error})") from None
+                raise MongarsError(
+                    f"encoder: {settings_path} is not valid JSON ({error})"
+                ) from None
             return model_dir, settings
     raise MongarsError(
         f"encoder: {path} is neither an llm2vec output folder (encoder/ + encoder.json) nor its "

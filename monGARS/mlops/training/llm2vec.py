@@ -187,7 +187,11 @@ def train_llm2vec(
     log_report(report)
     adapter = _resolve_sft_adapter(sft_dir)
     corpus = load_training_texts(
-        datasets_dir, module, config.text_sources, seed=config.seed, max_texts=config.max_train_texts
+        datasets_dir,
+        module,
+        config.text_sources,
+        seed=config.seed,
+        max_texts=config.max_train_texts,
     )
     if len(corpus.texts) < config.simcse_batch_size:
         raise MongarsError(

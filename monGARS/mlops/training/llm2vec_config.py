@@ -25,7 +25,7 @@ CollatorType = Literal["all_mask", "default"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 AttnImplementation = Literal["sdpa", "eager"]
 
-# LoRA on the attention and MLP projections, as upstream ``initialize_peft`` does for these families.
+# LoRA on the attention and MLP projections, as upstream ``initialize_peft`` does for them.
 LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # The embedded tiny model on 2 CPU cores: ~10 s of MNTP and ~20 s of SimCSE. Measured in
@@ -38,7 +38,7 @@ TINY_LLM2VEC_OVERRIDES: dict[str, Any] = {
     "mntp_max_seq_length": 128,
     "mntp_lora_r": 8,
     "simcse_steps": 40,
-    "simcse_learning_rate": 1e-3,
+    "simcse_learning_rate": 3e-4,
     "simcse_batch_size": 16,
     "simcse_gradient_accumulation_steps": 1,
     "simcse_max_seq_length": 64,

@@ -1,4 +1,4 @@
-"""Text for the llm2vec stage: training texts from the datasets artifact, and the retrieval eval set.
+"""Text for the llm2vec stage: training texts from the datasets artifact, the retrieval eval set.
 
 MNTP and SimCSE are unsupervised: they need plain texts, not pairs. Each record contributes its
 separate pieces (an instruction and its answer, each conversation turn, a retrieval query and each
@@ -36,7 +36,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise MongarsError(f"datasets: {path} line {number} is not JSON ({error.msg})") from None
+            raise MongarsError(
+                f"datasets: {path} line {number} is not JSON ({error.msg})"
+            ) from None
         if not isinstance(record, dict):
             raise MongarsError(f"datasets: {path} line {number} is not a JSON object")
         records.append(record)
@@ -66,7 +68,9 @@ def record_texts(source: str, record: dict[str, Any]) -> Iterator[str]:
     """The separate texts one record of ``source`` contributes."""
     if source == "instruction":
         prompt = "\n".join(
-            part for part in (record.get("instruction"), record.get("input")) if isinstance(part, str)
+            part
+            for part in (record.get("instruction"), record.get("input"))
+            if isinstance(part, str)
         )
         yield prompt
         yield str(record.get("output") or "")
@@ -165,8 +169,10 @@ class RetrievalSet:
     note: str = ""
 
 
-def build_retrieval_set(records: Sequence[dict[str, Any]], split: str, note: str = "") -> RetrievalSet:
-    """Pool every positive and negative passage once; each query's positives are its relevant set."""
+def build_retrieval_set(
+    records: Sequence[dict[str, Any]], split: str, note: str = ""
+) -> RetrievalSet:
+    """Pool every positive and negative passage once; a query's positives are its relevant."""
     index: dict[str, int] = {}
     passages: list[str] = []
     queries: list[str] = []

@@ -112,7 +112,7 @@ def mntp_loss(logits: Any, labels: Any) -> Any:
 
 
 def prediction_positions(labels: Any) -> tuple[Any, Any, Any]:
-    """(rows, positions, targets): position ``p`` of row ``r`` predicts ``targets`` = labels[r, p+1]."""
+    """(rows, positions, targets): position ``p`` of row ``r`` predicts labels[r, p + 1]."""
     import torch
 
     rows, positions = torch.nonzero(labels[:, 1:] != IGNORE_INDEX, as_tuple=True)

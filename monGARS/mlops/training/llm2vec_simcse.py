@@ -17,7 +17,7 @@ from monGARS.mlops.training.encoder import encode_batch
 
 
 def info_nce(first: Any, second: Any, temperature: float) -> Any:
-    """InfoNCE of row-aligned views [batch, dim]: row i of ``first`` should match row i of ``second``."""
+    """InfoNCE of row-aligned views [batch, dim]: row i of ``first`` matches row i of ``second``."""
     import torch
 
     a = torch.nn.functional.normalize(first.float(), dim=-1)
@@ -32,7 +32,8 @@ def _attention_dropout_sites(model: Any) -> list[Any]:
     return [
         module
         for name, module in model.named_modules()
-        if name.endswith("self_attn") and isinstance(getattr(module, "attention_dropout", None), float | int)
+        if name.endswith("self_attn")
+        and isinstance(getattr(module, "attention_dropout", None), float | int)
     ]
 
 
@@ -72,7 +73,9 @@ def simcse_dropout(model: Any, rate: float) -> Iterator[int]:
     """
     attention = _attention_dropout_sites(model)
     saved = [module.attention_dropout for module in attention]
-    handles = [site.register_forward_hook(_dropout_hook(rate)) for site in _hidden_dropout_sites(model)]
+    handles = [
+        site.register_forward_hook(_dropout_hook(rate)) for site in _hidden_dropout_sites(model)
+    ]
     try:
         for module in attention:
             module.attention_dropout = rate

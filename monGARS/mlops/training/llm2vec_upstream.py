@@ -220,7 +220,9 @@ def read_upstream(source: str | Mapping[str, Any], kind: Kind) -> tuple[dict[str
     try:
         content = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise MongarsError(f"{label}: {path} not found; give the path of an upstream JSON") from None
+        raise MongarsError(
+            f"{label}: {path} not found; give the path of an upstream JSON"
+        ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise MongarsError(f"{label}: {path} cannot be read ({error})") from None
     return _parse_json_text(content, f"{label} {path}"), str(path)
@@ -334,7 +336,9 @@ def load_llm2vec_config(values: Mapping[str, Any] | None = None) -> Llm2VecConfi
         ) from None
 
 
-def _name_sources(problems: list[str], report: UpstreamReport, given: Mapping[str, Any]) -> list[str]:
+def _name_sources(
+    problems: list[str], report: UpstreamReport, given: Mapping[str, Any]
+) -> list[str]:
     """Say which upstream key a bad value came from, so the user fixes the right file."""
     origin: dict[str, str] = {}
     for qualified, entry in report.mapped.items():
