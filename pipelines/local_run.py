@@ -39,16 +39,23 @@ class LocalRunResult:
     wall_seconds: float = 0.0
 
 
-class _TaskLog(logging.Handler):
-    """Collects which tasks ran and which were served from the cache, from kfp.local's log."""
+class _TaskLog(logging.Filter):
+    """Collects which tasks ran and which were served from the cache, from kfp.local's log.
+
+    A filter on the root logger, not a handler: kfp.local swaps the root handlers while it runs.
+    """
 
     def __init__(self) -> None:
-        super().__init__(level=logging.INFO)
+        super().__init__()
         self.executed: list[str] = []
         self.cached: list[str] = []
         self.errors: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
+        self._note(record)
+        return True
+
+    def _note(self, record: logging.LogRecord) -> None:
         message = _ANSI.sub("", record.getMessage())
         if record.levelno >= logging.ERROR:
             self.errors.append(message.splitlines()[0] if message else record.levelname)
@@ -109,9 +116,7 @@ def run_local(
     )
     task_log = _TaskLog()
     root_logger = logging.getLogger()
-    previous_level = root_logger.level
-    root_logger.addHandler(task_log)
-    root_logger.setLevel(min(previous_level, logging.INFO) if previous_level else logging.INFO)
+    root_logger.addFilter(task_log)
     previous_token = os.environ.get("HF_TOKEN")
     if hf_token:
         os.environ["HF_TOKEN"] = hf_token  # reaches the task subprocesses, never their arguments
@@ -140,8 +145,7 @@ def run_local(
                 os.environ.pop("HF_TOKEN", None)
             else:
                 os.environ["HF_TOKEN"] = previous_token
-        root_logger.removeHandler(task_log)
-        root_logger.setLevel(previous_level)
+        root_logger.removeFilter(task_log)
         attempt["wall_seconds"] = round(time.monotonic() - started, 2)
         attempt["executed_tasks"] = task_log.executed
         attempt["cached_tasks"] = task_log.cached

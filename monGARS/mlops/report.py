@@ -119,12 +119,24 @@ def figures(modules: dict[str, ModuleOutputs]) -> dict[str, float]:
         _flatten(f"{name}.sft", module.sft_metrics, flat)
         _flatten(f"{name}.llm2vec", module.encoder_metrics, flat)
         gguf_sizes = {
-            str(entry.get("quant_type", entry.get("file", i))): entry.get("bytes", 0)
-            for i, entry in enumerate(module.bundle.get("files", []))
-            if isinstance(entry, dict)
+            f"{entry['role']}.{entry['label']}": entry.get("bytes", 0)
+            for entry in bundle_files(module.bundle)
         }
         _flatten(f"{name}.gguf_bytes", gguf_sizes, flat)
     return {key: float(value) for key, value in flat.items()}
+
+
+def bundle_files(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every GGUF file an export bundle lists, tagged with its role (chat or encoder)."""
+    files = []
+    for role in ("chat", "encoder"):
+        entries = (
+            bundle.get(role, {}).get("files", {}) if isinstance(bundle.get(role), dict) else {}
+        )
+        for label, entry in sorted(entries.items()):
+            if isinstance(entry, dict):
+                files.append({"role": role, "label": label, **entry})
+    return files
 
 
 def _png_tag(png: bytes, alt: str) -> str:
@@ -208,17 +220,18 @@ def render_html(run_name: str, summary: dict[str, Any], modules: dict[str, Modul
         curve = Path(module.sft_adapter) / "loss_curve.png" if module.sft_adapter else None
         if curve is not None and curve.is_file():
             parts.append(_png_tag(curve.read_bytes(), f"{name} SFT loss curve"))
-        files = [entry for entry in module.bundle.get("files", []) if isinstance(entry, dict)]
+        files = bundle_files(module.bundle)
         if files:
             parts.append("<h3>GGUF files</h3>")
             parts.append(
-                "<table><tr><td>file</td><td>type</td><td>MB</td><td>verified</td></tr>"
+                "<table><tr><td>file</td><td>role</td><td>type</td><td>MB</td><td>verified</td></tr>"
                 + "".join(
-                    "<tr><td>{}</td><td>{}</td><td>{:.1f}</td><td>{}</td></tr>".format(
-                        html.escape(str(entry.get("path", entry.get("file", "")))),
-                        html.escape(str(entry.get("quant_type", ""))),
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2f}</td><td>{}</td></tr>".format(
+                        html.escape(str(entry.get("path", ""))),
+                        html.escape(entry["role"]),
+                        html.escape(entry["label"]),
                         float(entry.get("bytes", 0)) / 1e6,
-                        html.escape(str(entry.get("verified", entry.get("parity", "")))),
+                        html.escape(str(entry.get("verified", ""))),
                     )
                     for entry in files
                 )
@@ -250,9 +263,8 @@ def write_report(
                 "encoder": module.encoder,
                 "gguf_bundle": module.gguf_bundle,
                 "gguf_files": [
-                    str(Path(module.gguf_bundle) / str(entry.get("path", entry.get("file", ""))))
-                    for entry in module.bundle.get("files", [])
-                    if isinstance(entry, dict)
+                    str(Path(module.gguf_bundle) / str(entry.get("path", "")))
+                    for entry in bundle_files(module.bundle)
                 ],
             }
             for name, module in sorted(modules.items())
