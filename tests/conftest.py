@@ -15,6 +15,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# gcs_emulator / gcs_bucket: a local GCS emulator for gs:// tests (tests/gcs_emulator.py).
+pytest_plugins = ["gcs_emulator"]
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:

@@ -7,10 +7,9 @@ Fixtures (register them in tests/conftest.py with ``pytest_plugins = ["gcs_emula
   to it through gcsfs exactly as it talks to GCS in a pod.
 - ``gcs_bucket`` (function): a fresh, empty bucket, as ``gs://<name>``.
 
-gcsfs's experimental "extended" filesystem (the default since 2026) first asks GCS's gRPC storage
-control API for each bucket's layout; emulators do not serve it, and each lookup then waits 60 s.
-This module turns that feature off before gcsfs is imported (GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT),
-and the fixture refuses to run with a clear message if gcsfs was imported with it on.
+gcsfs's default "extended" filesystem (2026) first asks GCS's gRPC storage-control API for each
+bucket's layout; emulators do not serve it and each lookup waits 60 s, so ``storage`` uses the
+plain JSON-API class under an emulator; the fixture checks that it does.
 """
 
 from __future__ import annotations
@@ -25,8 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
-os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 
@@ -79,7 +76,7 @@ def start_emulator() -> GcsEmulator:
                 last_error = error
                 continue
             _running = GcsEmulator(host=f"http://127.0.0.1:{port}", server=server)
-            atexit.register(_running.stop)
+            atexit.register(_stop_emulator)
             return _running
         raise RuntimeError(f"could not start the GCS emulator on a loopback port: {last_error}")
 
@@ -98,6 +95,14 @@ def _check_plain_gcsfs() -> None:
         )
 
 
+def _stop_emulator() -> None:
+    global _running
+    with _lock:
+        if _running is not None:
+            _running.stop()
+            _running = None
+
+
 @pytest.fixture(scope="session")
 def gcs_emulator() -> Iterator[GcsEmulator]:
     """The emulator, with ``STORAGE_EMULATOR_HOST`` set for the whole session."""
@@ -108,6 +113,7 @@ def gcs_emulator() -> Iterator[GcsEmulator]:
         _check_plain_gcsfs()
         yield emulator
     finally:
+        _stop_emulator()  # its server thread is not a daemon: left running, it blocks exit
         if previous is None:
             os.environ.pop(EMULATOR_ENV, None)
         else:

@@ -39,12 +39,23 @@ def publish(artifact: HasMetadata, metadata: Mapping[str, Any]) -> None:
 
 
 def log_metrics(metrics: LogsMetrics, values: Mapping[str, Any], prefix: str = "") -> None:
-    """Log every finite number in ``values`` as a KFP metric (strings and NaN are skipped)."""
+    """Log every finite number in ``values`` as a KFP metric (strings, None and NaN are skipped).
+
+    The figures are also written to the artifact's file: a Metrics artifact with no file looks
+    missing to kfp.local's cache, which would then re-run the task every time.
+    """
+    logged: dict[str, float] = {}
     for key, value in sorted(values.items()):
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
         if math.isfinite(value):
+            logged[f"{prefix}{key}"] = float(value)
             metrics.log_metric(f"{prefix}{key}", float(value))
+    path = getattr(metrics, "path", None)
+    if path:
+        from monGARS.mlops.atomic import write_json
+
+        write_json(path, logged)
 
 
 @contextlib.contextmanager

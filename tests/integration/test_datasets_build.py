@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -336,33 +334,12 @@ def test_nothing_usable_fails_naming_sources_and_reasons_and_writes_nothing(tmp_
 # ---- gs:// through a local GCS emulator ------------------------------------------------------
 
 
-@pytest.fixture()
-def gcs_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A GCS emulator on a free port with one bucket; gcsfs is pointed at it."""
-    import gcsfs
-    import gcsfs.core
-    from gcp_storage_emulator.server import create_server
-
-    # gcsfs's default class first asks the storage-control gRPC API for the bucket layout, which
-    # an emulator does not serve (a 60 s timeout per call): the plain JSON-API class is what
-    # talks to an emulator.
-    monkeypatch.setattr(gcsfs, "GCSFileSystem", gcsfs.core.GCSFileSystem)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="corpus")
-    server.start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-    try:
-        yield "corpus"
-    finally:
-        server.stop()
-
-
 def test_gcs_sources_and_code_archive_are_read_through_gcsfs(
     gcs_bucket: str, tmp_path: Path
 ) -> None:
     from monGARS.mlops import storage
+
+    gcs_bucket = gcs_bucket.removeprefix("gs://")  # the bare bucket name
 
     assert os.environ["STORAGE_EMULATOR_HOST"].startswith("http://127.0.0.1:")
     fs, _ = storage.filesystem_for(f"gs://{gcs_bucket}/x")
@@ -401,7 +378,7 @@ def test_gcs_sources_and_code_archive_are_read_through_gcsfs(
     # The archive's root is the package itself, so modules are its sub-packages (as for monGARS).
     assert result.modules == ["core", "data", "models"]
     with pytest.raises(
-        MongarsError, match=r"code_roots\[0\]: gs://corpus/src/none.tar.gz does not exist"
+        MongarsError, match=rf"code_roots\[0\]: gs://{gcs_bucket}/src/none.tar.gz does not exist"
     ):
         build_datasets(
             load_datasets_config({"code_roots": [f"gs://{gcs_bucket}/src/none.tar.gz"]}),

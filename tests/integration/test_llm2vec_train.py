@@ -62,6 +62,8 @@ def test_retrieval_is_measured_before_and_after_on_the_held_out_split(
     retrieval = metrics["retrieval"]
     assert retrieval["split"] == "val" and retrieval["note"] == ""
     assert retrieval["queries"] == 11 and retrieval["passages"] == 22
+    # No text the evaluation scores is training text (the fixture keeps them apart already).
+    assert metrics["excluded_eval_texts"] == 0 == metadata["excluded_eval_texts"]
     for when in ("before", "after_mntp", "after"):
         figures = retrieval[when]
         assert 0 < figures["mrr"] <= 1 and 0 <= figures["recall_at_1"] <= figures["recall_at_10"]

@@ -186,12 +186,16 @@ def train_llm2vec(
     report = upstream_report(config)
     log_report(report)
     adapter = _resolve_sft_adapter(sft_dir)
+    eval_set = load_retrieval_eval(datasets_dir, config.min_eval_queries)
+    if eval_set.note:
+        LOG.warning("llm2vec: %s", eval_set.note)
     corpus = load_training_texts(
         datasets_dir,
         module,
         config.text_sources,
         seed=config.seed,
         max_texts=config.max_train_texts,
+        exclude=[*eval_set.queries, *eval_set.passages],
     )
     if len(corpus.texts) < config.simcse_batch_size:
         raise MongarsError(
@@ -199,9 +203,6 @@ def train_llm2vec(
             f"fewer than simcse_batch_size={config.simcse_batch_size}; add sources or lower the "
             "batch size"
         )
-    eval_set = load_retrieval_eval(datasets_dir, config.min_eval_queries)
-    if eval_set.note:
-        LOG.warning("llm2vec: %s", eval_set.note)
 
     from monGARS.mlops.training.modeling import load_tokenizer, pick_device
 
@@ -279,6 +280,7 @@ def train_llm2vec(
         "retrieval": retrieval,
         "train_texts": len(corpus.texts),
         "text_counts": corpus.counts,
+        "excluded_eval_texts": corpus.excluded,
         "missing_sources": corpus.missing,
     }
     with atomic_dir(out_dir) as scratch:
@@ -301,6 +303,7 @@ def train_llm2vec(
         "model_type": settings["model_type"],
         "device": device,
         "train_texts": len(corpus.texts),
+        "excluded_eval_texts": corpus.excluded,
         "mntp_steps": len(mntp_losses),
         "mntp_loss_first": mntp_losses[0],
         "mntp_loss_last": mntp_losses[-1],

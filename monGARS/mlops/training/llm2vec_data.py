@@ -4,13 +4,15 @@ MNTP and SimCSE are unsupervised: they need plain texts, not pairs. Each record 
 separate pieces (an instruction and its answer, each conversation turn, a retrieval query and each
 passage, a module record's turns and the code fact it was mined from), so SimCSE sees sentence- to
 paragraph-sized texts and no pairing information leaks from the retrieval split into training.
+Texts the retrieval evaluation scores (its queries and passages) are never training text, so the
+before/after figures are measured on text the encoder has not been trained on.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,7 @@ class TrainingTexts:
     texts: list[str]
     counts: dict[str, int] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    excluded: int = 0  # distinct texts left out because the evaluation scores them
 
 
 def source_path(datasets_dir: Path, source: str, module: str | None) -> Path:
@@ -118,8 +121,14 @@ def load_training_texts(
     *,
     seed: int,
     max_texts: int = 0,
+    exclude: Collection[str] = (),
 ) -> TrainingTexts:
-    """Texts from the train splits of ``sources``; only the train split, never val."""
+    """Texts from the train splits of ``sources``; only the train split, never val.
+
+    ``exclude`` holds texts (compared stripped) that must not be trained on: the evaluation's
+    queries and passages, which the train+val fallback of :func:`load_retrieval_eval` draws from
+    the train split too.
+    """
     root = Path(datasets_dir)
     if not root.is_dir():
         raise MongarsError(f"datasets_dir: {root} is not a folder; pass the datasets artifact")
@@ -131,7 +140,9 @@ def load_training_texts(
                 f"module: {module!r} has no folder in {root / 'modules'}; "
                 f"modules in this datasets artifact: {', '.join(available) or 'none'}"
             )
+    held_out = {text.strip() for text in exclude}
     seen: set[str] = set()
+    excluded: set[str] = set()
     texts: list[str] = []
     counts: dict[str, int] = {}
     missing: list[str] = []
@@ -147,7 +158,9 @@ def load_training_texts(
         for record in read_jsonl(path):
             for text in record_texts(source, record):
                 cleaned = text.strip()
-                if cleaned and cleaned not in seen:
+                if cleaned in held_out:
+                    excluded.add(cleaned)
+                elif cleaned and cleaned not in seen:
                     seen.add(cleaned)
                     texts.append(cleaned)
                     added += 1
@@ -155,7 +168,7 @@ def load_training_texts(
     random.Random(seed).shuffle(texts)
     if max_texts:
         texts = texts[:max_texts]
-    return TrainingTexts(texts=texts, counts=counts, missing=missing)
+    return TrainingTexts(texts=texts, counts=counts, missing=missing, excluded=len(excluded))
 
 
 @dataclass
@@ -202,8 +215,9 @@ def build_retrieval_set(
 def load_retrieval_eval(datasets_dir: str | Path, min_queries: int) -> RetrievalSet:
     """The held-out retrieval split, or train+val when val has fewer than ``min_queries`` queries.
 
-    The fallback is announced in ``note`` (and so in metrics.json): train passages are also MNTP and
-    SimCSE training text (never their pairing), so such figures are less clean than held-out ones.
+    The fallback is announced in ``note`` (and so in metrics.json). Its queries and passages come
+    from the train split, so the caller must leave them out of the training text (the stage passes
+    them to :func:`load_training_texts` as ``exclude``): the figures stay on unseen text.
     """
     folder = Path(datasets_dir) / "corpora" / "retrieval"
     val_path, train_path = folder / "val.jsonl", folder / "train.jsonl"
@@ -217,7 +231,7 @@ def load_retrieval_eval(datasets_dir: str | Path, min_queries: int) -> Retrieval
         "train+val",
         note=(
             f"val has {len(held_out.queries)} usable queries (< min_eval_queries={min_queries}); "
-            "evaluated on train+val, whose passages are also unsupervised training text"
+            "evaluated on train+val, whose queries and passages are left out of the training text"
         ),
     )
     if not combined.queries:
