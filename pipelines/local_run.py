@@ -61,6 +61,7 @@ class _TaskLog(logging.Filter):
             self.errors.append(message.splitlines()[0] if message else record.levelname)
         if hit := _CACHE_HIT.match(message):
             self.cached.append(hit.group(1))
+            print(f"task {hit.group(1)}: cache hit, not run again", flush=True)
         elif (done := _FINISHED.match(message)) and done.group(2) == "SUCCESS":
             self.executed.append(done.group(1))
 
@@ -117,6 +118,9 @@ def run_local(
     task_log = _TaskLog()
     root_logger = logging.getLogger()
     root_logger.addFilter(task_log)
+    # kfp.local logs cache hits at INFO outside its own logging context; let them through.
+    previous_level = root_logger.level
+    root_logger.setLevel(logging.INFO)
     previous_token = os.environ.get("HF_TOKEN")
     if hf_token:
         os.environ["HF_TOKEN"] = hf_token  # reaches the task subprocesses, never their arguments
@@ -146,6 +150,7 @@ def run_local(
             else:
                 os.environ["HF_TOKEN"] = previous_token
         root_logger.removeFilter(task_log)
+        root_logger.setLevel(previous_level)
         attempt["wall_seconds"] = round(time.monotonic() - started, 2)
         attempt["executed_tasks"] = task_log.executed
         attempt["cached_tasks"] = task_log.cached
