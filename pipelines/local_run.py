@@ -61,7 +61,6 @@ class _TaskLog(logging.Filter):
             self.errors.append(message.splitlines()[0] if message else record.levelname)
         if hit := _CACHE_HIT.match(message):
             self.cached.append(hit.group(1))
-            print(f"task {hit.group(1)}: cache hit, not run again", flush=True)
         elif (done := _FINISHED.match(message)) and done.group(2) == "SUCCESS":
             self.executed.append(done.group(1))
 
