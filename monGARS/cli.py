@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.errors import MongarsError, describe_write_error
 
 DEFAULT_RUN_ID = "demo"
 DEFAULT_RUNS_ROOT = "runs"
@@ -216,6 +216,12 @@ def _run(handler: Any, args: argparse.Namespace) -> int:
     except MongarsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        message = describe_write_error(error)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; run the same command again to resume from the cache", file=sys.stderr)
         return 130
@@ -236,3 +242,7 @@ def runbook_main(argv: Sequence[str] | None = None) -> int:
     add_run_arguments(parser)
     args = parser.parse_args(argv)
     return _run(lambda a: run_command(a, require_base_model=True), args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

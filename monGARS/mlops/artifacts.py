@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
-from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.errors import MongarsError, describe_write_error
 
 
 class HasMetadata(Protocol):
@@ -65,4 +65,10 @@ def stage_errors(stage: str) -> Iterator[None]:
         yield
     except MongarsError as error:
         print(f"error: {stage}: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    except OSError as error:
+        message = describe_write_error(error)
+        if message is None:
+            raise
+        print(f"error: {stage}: {message}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

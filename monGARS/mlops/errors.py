@@ -16,3 +16,26 @@ class ConfigError(MongarsError):
         count = len(self.problems)
         noun = "problem" if count == 1 else "problems"
         super().__init__(f"invalid {config_name} config ({count} {noun}): " + "; ".join(problems))
+
+
+# Write failures a user can fix (space, permissions, a read-only or wrong target), as opposed to
+# bugs: these get one line naming the path instead of a traceback.
+_WRITE_ERRNOS = {"ENOSPC", "EDQUOT", "EFBIG", "EACCES", "EPERM", "EROFS", "ENOTDIR", "EEXIST"}
+
+
+def describe_write_error(error: OSError) -> str | None:
+    """One line for a storage failure the user can fix; ``None`` for anything else."""
+    import errno
+
+    name = errno.errorcode.get(error.errno or 0, "")
+    if name not in _WRITE_ERRNOS:
+        return None
+    where = error.filename or "the output folder"
+    hint = {
+        "ENOSPC": "free some disk space",
+        "EDQUOT": "free some quota",
+        "EFBIG": "free space or raise the file size limit",
+        "ENOTDIR": "a file stands where a folder is needed; choose another location",
+        "EEXIST": "a file stands where a folder is needed; choose another location",
+    }.get(name, "choose a writable location")
+    return f"cannot write {where}: {error.strerror}; {hint}"

@@ -145,9 +145,25 @@ def _export_config(parameters: Mapping[str, Any]) -> Any:
     return load_config(ExportConfig, export_config_values(parameters))
 
 
+def _base_model(parameters: Mapping[str, Any]) -> None:
+    """A local base model must be a readable model folder before anything runs."""
+    from monGARS.mlops.base_model import check_model_folder, describe_spec
+
+    spec = parameters.get("base_model", "")
+    if not isinstance(spec, str) or not spec:
+        raise MongarsError("base_model: give a hub id, a model folder, a gs:// URI or 'tiny'")
+    if describe_spec(spec) == "local":
+        folder = Path(spec).expanduser()
+        if not folder.exists():
+            raise MongarsError(f"base_model: {spec} does not exist; give a model folder or hub id")
+        check_model_folder(folder, "base_model")
+
+
 def validate_parameters(parameters: Mapping[str, Any], last_stage: str = "report") -> None:
     """Build every stage config the run will use; one ``ConfigError`` lists all problems."""
     checks = [("build_datasets", _datasets_config)]
+    if _reaches(last_stage, "sft"):
+        checks.append(("fetch_base_model", _base_model))
     if _reaches(last_stage, "sft"):
         checks.append(("sft", _sft_config))
     if _reaches(last_stage, "llm2vec"):

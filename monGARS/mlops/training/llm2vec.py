@@ -1,8 +1,9 @@
 """The llm2vec stage: turn a module's fine-tuned decoder into a text encoder, in-process.
 
 SFT model (base + sft adapter, merged) -> bidirectional attention -> MNTP LoRA (merged) -> SimCSE
-LoRA (merged) -> ``encoder/``. Retrieval is measured before MNTP (the SFT model made bidirectional,
-mean pooling) and after SimCSE on the same queries and passage pool, so the gain is the stage's.
+and/or supervised contrastive LoRA (each merged; ``contrastive_mode``) -> ``encoder/``. Retrieval
+is measured before MNTP (the SFT model made bidirectional, mean pooling), after MNTP and after
+each contrastive phase on the same queries and passage pool, so the gain is the stage's.
 
 Output folder (written atomically):
 
@@ -11,7 +12,8 @@ Output folder (written atomically):
   :func:`monGARS.mlops.training.encoder.load_encoder` (they re-apply the per-layer switch that
   config.json cannot carry);
 - ``encoder.json``: pooling, normalisation, max_length, base model, module;
-- ``metrics.json``: loss curves, first/last losses, retrieval before/after, text counts;
+- ``metrics.json``: loss curves, first/last losses, retrieval before/after each phase, text and
+  pair counts;
 - ``training_config.json``: the resolved config and the upstream-config report.
 """
 
@@ -31,15 +33,22 @@ from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.names import check_safe_name
 from monGARS.mlops.training.bidirectional import check_supported, enable_bidirectional
 from monGARS.mlops.training.encoder import ENCODER_JSON, ENCODER_SUBDIR, embed_texts
-from monGARS.mlops.training.llm2vec_config import Llm2VecConfig
+from monGARS.mlops.training.llm2vec_config import Llm2VecConfig, Phase
 from monGARS.mlops.training.llm2vec_data import (
     RetrievalSet,
+    TrainingTexts,
     load_retrieval_eval,
     load_training_texts,
 )
 from monGARS.mlops.training.llm2vec_lora import add_lora, cycle_batches, merge_lora, train_steps
 from monGARS.mlops.training.llm2vec_mntp import make_mntp_step, resolve_mask_token_id
 from monGARS.mlops.training.llm2vec_simcse import make_simcse_step, simcse_dropout
+from monGARS.mlops.training.llm2vec_supervised import (
+    ContrastiveRecord,
+    cycle_contrastive_batches,
+    load_contrastive_records,
+    make_supervised_step,
+)
 from monGARS.mlops.training.llm2vec_upstream import load_llm2vec_config, log_report, upstream_report
 from monGARS.mlops.training.retrieval_eval import evaluate_retrieval
 
@@ -79,7 +88,9 @@ def _loss_summary(losses: list[float]) -> dict[str, Any]:
     }
 
 
-def _evaluate(model: Any, tokenizer: Any, eval_set: RetrievalSet, config: Llm2VecConfig) -> dict:
+def _evaluate(
+    model: Any, tokenizer: Any, eval_set: RetrievalSet, config: Llm2VecConfig, max_length: int
+) -> dict:
     backbone = model.base_model
 
     def embed(texts: list[str]) -> Any:
@@ -87,7 +98,7 @@ def _evaluate(model: Any, tokenizer: Any, eval_set: RetrievalSet, config: Llm2Ve
             backbone,
             tokenizer,
             texts,
-            max_length=config.simcse_max_seq_length,
+            max_length=max_length,
             batch_size=config.eval_batch_size,
         )
 
@@ -125,18 +136,17 @@ def _load_start_model(
 
 
 def _train_phase(
-    model: Any, config: Llm2VecConfig, phase: str, make_step: Any, texts: list[str], seed: int
+    model: Any, config: Llm2VecConfig, phase: Phase, make_step: Any, batches: Any
 ) -> tuple[Any, list[float]]:
     """Attach a fresh LoRA, train it, merge it; return the merged model and the step losses."""
     peft_model = add_lora(
         model,
         getattr(config, f"{phase}_lora_r"),
-        config.lora_alpha(phase),  # type: ignore[arg-type]
+        config.lora_alpha(phase),
         getattr(config, f"{phase}_lora_dropout"),
     )
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    batches = cycle_batches(texts, getattr(config, f"{phase}_batch_size"), seed)
     losses = train_steps(
         peft_model,
         make_step(peft_model, batches),
@@ -166,6 +176,70 @@ def _flat_metadata(
     return flat
 
 
+def _check_training_data(
+    config: Llm2VecConfig,
+    phases: list[Phase],
+    module: str,
+    corpus: TrainingTexts,
+    pairs: list[ContrastiveRecord],
+) -> None:
+    """Refuse, before any model loads, a run whose phases have too little to train on."""
+    if "simcse" in phases and len(corpus.texts) < config.simcse_batch_size:
+        raise MongarsError(
+            f"text_sources: {len(corpus.texts)} distinct training texts for module {module!r}, "
+            f"fewer than simcse_batch_size={config.simcse_batch_size}; add sources or lower the "
+            "batch size"
+        )
+    if "supervised" in phases and len(pairs) < 2:
+        raise MongarsError(
+            f"contrastive_mode: {config.contrastive_mode!r} needs retrieval training pairs, and "
+            f"corpora/retrieval/train.jsonl gives {len(pairs)} once the evaluation's texts are "
+            "left out; build the datasets with a retrieval source or use 'unsupervised'"
+        )
+
+
+def _contrastive_phase(
+    model: Any,
+    tokenizer: Any,
+    config: Llm2VecConfig,
+    phase: Phase,
+    texts: list[str],
+    pairs: list[ContrastiveRecord],
+) -> tuple[Any, list[float]]:
+    """One contrastive phase after MNTP: SimCSE on ``texts`` or supervised on ``pairs``."""
+    if phase == "supervised":
+        batches = cycle_contrastive_batches(
+            pairs, config.supervised_batch_size, config.supervised_hard_negatives, config.seed + 2
+        )
+        return _train_phase(
+            model,
+            config,
+            "supervised",
+            lambda peft_model, batches: make_supervised_step(
+                peft_model,
+                tokenizer,
+                batches,
+                max_length=config.supervised_max_seq_length,
+                temperature=config.supervised_temperature,
+            ),
+            batches,
+        )
+    with simcse_dropout(model, config.simcse_dropout):
+        return _train_phase(
+            model,
+            config,
+            "simcse",
+            lambda peft_model, batches: make_simcse_step(
+                peft_model,
+                tokenizer,
+                batches,
+                max_length=config.simcse_max_seq_length,
+                temperature=config.temperature,
+            ),
+            cycle_batches(texts, config.simcse_batch_size, config.seed + 1),
+        )
+
+
 def train_llm2vec(
     config: Llm2VecConfig | Mapping[str, Any],
     base_model_dir: str | Path,
@@ -174,7 +248,8 @@ def train_llm2vec(
     module: str,
     out_dir: str | Path,
 ) -> dict[str, Any]:
-    """Run bidirectional + MNTP + SimCSE for ``module``; write the encoder; return flat metadata.
+    """Run bidirectional + MNTP + contrastive phase(s) for ``module``; write the encoder; return
+    flat metadata.
 
     ``config`` may be a mapping (then upstream configs in it are applied by
     :func:`load_llm2vec_config`) or an already loaded :class:`Llm2VecConfig`.
@@ -189,20 +264,26 @@ def train_llm2vec(
     eval_set = load_retrieval_eval(datasets_dir, config.min_eval_queries)
     if eval_set.note:
         LOG.warning("llm2vec: %s", eval_set.note)
+    eval_texts = [*eval_set.queries, *eval_set.passages]
     corpus = load_training_texts(
         datasets_dir,
         module,
         config.text_sources,
         seed=config.seed,
         max_texts=config.max_train_texts,
-        exclude=[*eval_set.queries, *eval_set.passages],
+        exclude=eval_texts,
     )
-    if len(corpus.texts) < config.simcse_batch_size:
-        raise MongarsError(
-            f"text_sources: {len(corpus.texts)} distinct training texts for module {module!r}, "
-            f"fewer than simcse_batch_size={config.simcse_batch_size}; add sources or lower the "
-            "batch size"
-        )
+    pairs, pairs_excluded = load_contrastive_records(datasets_dir, exclude=eval_texts)
+    phases = config.contrastive_phases(len(pairs))
+    _check_training_data(config, phases, module, corpus, pairs)
+    # The encoder's max length is the last phase's; every evaluation uses it, before included.
+    max_length: int = getattr(config, f"{phases[-1]}_max_seq_length")
+    LOG.info(
+        "llm2vec: contrastive_mode %s -> %s (%d retrieval training pairs)",
+        config.contrastive_mode,
+        " then ".join(phases),
+        len(pairs),
+    )
 
     from monGARS.mlops.training.modeling import load_tokenizer, pick_device
 
@@ -213,9 +294,8 @@ def train_llm2vec(
     mask_token_id = resolve_mask_token_id(tokenizer, config.mask_token_type)
     model = _load_start_model(config, base_model_dir, adapter, device)
 
-    before = _evaluate(model, tokenizer, eval_set, config)
+    before = _evaluate(model, tokenizer, eval_set, config, max_length)
     LOG.info("llm2vec: retrieval before MNTP: %s", before)
-
     model, mntp_losses = _train_phase(
         model,
         config,
@@ -230,42 +310,32 @@ def train_llm2vec(
             collator_type=config.data_collator_type,
             generator=generator,
         ),
-        corpus.texts,
-        config.seed,
+        cycle_batches(corpus.texts, config.mntp_batch_size, config.seed),
     )
-    after_mntp = _evaluate(model, tokenizer, eval_set, config)
-    with simcse_dropout(model, config.simcse_dropout):
-        model, simcse_losses = _train_phase(
-            model,
-            config,
-            "simcse",
-            lambda peft_model, batches: make_simcse_step(
-                peft_model,
-                tokenizer,
-                batches,
-                max_length=config.simcse_max_seq_length,
-                temperature=config.temperature,
-            ),
-            corpus.texts,
-            config.seed + 1,
-        )
-    after = _evaluate(model, tokenizer, eval_set, config)
-    LOG.info("llm2vec: retrieval after SimCSE: %s", after)
-
-    retrieval = {
+    stages: dict[str, dict[str, Any]] = {"mntp": _loss_summary(mntp_losses)}
+    retrieval: dict[str, Any] = {
         "split": eval_set.split,
         "note": eval_set.note,
         "queries": len(eval_set.queries),
         "passages": len(eval_set.passages),
         "before": before,
-        "after_mntp": after_mntp,
-        "after": after,
+        "after_mntp": _evaluate(model, tokenizer, eval_set, config, max_length),
     }
+    for phase in phases:
+        model, losses = _contrastive_phase(model, tokenizer, config, phase, corpus.texts, pairs)
+        stages[phase] = _loss_summary(losses)
+        retrieval[f"after_{phase}"] = _evaluate(model, tokenizer, eval_set, config, max_length)
+    retrieval["after"] = retrieval[f"after_{phases[-1]}"]
+    LOG.info("llm2vec: retrieval after %s: %s", phases[-1], retrieval["after"])
+    if "supervised" in stages:
+        stages["supervised"]["pairs"] = len(pairs)
+        stages["supervised"]["batch_size_used"] = min(config.supervised_batch_size, len(pairs))
+
     settings = {
         "pooling": config.pooling_mode,
         "normalize": True,
         "bidirectional": True,
-        "max_length": config.simcse_max_seq_length,
+        "max_length": max_length,
         "base_model": str(base_model_dir),
         "sft_adapter": str(adapter) if adapter else None,
         "module": module,
@@ -275,11 +345,14 @@ def train_llm2vec(
     }
     metrics = {
         "module": module,
-        "mntp": _loss_summary(mntp_losses),
-        "simcse": _loss_summary(simcse_losses),
+        "contrastive_mode": config.contrastive_mode,
+        "contrastive_phases": phases,
+        **stages,
         "retrieval": retrieval,
         "train_texts": len(corpus.texts),
         "text_counts": corpus.counts,
+        "train_pairs": len(pairs),
+        "excluded_eval_pairs": pairs_excluded,
         "excluded_eval_texts": corpus.excluded,
         "missing_sources": corpus.missing,
     }
@@ -294,7 +367,7 @@ def train_llm2vec(
             scratch / "training_config.json",
             {"config": config_to_dict(config), "upstream": report.to_dict()},
         )
-    summary = {
+    summary: dict[str, Any] = {
         "module": module,
         "encoder_dir": str(Path(out_dir) / ENCODER_SUBDIR),
         "pooling": settings["pooling"],
@@ -302,16 +375,21 @@ def train_llm2vec(
         "base_model": settings["base_model"],
         "model_type": settings["model_type"],
         "device": device,
+        "contrastive_phases": ",".join(phases),
         "train_texts": len(corpus.texts),
+        "train_pairs": len(pairs),
         "excluded_eval_texts": corpus.excluded,
-        "mntp_steps": len(mntp_losses),
-        "mntp_loss_first": mntp_losses[0],
-        "mntp_loss_last": mntp_losses[-1],
-        "simcse_steps": len(simcse_losses),
-        "simcse_loss_first": simcse_losses[0],
-        "simcse_loss_last": simcse_losses[-1],
-        "retrieval_queries": len(eval_set.queries),
-        "retrieval_passages": len(eval_set.passages),
-        "seconds": round(time.monotonic() - started, 2),
+        "excluded_eval_pairs": pairs_excluded,
     }
+    for name, stage in stages.items():
+        summary[f"{name}_steps"] = stage["steps"]
+        summary[f"{name}_loss_first"] = stage["loss_first"]
+        summary[f"{name}_loss_last"] = stage["loss_last"]
+    summary.update(
+        {
+            "retrieval_queries": len(eval_set.queries),
+            "retrieval_passages": len(eval_set.passages),
+            "seconds": round(time.monotonic() - started, 2),
+        }
+    )
     return _flat_metadata(summary, report.flat(), retrieval)

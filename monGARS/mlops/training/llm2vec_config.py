@@ -25,6 +25,9 @@ MaskTokenType = Literal["blank", "eos", "pad", "mask"]
 CollatorType = Literal["all_mask", "default"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 AttnImplementation = Literal["sdpa", "eager"]
+# Which contrastive phase(s) follow MNTP; see Llm2VecConfig.contrastive_mode.
+ContrastiveMode = Literal["auto", "unsupervised", "supervised", "both"]
+Phase = Literal["mntp", "simcse", "supervised"]
 
 # LoRA on the attention and MLP projections, as upstream ``initialize_peft`` does for them.
 LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -59,6 +62,7 @@ class Llm2VecConfig:
     # llm2vec_upstream.py for which keys map where. Reported in metadata, never silently dropped.
     mntp_config: str | dict[str, Any] | None = None
     simcse_config: str | dict[str, Any] | None = None
+    supervised_config: str | dict[str, Any] | None = None
 
     # Training text: corpora kinds under datasets/corpora/ plus "module" (datasets/modules/<m>/).
     text_sources: list[TextSource] = dataclasses.field(
@@ -94,6 +98,25 @@ class Llm2VecConfig:
     temperature: float = 0.05  # upstream loss_scale 20 = 1 / temperature
     pooling_mode: Literal["mean"] = "mean"
 
+    # Which contrastive phase(s) follow MNTP. unsupervised: SimCSE on plain texts; supervised:
+    # (query, positive, hard negative) triples of the retrieval train split, in-batch negatives;
+    # both: SimCSE then supervised (upstream's order); auto: supervised when the retrieval train
+    # split gives at least min_supervised_pairs usable pairs, unsupervised otherwise.
+    contrastive_mode: ContrastiveMode = "auto"
+    min_supervised_pairs: int = 16
+
+    # Supervised contrastive phase (upstream train_configs/supervised/*.json, run_supervised.py).
+    supervised_steps: int = 1000
+    supervised_learning_rate: float = 2e-4
+    supervised_batch_size: int = 64  # records per batch: 64 queries, 64 positives, 64 negatives
+    supervised_gradient_accumulation_steps: int = 1
+    supervised_max_seq_length: int = 512
+    supervised_lora_r: int = 16
+    supervised_lora_alpha: int = 0  # 0 = 2 * r
+    supervised_lora_dropout: float = 0.05
+    supervised_temperature: float = 0.02  # upstream run_supervised.py loss_scale 50
+    supervised_hard_negatives: int = 1  # per record and batch (upstream: 1); 0 = in-batch only
+
     # Shared.
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
@@ -107,11 +130,21 @@ class Llm2VecConfig:
     min_eval_queries: int = 10
     eval_batch_size: int = 16
 
-    def lora_alpha(self, stage: Literal["mntp", "simcse"]) -> int:
+    def lora_alpha(self, stage: Phase) -> int:
         """The LoRA alpha a stage uses (2 * r when left at 0, as upstream)."""
-        r = self.mntp_lora_r if stage == "mntp" else self.simcse_lora_r
-        alpha = self.mntp_lora_alpha if stage == "mntp" else self.simcse_lora_alpha
-        return alpha or 2 * r
+        alpha: int = getattr(self, f"{stage}_lora_alpha")
+        return alpha or 2 * int(getattr(self, f"{stage}_lora_r"))
+
+    def contrastive_phases(self, pairs: int) -> list[Phase]:
+        """The phases after MNTP, given how many supervised pairs the datasets artifact holds."""
+        mode = self.contrastive_mode
+        if mode == "auto":
+            mode = "supervised" if pairs >= self.min_supervised_pairs else "unsupervised"
+        return {
+            "unsupervised": ["simcse"],
+            "supervised": ["supervised"],
+            "both": ["simcse", "supervised"],
+        }[mode]  # type: ignore[return-value]
 
     def problems(self) -> list[str]:
         check = Checks()
@@ -122,7 +155,7 @@ class Llm2VecConfig:
             "lists a source twice; give each once",
         )
         check.at_least("max_train_texts", self.max_train_texts, 0)
-        for stage in ("mntp", "simcse"):
+        for stage in ("mntp", "simcse", "supervised"):
             check.at_least(f"{stage}_steps", getattr(self, f"{stage}_steps"), 1)
             check.positive(f"{stage}_learning_rate", getattr(self, f"{stage}_learning_rate"))
             check.at_least(
@@ -137,6 +170,9 @@ class Llm2VecConfig:
         check.at_least("mntp_batch_size", self.mntp_batch_size, 1)
         # One text per batch has no in-batch negative: InfoNCE would be identically zero.
         check.at_least("simcse_batch_size", self.simcse_batch_size, 2)
+        check.at_least("supervised_batch_size", self.supervised_batch_size, 2)
+        check.at_least("supervised_hard_negatives", self.supervised_hard_negatives, 0)
+        check.at_least("min_supervised_pairs", self.min_supervised_pairs, 2)
         check.require(
             0 < self.mlm_probability < 1,
             "mlm_probability",
@@ -148,11 +184,17 @@ class Llm2VecConfig:
             "temperature",
             f"must be in (0, 10] (got {self.temperature}); upstream loss_scale 20 is 0.05",
         )
+        check.require(
+            0 < self.supervised_temperature <= 10,
+            "supervised_temperature",
+            f"must be in (0, 10] (got {self.supervised_temperature}); upstream loss_scale 50 "
+            "is 0.02",
+        )
         check.at_least("weight_decay", self.weight_decay, 0)
         check.positive("max_grad_norm", self.max_grad_norm)
         check.at_least("min_eval_queries", self.min_eval_queries, 1)
         check.at_least("eval_batch_size", self.eval_batch_size, 1)
-        for name in ("mntp_config", "simcse_config"):
+        for name in ("mntp_config", "simcse_config", "supervised_config"):
             value = getattr(self, name)
             check.require(
                 not isinstance(value, str) or bool(value.strip()),

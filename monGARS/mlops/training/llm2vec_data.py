@@ -3,13 +3,15 @@
 MNTP and SimCSE are unsupervised: they need plain texts, not pairs. Each record contributes its
 separate pieces (an instruction and its answer, each conversation turn, a retrieval query and each
 passage, a module record's turns and the code fact it was mined from), so SimCSE sees sentence- to
-paragraph-sized texts and no pairing information leaks from the retrieval split into training.
-Texts the retrieval evaluation scores (its queries and passages) are never training text, so the
-before/after figures are measured on text the encoder has not been trained on.
+paragraph-sized texts. The supervised phase reads the retrieval train pairs itself
+(llm2vec_supervised.py). Texts the retrieval evaluation scores (its queries and passages) are never
+training text, and its queries are never training pairs, so the before/after figures are measured
+on text the encoder has not been trained on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Collection, Iterator, Sequence
@@ -212,26 +214,53 @@ def build_retrieval_set(
     return RetrievalSet(queries, passages, relevant, split, note)
 
 
-def load_retrieval_eval(datasets_dir: str | Path, min_queries: int) -> RetrievalSet:
-    """The held-out retrieval split, or train+val when val has fewer than ``min_queries`` queries.
+def _usable(record: dict[str, Any]) -> bool:
+    """A record the evaluation can score: a query and at least one positive passage."""
+    query = record.get("query")
+    positives = record.get("positives") or []
+    return (
+        isinstance(query, str)
+        and bool(query.strip())
+        and isinstance(positives, list)
+        and any(isinstance(p, str) and p.strip() for p in positives)
+    )
 
-    The fallback is announced in ``note`` (and so in metrics.json). Its queries and passages come
-    from the train split, so the caller must leave them out of the training text (the stage passes
-    them to :func:`load_training_texts` as ``exclude``): the figures stay on unseen text.
+
+def holdout_key(record: dict[str, Any]) -> str:
+    """Order in which train records are held out for evaluation: a hash of the query text, so the
+    choice is the same for every seed and does not depend on the file's order."""
+    return hashlib.sha256(str(record.get("query", "")).strip().encode("utf-8")).hexdigest()
+
+
+def load_retrieval_eval(datasets_dir: str | Path, min_queries: int) -> RetrievalSet:
+    """The held-out retrieval split, topped up from train when val has < ``min_queries`` queries.
+
+    When val is too small, the ``min_queries - len(val)`` train records first in
+    :func:`holdout_key` order join it (``split`` "val+train", announced in ``note``). The caller
+    must leave every query and passage of the set out of training (the stage passes them as
+    ``exclude`` to :func:`load_training_texts` and to the supervised pairs): the figures stay on
+    queries and passages the encoder was never trained on, as text or as a pair.
     """
     folder = Path(datasets_dir) / "corpora" / "retrieval"
     val_path, train_path = folder / "val.jsonl", folder / "train.jsonl"
-    val_records = read_jsonl(val_path) if val_path.is_file() else []
+    val_records = [r for r in (read_jsonl(val_path) if val_path.is_file() else []) if _usable(r)]
     held_out = build_retrieval_set(val_records, "val")
     if len(held_out.queries) >= min_queries:
         return held_out
     train_records = read_jsonl(train_path) if train_path.is_file() else []
+    val_queries = set(held_out.queries)
+    candidates = sorted(
+        (r for r in train_records if _usable(r) and r["query"].strip() not in val_queries),
+        key=holdout_key,
+    )
+    extra = candidates[: min_queries - len(held_out.queries)]
     combined = build_retrieval_set(
-        [*train_records, *val_records],
-        "train+val",
+        [*val_records, *extra],
+        "val+train",
         note=(
             f"val has {len(held_out.queries)} usable queries (< min_eval_queries={min_queries}); "
-            "evaluated on train+val, whose queries and passages are left out of the training text"
+            f"{len(extra)} train records (chosen by a hash of the query) were added to it and "
+            "left out of training, as texts and as pairs"
         ),
     )
     if not combined.queries:

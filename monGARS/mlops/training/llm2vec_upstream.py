@@ -1,13 +1,14 @@
 """Upstream LLM2Vec JSON training configs mapped onto :class:`Llm2VecConfig`.
 
-Users arrive with the ``train_configs/mntp/*.json`` and ``train_configs/simcse/*.json`` files of the
-LLM2Vec repository. The keys those files share with this stage map onto its fields; keys upstream
-knows but this stage has no use for (the model and data come from the pipeline, outputs are the
-stage's own) are reported as ignored with the reason; any other key is reported as unknown. Reports
-go into the stage metadata and a logged warning: nothing is silently dropped.
+Users arrive with the ``train_configs/mntp/*.json``, ``train_configs/simcse/*.json`` and
+``train_configs/supervised/*.json`` files of the LLM2Vec repository. The keys those files share
+with this stage map onto its fields; keys upstream knows but this stage has no use for (the model
+and data come from the pipeline, outputs are the stage's own) are reported as ignored with the
+reason; any other key is reported as unknown. Reports go into the stage metadata and a logged
+warning: nothing is silently dropped.
 
-Precedence: stage defaults < MNTP file < SimCSE file (for the few shared keys) < keys given
-directly in the stage config.
+Precedence: stage defaults < MNTP file < SimCSE file < supervised file (for the few shared keys) <
+keys given directly in the stage config.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from monGARS.mlops.training.llm2vec_config import Llm2VecConfig
 
 LOG = logging.getLogger(__name__)
 
-Kind = Literal["mntp", "simcse"]
+Kind = Literal["mntp", "simcse", "supervised"]
+KINDS: tuple[Kind, ...] = ("mntp", "simcse", "supervised")
 
 _STEP_KEYS = ("max_steps", "stop_after_n_steps")
 
@@ -51,6 +53,10 @@ _STAGE_ONLY: dict[Kind, dict[str, str]] = {
         "simcse_dropout": "simcse_dropout",
         "pooling_mode": "pooling_mode",
         "loss_scale": "temperature",
+    },
+    "supervised": {
+        "pooling_mode": "pooling_mode",
+        "loss_scale": "supervised_temperature",
     },
 }
 # Keys both scripts read that map onto one shared field.
@@ -249,7 +255,6 @@ def map_upstream(data: Mapping[str, Any], kind: Kind, report: UpstreamReport) ->
     """Stage-config values for one upstream file; the report records every key's fate."""
     values: dict[str, Any] = {}
     converters: dict[str, Callable[[Any], Any]] = {"loss_scale": _loss_scale_to_temperature}
-    other: Kind = "simcse" if kind == "mntp" else "mntp"
     for key in data:
         qualified = f"{kind}.{key}"
         if key in _STEP_KEYS:
@@ -273,14 +278,17 @@ def map_upstream(data: Mapping[str, Any], kind: Kind, report: UpstreamReport) ->
                 continue
             values[field] = value
             report.mapped[qualified] = {"field": field, "value": value}
-        elif key in _STAGE_ONLY[other]:
-            report.ignored[qualified] = f"a {other.upper()} setting; put it in {other}_config"
+        elif owners := [other for other in KINDS if key in _STAGE_ONLY[other]]:
+            report.ignored[qualified] = (
+                f"a {'/'.join(o.upper() for o in owners)} setting; put it in "
+                + " or ".join(f"{o}_config" for o in owners)
+            )
         elif key == "bidirectional":
             report.ignored[qualified] = "this stage always trains with bidirectional attention"
             if data[key] is not True:
                 report.warnings.append(f"{qualified}={data[key]!r}: attention is bidirectional")
         elif key == "loss_class":
-            report.ignored[qualified] = "SimCSE here always uses InfoNCE (HardNegativeNLLLoss)"
+            report.ignored[qualified] = "contrastive phases here use InfoNCE (HardNegativeNLLLoss)"
             if data[key] != "HardNegativeNLLLoss":
                 report.warnings.append(f"{qualified}={data[key]!r}: InfoNCE is used instead")
         elif key in IGNORED_KEYS:
@@ -293,23 +301,27 @@ def map_upstream(data: Mapping[str, Any], kind: Kind, report: UpstreamReport) ->
 def resolve_upstream(
     mntp_config: str | Mapping[str, Any] | None,
     simcse_config: str | Mapping[str, Any] | None,
+    supervised_config: str | Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], UpstreamReport]:
-    """Merged stage-config values from both upstream configs (SimCSE wins shared keys)."""
+    """Merged stage-config values from the upstream configs (a later file wins shared keys)."""
     report = UpstreamReport()
     merged: dict[str, Any] = {}
-    for kind, source in (("mntp", mntp_config), ("simcse", simcse_config)):
+    set_by: dict[str, str] = {}
+    sources = zip(KINDS, (mntp_config, simcse_config, supervised_config), strict=True)
+    for kind, source in sources:
         if source is None:
             continue
-        data, origin = read_upstream(source, kind)  # type: ignore[arg-type]
+        data, origin = read_upstream(source, kind)
         report.sources[kind] = origin
-        values = map_upstream(data, kind, report)  # type: ignore[arg-type]
+        values = map_upstream(data, kind, report)
         for field, value in values.items():
             if field in merged and merged[field] != value:
                 report.warnings.append(
-                    f"{field}: mntp_config gives {merged[field]!r}, simcse_config {value!r}; "
-                    "using the simcse_config value"
+                    f"{field}: {set_by[field]}_config gives {merged[field]!r}, {kind}_config "
+                    f"{value!r}; using the {kind}_config value"
                 )
             merged[field] = value
+            set_by[field] = kind
     return merged, report
 
 
@@ -317,15 +329,16 @@ def load_llm2vec_config(values: Mapping[str, Any] | None = None) -> Llm2VecConfi
     """Build the stage config with any upstream configs applied; keys given directly win."""
     given = dict(values or {})
     merged: dict[str, Any] = {}
-    mntp_source = given.get("mntp_config")
-    simcse_source = given.get("simcse_config")
+    sources = [given.get(f"{kind}_config") for kind in KINDS]
     problems: list[str] = []
-    for name, source in (("mntp_config", mntp_source), ("simcse_config", simcse_source)):
+    for kind, source in zip(KINDS, sources, strict=True):
         if source is not None and not isinstance(source, str | Mapping):
-            problems.append(f"{name}: expected a JSON file path or a mapping, got {source!r}"[:300])
+            problems.append(
+                f"{kind}_config: expected a JSON file path or a mapping, got {source!r}"[:300]
+            )
     if problems:
         raise ConfigError(Llm2VecConfig.CONFIG_NAME, problems)
-    upstream, report = resolve_upstream(mntp_source, simcse_source)
+    upstream, report = resolve_upstream(*sources)
     merged.update(upstream)
     merged.update(given)
     try:
@@ -359,7 +372,9 @@ def upstream_report(config: Llm2VecConfig) -> UpstreamReport:
     A mapped value that differs from the config's (because the stage config overrode it, or the
     config was built without :func:`load_llm2vec_config`) is listed under ``overridden``.
     """
-    upstream, report = resolve_upstream(config.mntp_config, config.simcse_config)
+    upstream, report = resolve_upstream(
+        config.mntp_config, config.simcse_config, config.supervised_config
+    )
     for field, value in upstream.items():
         used = getattr(config, field)
         if used != value and not (

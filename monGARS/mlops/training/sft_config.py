@@ -119,8 +119,8 @@ class SFTConfig:
             "max_steps",
             f"must be -1 (train for `epochs`) or >= 1 (got {self.max_steps})",
         )
-        if self.max_steps == -1:
-            check.positive("epochs", self.epochs)
+        # Checked even when max_steps wins: a negative epoch count is a typo worth reporting.
+        check.positive("epochs", self.epochs)
         check.positive("learning_rate", self.learning_rate)
         check.fraction("warmup_ratio", self.warmup_ratio)
         check.at_least("weight_decay", self.weight_decay, 0)
