@@ -99,3 +99,53 @@ def test_token_never_reaches_any_written_file(first_run, runs_root: Path) -> Non
     assert scanned > 20
     compiled = Path(__file__).resolve().parents[2] / "pipelines" / "mongars.yaml"
     assert KNOWN_TOKEN not in compiled.read_text(encoding="utf-8")
+
+
+def _bundle_hashes(outputs: dict) -> dict[str, str]:
+    hashes = {}
+    for module in outputs["modules"].values():
+        bundle = json.loads((Path(module["gguf_bundle"]) / "bundle.json").read_text())
+        for role in ("chat", "encoder"):
+            for label, entry in bundle[role]["files"].items():
+                hashes[f"{bundle['module']}.{role}.{label}"] = entry["sha256"]
+    return hashes
+
+
+def test_killed_runs_resume_to_the_same_outputs(first_run, runs_root: Path) -> None:
+    """SIGKILL the whole run at random points, three times; the next run completes from the
+    cache and its GGUF files equal the uninterrupted run's, byte for byte."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    from pipelines.local_run import run_local
+
+    config = runs_root / "fast.json"
+    config.write_text(json.dumps(FAST))
+    command = [
+        sys.executable, "-m", "monGARS.cli", "run", "--run-id", "killed",
+        "--runs-root", str(runs_root), "--config", str(config),
+    ]  # fmt: skip
+    rng = random.Random(20261126)
+    kills = 0
+    for low, high in ((3.0, 12.0), (8.0, 30.0), (20.0, 45.0)):
+        process = subprocess.Popen(
+            command,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        try:
+            process.wait(timeout=rng.uniform(low, high))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
+            kills += 1
+    assert kills >= 2, "the run finished before it could be killed; lower the delays"
+
+    resumed = run_local("killed", dict(FAST), runs_root=runs_root)
+    assert "build-datasets" in resumed.cached, "a stage finished before the kills must be cached"
+    assert _bundle_hashes(resumed.outputs) == _bundle_hashes(first_run.outputs)

@@ -16,7 +16,7 @@ def _fake_checkpoint(folder: Path, step: int) -> Path:
     checkpoint = folder / f"checkpoint-{step}"
     checkpoint.mkdir(parents=True)
     (checkpoint / "adapter_model.safetensors").write_bytes(b"w" * (100 + step))
-    (checkpoint / "trainer_state.json").write_text('{"global_step": %d}' % step)
+    (checkpoint / "trainer_state.json").write_text(f'{{"global_step": {step}}}')
     return checkpoint
 
 

@@ -200,3 +200,106 @@ def test_unreadable_upstream_sources_give_one_line_errors(tmp_path: Path) -> Non
         load_llm2vec_config({"mntp_config": str(listing)})
     with pytest.raises(ConfigError, match="mntp_config: expected a JSON file path or a mapping"):
         load_llm2vec_config({"mntp_config": 12})
+
+
+def test_contrastive_mode_picks_the_phases_after_mntp() -> None:
+    auto = load_llm2vec_config({"min_supervised_pairs": 8})
+    assert auto.contrastive_mode == "auto"
+    assert auto.contrastive_phases(8) == ["supervised"]
+    assert auto.contrastive_phases(7) == ["simcse"]
+    for mode, phases in (
+        ("unsupervised", ["simcse"]),
+        ("supervised", ["supervised"]),
+        ("both", ["simcse", "supervised"]),
+    ):
+        config = load_llm2vec_config({"contrastive_mode": mode})
+        assert config.contrastive_phases(0) == config.contrastive_phases(10_000) == phases
+    assert load_llm2vec_config({}).lora_alpha("supervised") == 32
+
+
+def test_bad_supervised_values_are_all_reported() -> None:
+    with pytest.raises(ConfigError, match=r"contrastive_mode: expected 'auto' \| 'unsupervised'"):
+        load_llm2vec_config({"contrastive_mode": "semi"})
+    with pytest.raises(ConfigError) as caught:
+        load_llm2vec_config(
+            {
+                "supervised_temperature": 0,
+                "supervised_batch_size": 1,
+                "supervised_hard_negatives": -1,
+                "min_supervised_pairs": 1,
+                "supervised_steps": 0,
+                "supervised_learning_rate": 0,
+                "supervised_lora_dropout": 1.0,
+                "supervised_max_seq_length": 4,
+            }
+        )
+    problems = caught.value.problems
+    for field in (
+        "supervised_temperature",
+        "supervised_batch_size",
+        "supervised_hard_negatives",
+        "min_supervised_pairs",
+        "supervised_steps",
+        "supervised_learning_rate",
+        "supervised_lora_dropout",
+        "supervised_max_seq_length",
+    ):
+        assert any(p.startswith(field) for p in problems), (field, problems)
+    assert "\n" not in str(caught.value)
+
+
+def test_upstream_supervised_config_maps_onto_the_supervised_fields() -> None:
+    config = load_llm2vec_config(
+        {
+            "simcse_config": str(FIXTURES / "simcse_llama3.json"),
+            "supervised_config": str(FIXTURES / "supervised_llama3.json"),
+        }
+    )
+    assert config.supervised_learning_rate == 2e-4
+    assert config.supervised_batch_size == 64
+    assert config.supervised_max_seq_length == 512
+    assert config.supervised_steps == 1000
+    assert config.supervised_lora_r == 16
+    assert config.supervised_temperature == pytest.approx(1 / 50)
+    # The SimCSE file's values stay on the SimCSE fields.
+    assert config.temperature == pytest.approx(1 / 20) and config.simcse_learning_rate == 3e-5
+    report = upstream_report(config)
+    assert report.sources["supervised"].endswith("supervised_llama3.json")
+    assert report.mapped["supervised.loss_scale"] == {
+        "field": "supervised_temperature",
+        "value": 50,
+    }
+    assert "SIMCSE" in report.ignored["supervised.simcse_dropout"]
+    assert config.simcse_dropout == 0.3  # from the SimCSE file, not the supervised one
+    for key in ("dataset_name", "num_train_epochs", "output_dir", "peft_model_name_or_path"):
+        assert f"supervised.{key}" in report.ignored
+    assert "supervised.experiment_name" in report.unknown
+    assert report.overridden == {}
+
+
+def test_a_key_owned_by_two_phases_names_both_files_and_later_files_win() -> None:
+    config = load_llm2vec_config(
+        {
+            "mntp_config": {"loss_scale": 10, "seed": 1},
+            "simcse_config": {"seed": 2},
+            "supervised_config": {"seed": 3, "mlm_probability": 0.5},
+        }
+    )
+    report = upstream_report(config)
+    assert config.seed == 3 and config.mlm_probability == 0.2
+    assert report.ignored["mntp.loss_scale"] == (
+        "a SIMCSE/SUPERVISED setting; put it in simcse_config or supervised_config"
+    )
+    assert "MNTP" in report.ignored["supervised.mlm_probability"]
+    assert any("using the supervised_config value" in w for w in report.warnings)
+
+
+def test_bad_upstream_supervised_value_names_its_file_and_key() -> None:
+    with pytest.raises(
+        ConfigError, match=r"supervised_temperature \(from supervised_config key 'loss_scale'\)"
+    ):
+        load_llm2vec_config({"supervised_config": {"loss_scale": -5}})
+    with pytest.raises(ConfigError, match="supervised_config: expected a JSON file path"):
+        load_llm2vec_config({"supervised_config": 3})
+    with pytest.raises(ConfigError, match="supervised_config: is an empty path"):
+        load_llm2vec_config({"supervised_config": " "})

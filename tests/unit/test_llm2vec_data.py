@@ -60,20 +60,21 @@ def test_held_out_val_is_used_and_train_texts_stay(tmp_path: Path) -> None:
     assert not set(corpus.texts) & _eval_texts(eval_set)
 
 
-def test_fallback_to_train_plus_val_leaves_those_texts_out_of_training(tmp_path: Path) -> None:
+def test_small_val_is_topped_up_from_train_and_those_texts_are_not_trained_on(
+    tmp_path: Path,
+) -> None:
     root = _datasets(tmp_path, train=4, val=1)
     eval_set = load_retrieval_eval(root, min_queries=3)
-    assert eval_set.split == "train+val" and len(eval_set.queries) == 5
-    assert "left out of the training text" in eval_set.note
+    assert eval_set.split == "val+train" and len(eval_set.queries) == 3
+    assert "2 train records" in eval_set.note and "left out of training" in eval_set.note
     everything = load_training_texts(root, None, SOURCES, seed=0)
     corpus = load_training_texts(
         root, None, SOURCES, seed=0, exclude=[*eval_set.queries, *eval_set.passages]
     )
-    # Every retrieval train text is scored by the evaluation, so none is trained on.
-    assert corpus.excluded == 12 and corpus.counts["retrieval"] == 0
+    # The two train records the evaluation borrowed give no training text (3 texts each).
+    assert corpus.excluded == 6 and corpus.counts["retrieval"] == 6
     assert not set(corpus.texts) & _eval_texts(eval_set)
     assert set(corpus.texts) == set(everything.texts) - _eval_texts(eval_set)
-    assert len(corpus.texts) == 2
 
 
 def test_a_val_passage_repeated_in_train_is_not_trained_on(tmp_path: Path) -> None:

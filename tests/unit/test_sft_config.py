@@ -75,10 +75,11 @@ def test_string_values_from_cli_and_kfp_are_coerced() -> None:
     assert config.target_modules == ["q_proj", "v_proj"]
 
 
-def test_epochs_only_checked_when_max_steps_unset() -> None:
-    assert load_sft_config({"epochs": 0, "max_steps": 5}).max_steps == 5
-    with pytest.raises(ConfigError, match="epochs: must be > 0"):
-        load_sft_config({"epochs": 0})
+def test_epochs_checked_even_when_max_steps_wins() -> None:
+    assert load_sft_config({"epochs": 0.5, "max_steps": 5}).max_steps == 5
+    for values in ({"epochs": 0}, {"epochs": -2, "max_steps": 5}):
+        with pytest.raises(ConfigError, match="epochs: must be > 0"):
+            load_sft_config(values)
 
 
 def test_duplicate_and_malformed_target_modules_refused() -> None:

@@ -336,6 +336,11 @@ def load_llm2vec_config(values: Mapping[str, Any] | None = None) -> Llm2VecConfi
             problems.append(
                 f"{kind}_config: expected a JSON file path or a mapping, got {source!r}"[:300]
             )
+        elif isinstance(source, str) and not source.strip():
+            problems.append(
+                f"{kind}_config: is an empty path; give a JSON file path, a mapping, or leave it "
+                "unset"
+            )
     if problems:
         raise ConfigError(Llm2VecConfig.CONFIG_NAME, problems)
     upstream, report = resolve_upstream(*sources)
