@@ -108,12 +108,6 @@ def build_pipeline(
             placement.use_hf_token(task, hf_token_secret)
             return task
 
-        fetch = _cached(fetch_base_model(base_model=base_model), "fetch_base_model")
-        fetch.set_display_name("fetch base model")
-        placement.use_hf_token(fetch, hf_token_secret)
-        placement.use_model_cache(fetch, model_cache_pvc)
-        base = fetch.outputs["model"]
-
         data = _cached(
             build_datasets(
                 datasets_config=datasets_config,
@@ -128,6 +122,12 @@ def build_pipeline(
 
         collected: dict[str, dsl.Collected] = {}
         if _reaches(last_stage, "sft"):
+            fetch = _cached(fetch_base_model(base_model=base_model), "fetch_base_model")
+            fetch.set_display_name("fetch base model")
+            placement.use_hf_token(fetch, hf_token_secret)
+            placement.use_model_cache(fetch, model_cache_pvc)
+            base = fetch.outputs["model"]
+
             with dsl.ParallelFor(data.outputs["Output"], name="per-module") as module:
                 sft_task = on_gpu(
                     sft(

@@ -66,7 +66,7 @@ def stage_errors(stage: str) -> Iterator[None]:
     except MongarsError as error:
         print(f"error: {stage}: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    except OSError as error:
+    except Exception as error:
         message = describe_write_error(error)
         if message is None:
             raise

@@ -23,14 +23,28 @@ class ConfigError(MongarsError):
 _WRITE_ERRNOS = {"ENOSPC", "EDQUOT", "EFBIG", "EACCES", "EPERM", "EROFS", "ENOTDIR", "EEXIST"}
 
 
-def describe_write_error(error: OSError) -> str | None:
-    """One line for a storage failure the user can fix; ``None`` for anything else."""
-    import errno
+def describe_write_error(error: BaseException) -> str | None:
+    """One line for a storage failure the user can fix; ``None`` for anything else.
 
-    name = errno.errorcode.get(error.errno or 0, "")
+    Besides ``OSError``, native writers (safetensors, tokenizers) raise their own exception types
+    that carry the OS error as ``(os error N)`` in the message; those count too.
+    """
+    import errno
+    import os
+    import re
+
+    if isinstance(error, OSError):
+        number, strerror, filename = error.errno or 0, error.strerror, error.filename
+    else:
+        found = re.search(r"\(os error (\d+)\)", str(error))
+        if found is None:
+            return None
+        number = int(found.group(1))
+        strerror, filename = os.strerror(number), None
+    name = errno.errorcode.get(number, "")
     if name not in _WRITE_ERRNOS:
         return None
-    where = error.filename or "the output folder"
+    where = filename or "the output folder"
     hint = {
         "ENOSPC": "free some disk space",
         "EDQUOT": "free some quota",
@@ -38,4 +52,4 @@ def describe_write_error(error: OSError) -> str | None:
         "ENOTDIR": "a file stands where a folder is needed; choose another location",
         "EEXIST": "a file stands where a folder is needed; choose another location",
     }.get(name, "choose a writable location")
-    return f"cannot write {where}: {error.strerror}; {hint}"
+    return f"cannot write {where}: {strerror}; {hint}"
