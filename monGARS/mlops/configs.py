@@ -161,6 +161,22 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def config_values_from_cli(config_file: str | None, set_pairs: list[str]) -> dict[str, Any]:
+    """A stage's config values from ``--config FILE`` plus ``--set key=value`` flags (these win).
+
+    Values from ``--set`` stay strings; ``load_config`` converts them to the field's type.
+    """
+    from monGARS.mlops.errors import MongarsError
+
+    values = read_config_file(config_file) if config_file else {}
+    for pair in set_pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise MongarsError(f"--set {pair!r}: expected key=value")
+        values[key.strip()] = raw
+    return values
+
+
 class Checks:
     """Collects semantic problems in a config's ``problems()`` method."""
 

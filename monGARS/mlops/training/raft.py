@@ -37,7 +37,7 @@ from typing import Any
 
 from monGARS.mlops.atomic import atomic_dir, write_json, write_jsonl
 from monGARS.mlops.base_model import check_model_folder
-from monGARS.mlops.configs import config_to_dict, read_config_file
+from monGARS.mlops.configs import config_to_dict, config_values_from_cli
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.names import check_safe_name
 from monGARS.mlops.training.backends import (
@@ -621,12 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:
-        values = read_config_file(args.config) if args.config else {}
-        for pair in args.set:
-            key, sep, raw = pair.partition("=")
-            if not sep or not key.strip():
-                raise MongarsError(f"--set {pair!r}: expected key=value")
-            values[key.strip()] = raw
+        values = config_values_from_cli(args.config, args.set)
         metadata = train_raft(
             load_raft_config(values),
             args.base_model,

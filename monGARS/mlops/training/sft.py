@@ -31,7 +31,7 @@ from typing import Any
 
 from monGARS.mlops.atomic import atomic_dir, sha256_file, write_json
 from monGARS.mlops.base_model import check_model_folder
-from monGARS.mlops.configs import config_to_dict, read_config_file
+from monGARS.mlops.configs import config_to_dict, config_values_from_cli
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.names import check_safe_name
 from monGARS.mlops.training.backends import (
@@ -392,16 +392,6 @@ def _train(
     return metrics, history
 
 
-def _parse_sets(pairs: list[str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise MongarsError(f"--set {pair!r}: expected key=value")
-        values[key.strip()] = raw
-    return values
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line entry: train one module; print the metadata as JSON."""
     parser = argparse.ArgumentParser(prog="python -m monGARS.mlops.training.sft")
@@ -414,8 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-model-name", default=None)
     args = parser.parse_args(argv)
     try:
-        values = read_config_file(args.config) if args.config else {}
-        values.update(_parse_sets(args.set))
+        values = config_values_from_cli(args.config, args.set)
         metadata = train_sft(
             load_sft_config(values),
             args.base_model,
