@@ -53,7 +53,10 @@ def _tiny_preset() -> dict[str, Any]:
         "sft_config": sft_rest,
         "llm2vec_config": dict(TINY_LLM2VEC_OVERRIDES),
         "raft_config": dict(TINY_RAFT_OVERRIDES),
-        "export_config": {"n_ctx": 512},
+        # A random-weight model quantises worse than a trained one: on the tiny model Q4_K_M
+        # logits reach cosine ~0.83-0.94 with the f32 reference depending on the tokenizer's
+        # corpus, so its bound is looser here; cluster runs keep the export stage's default.
+        "export_config": {"n_ctx": 512, "kquant_min_cosine": 0.7},
     }
 
 

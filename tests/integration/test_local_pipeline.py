@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 FAST = {
     "max_steps": 12,
     "sft_config": {"eval_steps": 6, "save_steps": 6, "logging_steps": 2},
-    "llm2vec_config": {"mntp_steps": 8, "simcse_steps": 8},
+    "llm2vec_config": {"mntp_steps": 8, "simcse_steps": 8, "supervised_steps": 8},
 }
 
 
