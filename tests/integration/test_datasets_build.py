@@ -139,7 +139,7 @@ def test_default_build_writes_the_contract_layout(tmp_path: Path) -> None:
     assert all(isinstance(v, str | int | float) for v in result.metadata.values())
     assert result.metadata["module_count"] == len(modules)
     assert result.metadata["instruction_train"] + result.metadata["instruction_val"] == 40
-    shipped = sum(1 for line in open(SAMPLE_RETRIEVAL, encoding="utf-8") if line.strip())
+    shipped = sum(1 for line in SAMPLE_RETRIEVAL.read_text(encoding="utf-8").splitlines() if line)
     row = f"| sample_fr_retrieval | retrieval | native | {shipped} | {shipped} | 0 |"
     assert row in result.summary_markdown
     assert (out / "summary.md").read_text(encoding="utf-8") == result.summary_markdown
