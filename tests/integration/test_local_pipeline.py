@@ -149,3 +149,19 @@ def test_killed_runs_resume_to_the_same_outputs(first_run, runs_root: Path) -> N
     resumed = run_local("killed", dict(FAST), runs_root=runs_root)
     assert "build-datasets" in resumed.cached, "a stage finished before the kills must be cached"
     assert _bundle_hashes(resumed.outputs) == _bundle_hashes(first_run.outputs)
+
+
+def test_raft_on_hands_the_raft_model_to_export(first_run, runs_root: Path) -> None:
+    """raft=true runs RAFT and merges its adapter; export (behind dsl.OneOf) converts that."""
+    from pipelines.local_run import run_local
+
+    with_raft = run_local(
+        "itest",
+        {**FAST, "raft": True, "raft_config": {"max_steps": 6, "max_heldout_examples": 2}},
+        runs_root=runs_root,
+    )
+    assert {"raft", "merge-adapter", "export", "report"} <= set(with_raft.executed)
+    assert {"build-datasets", "sft", "llm2vec"} <= set(with_raft.cached)
+    chat = {k: v for k, v in _bundle_hashes(with_raft.outputs).items() if ".chat." in k}
+    before = {k: v for k, v in _bundle_hashes(first_run.outputs).items() if ".chat." in k}
+    assert chat.keys() == before.keys() and all(chat[k] != before[k] for k in chat)

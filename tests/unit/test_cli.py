@@ -59,10 +59,17 @@ def test_hf_token_is_never_a_parameter() -> None:
         (("--build-datasets", "--sft"), "sft"),
         (("--sft", "--llm2vec"), "llm2vec"),
         (("--export",), "report"),
+        (("--raft",), "report"),
+        (("--sft", "--raft"), "sft"),
     ],
 )
 def test_stage_flags_pick_how_far_the_dag_runs(flags: tuple[str, ...], last: str) -> None:
     assert last_stage_from_args(_parse(*flags)) == last
+
+
+def test_raft_flag_turns_the_stage_on() -> None:
+    assert parameters_from_args(_parse("--raft"))["raft"] is True
+    assert "raft" not in parameters_from_args(_parse())
 
 
 def test_runbook_requires_base_model_for_sft(capsys: pytest.CaptureFixture[str]) -> None:
