@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from monGARS.deploy.kfp_api import KfpTarget, call, make_client
-from monGARS.deploy.submit import RunRequest, ensure_experiment, ensure_pipeline_version
+from monGARS.deploy.submit import RunRequest, ensure_experiment, pipeline_source
 from monGARS.mlops.errors import MongarsError
 
 MAX_CONCURRENCY_LIMIT = 10  # the KFP API server refuses more
@@ -152,12 +152,7 @@ def schedule(
         echo(f"note: {trigger.note}")
     client = make_client(target)
     experiment_id = ensure_experiment(client, target, request.experiment)
-    source: dict[str, str] = {"pipeline_package_path": str(request.package.path)}
-    if request.pipeline_name:
-        pipeline_id, version_id = ensure_pipeline_version(
-            client, target, request.package, request.pipeline_name, request.version_name or ""
-        )
-        source = {"pipeline_id": pipeline_id, "version_id": version_id}
+    source = pipeline_source(client, target, request)
     recurring = call(
         target,
         "create recurring run",

@@ -108,16 +108,22 @@ def ensure_pipeline_version(
     return pipeline_id, str(version.pipeline_version_id)
 
 
+def pipeline_source(client: Any, target: KfpTarget, request: RunRequest) -> dict[str, Any]:
+    """What a run or recurring run starts from: the uploaded pipeline version when a pipeline
+    name is given (so the UI lists it), else the compiled package itself."""
+    if not request.pipeline_name:
+        return {"pipeline_package_path": str(request.package.path)}
+    pipeline_id, version_id = ensure_pipeline_version(
+        client, target, request.package, request.pipeline_name, request.version_name or ""
+    )
+    return {"pipeline_id": pipeline_id, "version_id": version_id}
+
+
 def create_run(client: Any, target: KfpTarget, request: RunRequest) -> SubmitResult:
     """Create the run (experiment and, when asked, pipeline version first)."""
     experiment_id = ensure_experiment(client, target, request.experiment)
-    pipeline_id = version_id = None
-    source: dict[str, Any] = {"pipeline_package_path": str(request.package.path)}
-    if request.pipeline_name:
-        pipeline_id, version_id = ensure_pipeline_version(
-            client, target, request.package, request.pipeline_name, request.version_name or ""
-        )
-        source = {"pipeline_id": pipeline_id, "version_id": version_id}
+    source = pipeline_source(client, target, request)
+    pipeline_id, version_id = source.get("pipeline_id"), source.get("version_id")
     run = call(
         target,
         "create run",

@@ -46,23 +46,24 @@ def sample_corpus_dir() -> Path:
     return Path(str(resources.files("monGARS.mlops") / "data" / "sample_fr"))
 
 
+def iter_strings(value: object) -> Iterator[str]:
+    """Every string inside a JSON value, dict keys sorted so the order is stable."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key in sorted(value):
+            yield from iter_strings(value[key])
+    elif isinstance(value, list):
+        for item in value:
+            yield from iter_strings(item)
+
+
 def _corpus_texts(corpus_dir: Path) -> Iterator[str]:
     """Every string value in the shipped JSONL files, in a fixed order."""
-
-    def strings(value: object) -> Iterator[str]:
-        if isinstance(value, str):
-            yield value
-        elif isinstance(value, dict):
-            for key in sorted(value):
-                yield from strings(value[key])
-        elif isinstance(value, list):
-            for item in value:
-                yield from strings(item)
-
     for path in sorted(corpus_dir.glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
-                yield from strings(json.loads(line))
+                yield from iter_strings(json.loads(line))
     # Code-shaped text so the vocabulary also covers Python identifiers and punctuation.
     yield "def forward(self, input_ids: torch.Tensor) -> torch.Tensor:\n    return self.model(x)\n"
     yield "from transformers import AutoModelForCausalLM, AutoTokenizer\nimport torch\n"

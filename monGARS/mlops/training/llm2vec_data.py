@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.tiny_model import iter_strings
 
 CORPUS_SOURCES = ("instruction", "reasoning", "conversation", "retrieval")
 MODULE_SOURCE = "module"
@@ -47,17 +48,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             raise MongarsError(f"datasets: {path} line {number} is not a JSON object")
         records.append(record)
     return records
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key in sorted(value):
-            yield from _strings(value[key])
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
 
 
 def _message_texts(record: dict[str, Any]) -> Iterator[str]:
@@ -89,11 +79,11 @@ def record_texts(source: str, record: dict[str, Any]) -> Iterator[str]:
         yield from _message_texts(record)
     elif source == "retrieval":
         yield str(record.get("query") or "")
-        yield from _strings(record.get("positives") or [])
-        yield from _strings(record.get("negatives") or [])
+        yield from iter_strings(record.get("positives") or [])
+        yield from iter_strings(record.get("negatives") or [])
     elif source == MODULE_SOURCE:
         yield from _message_texts(record)
-        for text in _strings(record.get("fact") or {}):
+        for text in iter_strings(record.get("fact") or {}):
             if len(text.strip()) >= _MIN_FACT_CHARS:
                 yield text
     else:
