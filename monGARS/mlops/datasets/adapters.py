@@ -174,15 +174,16 @@ def native(
 def xp3(
     rows: Iterable[Record], spec: SourceSpec, stats: SourceStats, languages: list[str]
 ) -> Iterator[Record]:
-    def build(row: Record) -> Record:
-        payload = {
-            "instruction": _text(row.get("inputs"), "inputs"),
-            "input": "",
-            "output": _text(row.get("targets"), "targets"),
-        }
-        return _finish(spec, row.get("id"), payload)
+    return _guard(rows, stats, lambda row: _finish(spec, row.get("id"), _inputs_targets(row)))
 
-    return _guard(rows, stats, build)
+
+def _inputs_targets(row: Record) -> Record:
+    """The instruction payload of the xP3 / Aya schema (``inputs`` -> ``targets``)."""
+    return {
+        "instruction": _text(row.get("inputs"), "inputs"),
+        "input": "",
+        "output": _text(row.get("targets"), "targets"),
+    }
 
 
 def aya(
@@ -194,12 +195,7 @@ def aya(
         language = row.get("language")
         if isinstance(language, str) and language.strip().lower() not in tags:
             raise RecordError("language_tag")
-        payload = {
-            "instruction": _text(row.get("inputs"), "inputs"),
-            "input": "",
-            "output": _text(row.get("targets"), "targets"),
-        }
-        return _finish(spec, row.get("id"), payload)
+        return _finish(spec, row.get("id"), _inputs_targets(row))
 
     return _guard(rows, stats, build)
 
