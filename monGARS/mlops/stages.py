@@ -41,9 +41,9 @@ EXPORT_PARAMETERS = ("export_method", "quant_types", "export_cmd")
 # The embedded default is a 2-layer model: these settings make `make run` train visibly in
 # minutes on 2 CPU cores. Cluster runs use the stage configs' own (production) defaults.
 def _tiny_preset() -> dict[str, Any]:
-    from monGARS.mlops.training.llm2vec_config import TINY_LLM2VEC_OVERRIDES
-    from monGARS.mlops.training.raft_config import TINY_RAFT_OVERRIDES
-    from monGARS.mlops.training.sft_config import TINY_SFT_OVERRIDES
+    from monGARS.mlops.training.llm2vec.config import TINY_LLM2VEC_OVERRIDES
+    from monGARS.mlops.training.raft.config import TINY_RAFT_OVERRIDES
+    from monGARS.mlops.training.sft.config import TINY_SFT_OVERRIDES
 
     sft_top = {k: v for k, v in TINY_SFT_OVERRIDES.items() if k in SFT_PARAMETERS}
     sft_rest = {k: v for k, v in TINY_SFT_OVERRIDES.items() if k not in SFT_PARAMETERS}
@@ -126,19 +126,19 @@ def _datasets_config(parameters: Mapping[str, Any]) -> Any:
 
 
 def _sft_config(parameters: Mapping[str, Any]) -> Any:
-    from monGARS.mlops.training.sft_config import SFTConfig
+    from monGARS.mlops.training.sft.config import SFTConfig
 
     return load_config(SFTConfig, sft_config_values(parameters))
 
 
 def _llm2vec_config(parameters: Mapping[str, Any]) -> Any:
-    from monGARS.mlops.training.llm2vec_upstream import load_llm2vec_config
+    from monGARS.mlops.training.llm2vec.upstream import load_llm2vec_config
 
     return load_llm2vec_config(llm2vec_config_values(parameters))
 
 
 def _raft_config(parameters: Mapping[str, Any]) -> Any:
-    from monGARS.mlops.training.raft import RaftConfig
+    from monGARS.mlops.training.raft.train import RaftConfig
 
     return load_config(RaftConfig, raft_config_values(parameters))
 
@@ -215,8 +215,8 @@ def run_sft(
     loss_curve_html: str,
     base_model_name: str | None = None,
 ) -> dict[str, Any]:
-    from monGARS.mlops.training.sft import train_sft
-    from monGARS.mlops.training.sft_config import load_sft_config
+    from monGARS.mlops.training.sft.config import load_sft_config
+    from monGARS.mlops.training.sft.train import train_sft
 
     metadata = train_sft(
         load_sft_config(_with_checkpoint_default(values)),
@@ -240,8 +240,8 @@ def run_llm2vec(
     module: str,
     out_dir: str,
 ) -> dict[str, Any]:
-    from monGARS.mlops.training.llm2vec import train_llm2vec
-    from monGARS.mlops.training.llm2vec_upstream import load_llm2vec_config
+    from monGARS.mlops.training.llm2vec.train import train_llm2vec
+    from monGARS.mlops.training.llm2vec.upstream import load_llm2vec_config
 
     merged = dict(values)
     if mntp_config:
@@ -282,7 +282,7 @@ def run_raft(
             shutil.copytree(sft_dir, scratch, dirs_exist_ok=True)
         return {"module": module, "raft": "off", "adapter_from": "sft"}
 
-    from monGARS.mlops.training.raft import RaftConfig, train_raft
+    from monGARS.mlops.training.raft.train import RaftConfig, train_raft
 
     config = load_config(RaftConfig, _with_checkpoint_default(values))
     return train_raft(
@@ -300,7 +300,7 @@ def run_raft(
 def run_merge_adapter(
     base_model_dir: str, adapter_dir: str, module: str, out_dir: str
 ) -> dict[str, Any]:
-    from monGARS.mlops.training.modeling import merge_adapter_to_folder
+    from monGARS.mlops.modeling import merge_adapter_to_folder
 
     metadata = merge_adapter_to_folder(resolve_model_dir(base_model_dir), adapter_dir, out_dir)
     return {"module": module, **metadata}

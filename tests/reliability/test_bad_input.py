@@ -364,13 +364,13 @@ def _bad_conversation(sandbox: Path) -> None:
 
 
 def _sft_module_escape(sandbox: Path) -> None:
-    from monGARS.mlops.training.sft import train_sft
+    from monGARS.mlops.training.sft.train import train_sft
 
     train_sft({}, sandbox, sandbox, "../../etc", sandbox / "out")
 
 
 def _sft_missing_base(sandbox: Path) -> None:
-    from monGARS.mlops.training.sft import train_sft
+    from monGARS.mlops.training.sft.train import train_sft
 
     train_sft({}, sandbox / "no-model", sandbox, "core", sandbox / "out")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from monGARS.mlops.errors import ConfigError
-from monGARS.mlops.training.sft_config import (
+from monGARS.mlops.training.sft.config import (
     DEFAULT_TARGET_MODULES,
     TINY_SFT_OVERRIDES,
     SFTConfig,

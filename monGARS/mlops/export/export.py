@@ -171,7 +171,7 @@ def export_module(
     """Write and verify one module's GGUF bundle into ``out_dir``; return flat artifact metadata."""
     from monGARS.mlops.export.modelfile import render_modelfile
     from monGARS.mlops.export.writer import read_encoder_pooling
-    from monGARS.mlops.training.modeling import load_tokenizer
+    from monGARS.mlops.modeling import load_tokenizer
 
     cfg = _as_config(config)
     check_safe_name("module", module)
