@@ -24,6 +24,7 @@ a paragraph. Measured figures: docs/datasets.md.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -31,32 +32,51 @@ from typing import Any
 import numpy as np
 
 SUPPORTED_LANGUAGES = ("de", "en", "es", "fr", "it", "nl", "pt")
-DEFAULT_MIN_PROBABILITY = 0.15
-MIN_PROSE_LETTERS = 8
+DEFAULT_MIN_PROBABILITY = 0.00916  # calibrated on the dev split by bench/train_langid_model.py
+MIN_PROSE_LETTERS = 6
 MAX_PROSE_CHARS = 300
 MAX_TEXT_CHARS = 1000
 UNKNOWN = "unknown"
+NGRAM_MODEL_FILE = Path(__file__).resolve().parents[1] / "data" / "langid" / "ngram_nb.npz"
 
 ACCEPTED, REJECTED, UNDECIDED = "accepted", "rejected", "undecided"
 
-_TAGS = re.compile(r"</?[A-Za-z][^<>\n]{0,80}>")
+# HTML tags go (their names are not prose); other angle-bracketed words (``<nom>``, usage
+# metavariables) keep their word.
+_TAGS = re.compile(
+    r"</?(?:a|abbr|b|big|blockquote|body|br|button|code|del|div|em|font|h[1-6]|head|hr|html|i|img"
+    r"|input|kbd|label|li|link|meta|ol|option|p|pre|q|s|small|span|strong|sub|sup|table|td|th|tr"
+    r"|tt|u|ul|var)\b[^<>\n]{0,80}>",
+    re.IGNORECASE,
+)
 _BACKTICKS = re.compile(r"```.*?```|`[^`\n]*`", re.DOTALL)
 _URLS = re.compile(r"\b(?:https?|ftp)://\S+|\bwww\.\S+", re.IGNORECASE)
+# printf and format placeholders (``%s``, ``%-10.3lf``, ``%1$s``, ``{name}``, ``${var}``, ``@VAR@``)
+# go before words are cut, so that a word glued to one (``%sFichier``) stays.
+_PLACEHOLDER = re.compile(
+    r"%(?:\d+\$)?[-+ #0']*(?:\d+|\*)?(?:\.(?:\d+|\*))?(?:hh|ll|[hlLqjzt])?[diouxXeEfFgGaAcspn%]"
+    r"|\$?\{[^{}\s]{0,40}\}|@\w+@"
+)
 # Quoted passages are often the material a French instruction is about (text to translate or
 # correct), so they are not evidence of the record's own language.
 _QUOTED = re.compile(r"«[^»\n]{0,400}»|“[^”\n]{0,400}”|„[^“”\n]{0,400}[“”]|\"[^\"\n]{0,400}\"")
-# A whitespace-separated chunk is code when, inside it (edge punctuation aside), there is a
-# camelCase hump, code punctuation between word characters, a digit, or a leading option dash
-# or placeholder sign; all-capitals words (acronyms, placeholders such as FICHIER) go too.
-_CODE_CHUNK = re.compile(
+# A whitespace-separated chunk that opens like an option, a path, a variable or a pipe is code,
+# and so is a call (``print(x)``; a plural mark such as ``fichier(s)`` is not one).
+_CODE_START = re.compile(r"[-$@#~|\\/][^\s«»\"“”]*")
+_CALL = re.compile(r"\w\((?![^\W\d_]{1,3}\)[^\w(]*$)")
+# Inside other chunks, brackets, slashes, ``=``, ``+`` and ``:`` separate words (``[nom=valeur]``,
+# ``ajouter/retirer``); a piece is then code when it holds a camelCase hump, code punctuation
+# between word characters (dotted or snake_case names), or a digit, and an acronym when it is
+# in capitals of at most four letters (longer capitalised words, ``FICHIER``, are words).
+_PIECE_SEPARATORS = re.compile(r"[/\\=+\[\](){}<>|:;,!?]+")
+_CODE_PIECE = re.compile(
     r"(?:"
     r"\S*[a-z][A-Z]\S*"
-    r"|\S*\w[._/\\=@#$%<>{}()\[\]|^~+*&:]+\w\S*"
-    r"|\S*[\d%]\S*"
-    r"|[-$@#~|\\/][^\s«»\"“”]*"
-    r"|[^\s\w]*[A-ZÀ-ÖØ-Þ][A-ZÀ-ÖØ-Þ'’-]+\b[^\s\w]*"
+    r"|\S*\w[._#$%@^~*&]+\w\S*"
+    r"|[^\s\w]*[A-ZÀ-ÖØ-Þ][A-ZÀ-ÖØ-Þ'’-]{0,3}[^\s\w]*"
     r")"
 )
+_DIGIT = re.compile(r"\d")
 _LETTER = re.compile(r"[^\W\d_]")
 # A line of source code: indented, opening with a keyword and ending like a block or call, or
 # ending in ";", "{" or "}" straight after code (French puts a space before ";"). Fenced blocks
@@ -68,14 +88,30 @@ _CODE_LINE = re.compile(
 )
 
 
+def _prose_pieces(chunk: str) -> list[str]:
+    if _CODE_START.fullmatch(chunk) or _CALL.search(chunk):
+        return []
+    words = []
+    for piece in _PIECE_SEPARATORS.split(chunk):
+        if _DIGIT.search(piece):  # "Base64-décodage": the digit-free parts of a hyphenated word
+            words.extend(
+                part
+                for part in piece.split("-")
+                if part and not _DIGIT.search(part) and not _CODE_PIECE.fullmatch(part)
+            )
+        elif piece and not _CODE_PIECE.fullmatch(piece):
+            words.append(piece)
+    return words
+
+
 def _strip_code(text: str) -> str:
     words = []
     for chunk in text.split():
         # Fast path: a plain lower-case or capitalised word is prose.
-        if (chunk.isalpha() and (chunk.islower() or chunk.istitle())) or not _CODE_CHUNK.fullmatch(
-            chunk
-        ):
+        if chunk.isalpha() and (chunk.islower() or chunk.istitle()):
             words.append(chunk)
+        else:
+            words.extend(_prose_pieces(chunk))
     return " ".join(words)
 
 
@@ -85,8 +121,8 @@ def prose_text(text: str) -> str:
     camelCase/dotted/snake_case names, options, placeholders, `backticked` spans and acronyms
     are code or names, whatever the language of the sentence around them.
     """
-    text = _BACKTICKS.sub(" ", _TAGS.sub(" ", text[:MAX_TEXT_CHARS]))
-    text = _URLS.sub(" ", _CODE_LINE.sub(" ", text))
+    text = _CODE_LINE.sub(" ", _BACKTICKS.sub(" ", text[:MAX_TEXT_CHARS]))
+    text = _PLACEHOLDER.sub(" ", _URLS.sub(" ", _TAGS.sub(" ", text)))
     unquoted = _strip_code(_QUOTED.sub(" ", text))
     if _letters(unquoted) >= MIN_PROSE_LETTERS:
         return unquoted
@@ -97,6 +133,34 @@ def _letters(text: str) -> int:
     return len(_LETTER.findall(text))
 
 
+# ---- the project's model: naive Bayes over hashed character n-grams -------------------------
+# Trained by bench/train_langid_model.py on Debian gettext catalogues of packages the benchmark
+# does not use (monGARS/mlops/data/langid/SOURCES.md); one row of log-probabilities per hash
+# bucket, one column per supported language.
+HASH_BITS = 18
+NGRAM_MAX = 5
+_PRIME = np.uint64(0x100000001B3)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_SHIFT = np.uint64(64 - HASH_BITS)
+_ORDER_SALT = [np.uint64((n * 0x632BE59BD9B4E019) % 2**64) for n in range(NGRAM_MAX + 1)]
+
+
+def ngram_buckets(prose: str) -> np.ndarray:
+    """Hash buckets of the 1- to NGRAM_MAX-grams of ``prose`` (case-folded, space-padded words).
+
+    Deterministic across processes and platforms (arithmetic on unsigned 64-bit code points, no
+    salted ``hash()``), so the shipped weights index the same buckets everywhere.
+    """
+    text = " " + " ".join(prose.casefold().split()) + " "
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    parts = []
+    hashed = np.zeros(len(codes), dtype=np.uint64)
+    for n in range(1, min(NGRAM_MAX, len(codes)) + 1):
+        hashed = hashed[: len(codes) - n + 1] * _PRIME + codes[n - 1 :]
+        parts.append(((hashed ^ _ORDER_SALT[n]) * _MIX) >> _SHIFT)
+    return np.concatenate(parts)
+
+
 @lru_cache(maxsize=1)
 def _model() -> Any:
     """py3langid's shipped model, restricted to the supported languages (loaded once a process)."""
@@ -105,6 +169,35 @@ def _model() -> Any:
     model = LanguageIdentifier.from_model_file(MODEL_FILE)
     model.set_languages(list(SUPPORTED_LANGUAGES))
     return model
+
+
+@dataclass(frozen=True)
+class NgramModel:
+    """The shipped naive Bayes weights and the temperature calibrated on the dev split."""
+
+    weights: np.ndarray  # (2**HASH_BITS, len(SUPPORTED_LANGUAGES)) log-probabilities
+    temperature: float
+    min_probability: float  # the dev split's calibrated threshold (DEFAULT_MIN_PROBABILITY)
+
+
+@lru_cache(maxsize=1)
+def ngram_model() -> NgramModel:
+    """Load monGARS/mlops/data/langid/ngram_nb.npz once a process, checking it fits this code."""
+    with np.load(NGRAM_MODEL_FILE) as data:
+        if (
+            tuple(data["languages"].tolist()) != SUPPORTED_LANGUAGES
+            or int(data["hash_bits"]) != HASH_BITS
+            or int(data["ngram_max"]) != NGRAM_MAX
+        ):
+            raise ValueError(
+                f"{NGRAM_MODEL_FILE} was built for other languages or hashing: rebuild it with "
+                "bench/train_langid_model.py"
+            )
+        return NgramModel(
+            weights=data["weights"].astype(np.float32),
+            temperature=float(data["temperature"]),
+            min_probability=float(data["min_probability"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -126,12 +219,17 @@ def identify(text: str) -> LanguageGuess:
     prose = prose_text(text)
     if _letters(prose) < MIN_PROSE_LETTERS:
         return LanguageGuess(UNKNOWN, 0.0, 0.0, {})
-    # rank() without normalisation gives py3langid's raw log-likelihoods; softmax them here.
-    ranked_raw = _model().rank(prose[:MAX_PROSE_CHARS])
-    logits = np.array([score for _, score in ranked_raw], dtype=np.float64)
+    # rank() without normalisation gives py3langid's raw log-likelihoods; the n-gram model's
+    # are added (a product of the two models), then a softmax at the calibrated temperature.
+    prose = prose[:MAX_PROSE_CHARS]
+    model = ngram_model()
+    py3 = dict(_model().rank(prose))
+    logits = model.weights[ngram_buckets(prose)].sum(0, dtype=np.float64)
+    logits += np.array([py3[lang] for lang in SUPPORTED_LANGUAGES])
+    logits /= model.temperature
     probabilities = np.exp(logits - logits.max())
     probabilities /= probabilities.sum()
-    scores = {lang: float(p) for (lang, _), p in zip(ranked_raw, probabilities, strict=True)}
+    scores = {lang: float(p) for lang, p in zip(SUPPORTED_LANGUAGES, probabilities, strict=True)}
     ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
     (best, best_score), (_, second_score) = ranked[0], ranked[1]
     return LanguageGuess(best, best_score, (best_score - second_score) / best_score, scores)
