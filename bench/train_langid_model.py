@@ -16,7 +16,8 @@ the model is trained on the rest, and the dev split — never the benchmark — 
 combination with py3langid: the temperature that makes the combined probabilities fit dev best
 (log-loss), then the French share below which a text is dropped, the lowest that keeps at
 most ``--dev-others-kept`` % of the dev split's decided other-language texts (20+ characters;
-undecided texts follow their own rule and are reported apart). Prints the figures and the ``DEFAULT_MIN_PROBABILITY`` to set in langid.py.
+undecided texts follow their own rule and are reported apart). Prints the figures and the
+``DEFAULT_MIN_PROBABILITY`` to set in langid.py.
 
     python bench/train_langid_model.py --deb-root /tmp/debs/root [--out ...]
 """
@@ -31,8 +32,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-
 from make_langid_bench import LOCALES, read_mo, tidy
+
 from monGARS.mlops.datasets import langid
 
 ROOT = Path(__file__).resolve().parents[1]

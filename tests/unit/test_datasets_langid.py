@@ -7,17 +7,23 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from monGARS.mlops.datasets.cleaning import CleaningRules, clean_record
 from monGARS.mlops.datasets.config import load_datasets_config
 from monGARS.mlops.datasets.langid import (
     ACCEPTED,
+    DEFAULT_MIN_PROBABILITY,
+    HASH_BITS,
+    NGRAM_MODEL_FILE,
     SUPPORTED_LANGUAGES,
     UNDECIDED,
     identify,
     judge,
     keeps_language,
+    ngram_buckets,
+    ngram_model,
     prose_text,
 )
 from monGARS.mlops.datasets.stats import SourceStats
@@ -176,19 +182,38 @@ def _rates(rows: list[dict[str, str]]) -> tuple[float, float]:
     return 100 * dropped / len(french), 100 * kept / len(others)
 
 
-def test_benchmark_rates_hold() -> None:
-    """Measured with bench/bench_langid.py (docs/datasets.md): the bounds leave little headroom.
+def test_benchmark_rates_meet_the_goal() -> None:
+    """The issue's goal on texts of 20+ characters: <= 0.5 % of French dropped, <= 2 % of other
+    languages kept (bench/bench_langid.py prints the figures; docs/datasets.md records them).
 
-    Record-shaped texts (written rows: French quoting other languages, code, numbers, named
-    entities) meet the issue's goal of <= 2 % of others kept and stay under 2 % of French
-    dropped (2 of 105); the gettext interface strings, many of them a word or two around
-    placeholders, are held at today's figures (1.1 % / 2.3 %): the goal of 0.5 % French dropped
-    is not reached on them (see docs/datasets.md).
+    The threshold was calibrated on a dev split of other packages' catalogues, not on this
+    benchmark (bench/train_langid_model.py); record-shaped written rows are held apart too.
     """
     rows = _bench()
     written = [row for row in rows if row["source"] == "written"]
     french_dropped, others_kept = _rates(written)
     assert french_dropped <= 2.0 and others_kept <= 2.0
     french_dropped, others_kept = _rates(rows)
-    assert french_dropped <= 1.5, french_dropped
-    assert others_kept <= 2.5, others_kept
+    assert french_dropped <= 0.5, french_dropped
+    assert others_kept <= 2.0, others_kept
+
+
+def test_shipped_ngram_model_fits_the_code_and_its_calibration() -> None:
+    model = ngram_model()
+    assert model.weights.shape == (2**HASH_BITS, len(SUPPORTED_LANGUAGES))
+    assert abs(model.min_probability - DEFAULT_MIN_PROBABILITY) < 1e-4
+    assert NGRAM_MODEL_FILE.stat().st_size < 5_000_000
+    # Hashing is deterministic (no salted hash()): the same buckets in every process.
+    buckets = ngram_buckets("Fichier XPM non valide")
+    assert buckets.dtype == np.uint64 and int(buckets.max()) < 2**HASH_BITS
+    assert ngram_buckets("fichier  XPM non valide").tolist() == buckets.tolist()
+
+
+def test_interface_strings_keep_their_words() -> None:
+    """Placeholders, mnemonics' neighbours and usage metavariables: words stay, code goes."""
+    assert prose_text("%sCertificaatondertekening.") == "Certificaatondertekening."
+    assert prose_text("Ativar/desativar le(s) fichier(s)").startswith("Ativar desativar")
+    assert "nom valeur" in prose_text("declare [nom[=valeur] ...]")
+    assert "fils-d'exécution" in prose_text("run-daemon [<nom>] [<fils-d'exécution>]")
+    assert prose_text("<b>Entrez la ligne</b>") == "Entrez la ligne"
+    assert prose_text("print(sum(range(10)))") == ""

@@ -24,9 +24,9 @@ a paragraph. Measured figures: docs/datasets.md.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
