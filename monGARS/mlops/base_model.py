@@ -64,6 +64,20 @@ def check_model_folder(folder: Path, label: str) -> dict[str, Any]:
     return config
 
 
+def check_base_model_spec(spec: object) -> str:
+    """The one check of ``base_model`` before anything runs: a usable spec, and a local folder
+    that exists and holds a loadable checkpoint. Returns the kind (tiny, local, gcs, hub)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise MongarsError("base_model: give a hub id, a model folder, a gs:// URI or 'tiny'")
+    kind = describe_spec(spec)
+    if kind == "local":
+        folder = Path(spec).expanduser()
+        if not folder.exists():
+            raise MongarsError(f"base_model: {spec} does not exist; give a model folder or hub id")
+        check_model_folder(folder, "base_model")
+    return kind
+
+
 def _copy_model_files(source: Path, destination: Path) -> None:
     for pattern in _MODEL_FILE_PATTERNS:
         for path in source.glob(pattern):
@@ -75,11 +89,8 @@ def _materialise(spec: str, kind: str, destination: Path) -> dict[str, Any]:
     if kind == "tiny":
         build_tiny_model(destination)
     elif kind == "local":
-        source = Path(spec).expanduser()
-        if not source.exists():
-            raise MongarsError(f"base_model: {spec} does not exist; give a model folder or hub id")
-        check_model_folder(source, "base_model")
-        _copy_model_files(source, destination)
+        check_base_model_spec(spec)
+        _copy_model_files(Path(spec).expanduser(), destination)
     elif kind == "gcs":
         storage.download_tree(spec, destination)
     else:
@@ -133,7 +144,7 @@ def fetch_base_model(spec: str, out_dir: str | Path) -> dict[str, Any]:
     ``model-cache/``) the weights go there once per source and revision, and ``out_dir`` holds a
     reference to them. Without it the weights are copied into ``out_dir`` itself.
     """
-    kind = describe_spec(spec)
+    kind = check_base_model_spec(spec)
     cache = cache_dir(writable=True)
     if cache is None:
         with atomic_dir(out_dir) as scratch:
