@@ -149,7 +149,8 @@ def test_defaults_for_cluster_runs(compiled: tuple[dict, dict]) -> None:
     inputs = spec["root"]["inputDefinitions"]["parameters"]
     assert inputs["base_model"]["defaultValue"] == "mistralai/Mistral-7B-v0.2"
     assert inputs["raft"]["defaultValue"] is False
-    assert inputs["quant_types"]["defaultValue"] == "q8_0,q4_k_m"
+    assert inputs["quant_types"]["defaultValue"] == ["q8_0", "q4_k_m"]
+    assert inputs["epochs"]["defaultValue"] == 3.0
 
 
 def test_raft_is_switched_by_a_parameter_not_a_condition(compiled: tuple[dict, dict]) -> None:
