@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         if package in dev_packages:
             if len(text) >= 20:
                 dev.append((label, prose))
-        elif langid._letters(prose) >= langid.MIN_PROSE_LETTERS:
+        elif langid.enough_prose(prose):
             pending[label].append(langid.ngram_buckets(prose[: langid.MAX_PROSE_CHARS]))
             trained += 1
             if len(pending[label]) >= 20_000:
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trained on {trained} texts, {len(packages) - len(dev_packages)} packages")
     print(f"dev: {len(dev)} texts of 20+ characters from {', '.join(sorted(dev_packages))}")
 
-    decided = [(lab, p) for lab, p in dev if langid._letters(p) >= langid.MIN_PROSE_LETTERS]
+    decided = [(lab, p) for lab, p in dev if langid.enough_prose(p)]
     undecided_others = sum(lab != "fr" for lab, p in dev) - sum(lab != "fr" for lab, _ in decided)
     logits = np.array([combined_logits(weights.astype(np.float32), p) for _, p in decided])
     truth = np.array([LANGS.index(lab) for lab, _ in decided])
