@@ -1,13 +1,15 @@
-"""Near-duplicate detection: MinHash signatures (numpy, batched) and banded LSH.
+"""Near-duplicate detection: MinHash signatures (rensa, batched) and banded LSH.
 
-Shingles are word n-grams. Each word is hashed once (blake2b, cached), n-gram hashes are combined
-with vectorised integer arithmetic, and each of the ``num_perm`` hash functions is a
-multiply-add-shift hash ``(a*x + b) >> 32`` over 32-bit keys (a strongly universal family), so
-one batch of records becomes one (shingles x permutations) matrix and a ``minimum.reduceat``.
+Shingles are word n-grams. Each word is hashed once (blake2b, cached) and n-gram hashes are
+combined with vectorised integer arithmetic for a whole batch at once; the ``num_perm`` MinHash
+values of every record then come from rensa's R-MinHash (Rust) in one call per batch
+(``RMinHash.digest_matrix_from_flat_token_hashes``). rensa replaced this module's numpy
+multiply-add-shift MinHash after ``bench/bench_datasets.py`` measured it several times faster on
+the same shingles (docs/datasets.md, Benchmark).
 
-The LSH index keeps, per band, a dict from the band's 64-bit key to the records in that bucket,
-and confirms every candidate by comparing stored 16-bit signatures (b-bit minwise hashing), so a
-bucket collision alone never removes a record. Everything is seeded: same input, same result.
+The LSH index (``LshIndex``) is this module's own: compact numpy tables, and every candidate
+confirmed by comparing stored 16-bit signatures (b-bit minwise hashing), so a bucket collision
+alone never removes a record. Everything is seeded: same input, same result.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
+import rensa
 
 _MASK32 = np.uint64(0xFFFFFFFF)
-_SHIFT32 = np.uint64(32)
-# Cap on one (permutations x shingles) block of uint64: 2 MB, reused across blocks.
-_BLOCK_ELEMENTS = 1 << 18
+# Word hashes cached per process; past this many distinct words, new ones are hashed each time.
+TOKEN_CACHE_SIZE = 500_000
 
 
 # Candidates are confirmed against stored signatures, so a false positive costs one comparison
@@ -53,6 +55,16 @@ def optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
+class _TokenHashes(dict[str, bytes]):
+    """word -> 8-byte blake2b digest; a miss hashes the word and caches it while there is room."""
+
+    def __missing__(self, token: str) -> bytes:
+        digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()
+        if len(self) < TOKEN_CACHE_SIZE:
+            self[token] = digest
+        return digest
+
+
 class MinHasher:
     """Batched MinHash signatures of token lists (uint32, shape ``(n, num_perm)``)."""
 
@@ -60,25 +72,16 @@ class MinHasher:
         rng = np.random.default_rng([seed, 0x6D696E68])
         self.num_perm = num_perm
         self.shingle_size = shingle_size
-        self._a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | np.uint64(1)
-        self._b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)
+        self.rensa_seed = int(rng.integers(0, 2**63))
         self._mix = rng.integers(1, 2**63, size=shingle_size, dtype=np.uint64) | np.uint64(1)
-        self._token_hashes: dict[str, int] = {}
+        self._token_hashes = _TokenHashes()
 
     def _token_ids(self, tokens: Sequence[str]) -> np.ndarray:
-        cache = self._token_hashes
-        values = [cache.get(token) for token in tokens]
-        for position, value in enumerate(values):
-            if value is None:
-                token = tokens[position]
-                digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()
-                values[position] = int.from_bytes(digest, "little")
-                if len(cache) < 2_000_000:  # bounded: a pathological vocabulary stops caching
-                    cache[token] = values[position]
-        return np.array(values, dtype=np.uint64)
+        digests = b"".join(map(self._token_hashes.__getitem__, tokens))
+        return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
     def shingle_batch(self, token_lists: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
-        """32-bit hashes of every record's word n-grams, and the number of shingles per record.
+        """64-bit hashes of every record's word n-grams, and the number of shingles per record.
 
         The whole batch is one array: n-gram hashes are combined for every position at once and
         the positions whose n-gram would cross into the next record are masked out. A record
@@ -101,39 +104,22 @@ class MinHasher:
             valid[first] = True
         hashed = combined[valid]
         hashed ^= hashed >> np.uint64(29)
-        hashed = (hashed ^ (hashed >> _SHIFT32)) & _MASK32
+        hashed *= np.uint64(0xBF58476D1CE4E5B9)
+        hashed ^= hashed >> np.uint64(32)
         counts = np.maximum(lengths - k + 1, 1)
         return hashed, counts
 
     def signatures(self, token_lists: Sequence[Sequence[str]]) -> np.ndarray:
         """MinHash signature rows for a batch of token lists."""
-        out = np.empty((len(token_lists), self.num_perm), dtype=np.uint32)
         if not token_lists:
-            return out
+            return np.empty((0, self.num_perm), dtype=np.uint32)
         shingles, counts = self.shingle_batch(token_lists)
-        ends = np.cumsum(counts)
-        buffer = np.empty(
-            max(_BLOCK_ELEMENTS // self.num_perm, int(counts.max())) * self.num_perm,
-            dtype=np.uint64,
+        offsets = np.zeros(len(counts) + 1, dtype=np.uint64)
+        np.cumsum(counts, out=offsets[1:])
+        matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(
+            shingles, offsets, self.num_perm, self.rensa_seed
         )
-        rows_per_block = len(buffer) // self.num_perm
-        first = 0
-        while first < len(counts):
-            done = ends[first - 1] if first else 0
-            # As many whole records as fit in one block of shingles x permutations.
-            last = int(np.searchsorted(ends, done + rows_per_block, side="right"))
-            last = max(last, first + 1)
-            block = shingles[done : ends[last - 1]]
-            # (permutations, shingles) layout: reduceat along the contiguous axis is ~20x faster
-            # than along rows.
-            hashed = buffer[: len(block) * self.num_perm].reshape(self.num_perm, len(block))
-            np.multiply(self._a[:, None], block[None, :], out=hashed)
-            np.add(hashed, self._b[:, None], out=hashed)
-            np.right_shift(hashed, _SHIFT32, out=hashed)
-            offsets = np.concatenate(([0], np.cumsum(counts[first:last])[:-1]))
-            out[first:last] = np.minimum.reduceat(hashed, offsets, axis=1).T
-            first = last
-        return out
+        return np.array(matrix.to_rows(), dtype=np.uint32)
 
 
 class LshBands:
