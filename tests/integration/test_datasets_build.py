@@ -208,7 +208,10 @@ def test_duplicates_are_removed_across_sources_and_caps_keep_the_index_clean(
         .splitlines()
     ]
     copies = tmp_path / "copies.jsonl"
-    near = dict(rows[3], output=rows[3]["output"].replace("économise", "épargne"))
+    # A near duplicate well above the 0.8 threshold (word 3-gram Jaccard 0.98): LSH finds a pair
+    # at 0.88 only 98 % of the time with the documented 12 x 10 banding, so a one-word swap in
+    # this 53-word record would test the luck of the hash seed, not the dedup.
+    near = dict(rows[3], output=rows[3]["output"] + " Voilà.")
     lines = [
         {"q": rows[0]["instruction"].upper(), "a": rows[0]["output"]},  # exact modulo case
         {"q": near["instruction"] + " " + near["input"], "a": near["output"]},  # near duplicate
