@@ -118,9 +118,7 @@ def cgroup_cpu_limit(
     return min(limits) if limits else None
 
 
-def available_cpus(
-    root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SELF_CGROUP
-) -> int:
+def available_cpus(root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SELF_CGROUP) -> int:
     """Whole CPUs this process may keep busy: cgroup limit rounded up, capped by affinity."""
     cpus = affinity_cpus()
     limit = cgroup_cpu_limit(root, proc_self_cgroup)

@@ -417,12 +417,54 @@ def test_killed_build_leaves_nothing_that_looks_finished(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]
 
 
-_FRENCH_WORDS = (
-    "maison jardin rivière montagne village école marché voiture fenêtre cuisine bibliothèque "
-    "ordinateur fichier dossier réseau serveur modèle données calcul mémoire projet équipe "
-    "semaine matin soir hiver printemps été automne chemin forêt plage musée théâtre"
-).split()
-_FRENCH_VERBS = "prépare décrit compare mesure corrige explique range vérifie ouvre ferme".split()
+_FRENCH_WORDS = [
+    "maison",
+    "jardin",
+    "rivière",
+    "montagne",
+    "village",
+    "école",
+    "marché",
+    "voiture",
+    "fenêtre",
+    "cuisine",
+    "bibliothèque",
+    "ordinateur",
+    "fichier",
+    "dossier",
+    "réseau",
+    "serveur",
+    "modèle",
+    "données",
+    "calcul",
+    "mémoire",
+    "projet",
+    "équipe",
+    "semaine",
+    "matin",
+    "soir",
+    "hiver",
+    "printemps",
+    "été",
+    "automne",
+    "chemin",
+    "forêt",
+    "plage",
+    "musée",
+    "théâtre",
+]
+_FRENCH_VERBS = [
+    "prépare",
+    "décrit",
+    "compare",
+    "mesure",
+    "corrige",
+    "explique",
+    "range",
+    "vérifie",
+    "ouvre",
+    "ferme",
+]
 
 
 def synthetic_french_rows(count: int, seed: int) -> list[dict[str, Any]]:

@@ -33,7 +33,9 @@ def v1_tree(
     (folder / "cpu.cfs_quota_us").write_text(quota + "\n")
     (folder / "cpu.cfs_period_us").write_text(period + "\n")
     proc = tmp_path / "proc_self_cgroup"
-    proc.write_text("12:memory:/kubepods/pod1\n4:cpu,cpuacct:/kubepods/pod1/abc\n1:name=systemd:/\n")
+    proc.write_text(
+        "12:memory:/kubepods/pod1\n4:cpu,cpuacct:/kubepods/pod1/abc\n1:name=systemd:/\n"
+    )
     return root, proc
 
 

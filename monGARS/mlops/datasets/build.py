@@ -23,8 +23,8 @@ from typing import Any
 
 from monGARS.mlops.atomic import atomic_dir, write_json, write_text
 from monGARS.mlops.configs import config_to_dict
-from monGARS.mlops.datasets.adapters import ADAPTERS
 from monGARS.mlops.cpus import available_cpus
+from monGARS.mlops.datasets.adapters import ADAPTERS
 from monGARS.mlops.datasets.cleaning import CleaningRules
 from monGARS.mlops.datasets.codemine import mine_tree
 from monGARS.mlops.datasets.coderecords import module_records
@@ -180,7 +180,8 @@ class _CorpusBuilder:
         counted = _Intake.of(intake)
         batches = self.runner.map(spec.kind, _batches(candidates, intake))
         try:
-            for cleaned, counted in batches:
+            for cleaned, at_cut in batches:
+                counted = at_cut  # the intake counters of the last batch decided
                 if self._decide(spec, stats, cleaned):
                     stats.capped = True
                     break

@@ -57,7 +57,7 @@ class DedupKeyer:
 
 
 class Deduplicator:
-    """Stateful duplicate filter: feed batches of texts (or their keys) per kind, in a fixed order."""
+    """Stateful duplicate filter: batches of texts (or their keys) per kind, in a fixed order."""
 
     def __init__(
         self,
@@ -113,9 +113,7 @@ class Deduplicator:
                 reasons[position] = "duplicate_near"
         return reasons
 
-    def commit(
-        self, kind: str, keys: DedupKeys, reasons: Sequence[str | None], count: int
-    ) -> None:
+    def commit(self, kind: str, keys: DedupKeys, reasons: Sequence[str | None], count: int) -> None:
         """Store the first ``count`` rows as ``decide`` judged them (later rows are forgotten)."""
         seen = self._exact.setdefault(kind, set())
         kept: list[int] = []

@@ -180,6 +180,12 @@ class BatchRunner:
             for future, _ in pending:
                 future.cancel()
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the running workers (none before a pool starts), for monitoring."""
+        if self._pool is None:
+            return []
+        return sorted(process.pid for process in self._pool._processes.values() if process.pid)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
