@@ -181,9 +181,9 @@ class LshIndex:
         self.bands, self.rows = self.banding.bands, self.banding.rows
         self._bits = 10
         self._tags = np.zeros(1 << self._bits, dtype=np.uint32)
-        self._heads = np.zeros(1 << self._bits, dtype=np.int64)
+        self._heads = np.zeros(1 << self._bits, dtype=np.int32)
         self._occupied = 0
-        self._next = np.empty(1024 * self.bands, dtype=np.int64)  # per entry; -1 ends a chain
+        self._next = np.empty(1024 * self.bands, dtype=np.int32)  # per entry; -1 ends a chain
         self._stored = np.empty((1024, self.banding.used), dtype=np.uint16)
         self.size = 0
 
@@ -235,7 +235,7 @@ class LshIndex:
             tags, heads = self._tags[live], self._heads[live]
             self._bits += 1
             self._tags = np.zeros(1 << self._bits, dtype=np.uint32)
-            self._heads = np.zeros(1 << self._bits, dtype=np.int64)
+            self._heads = np.zeros(1 << self._bits, dtype=np.int32)
             self._occupied = 0
             self._claim(tags, heads)
         needed = self.size + extra
@@ -244,7 +244,7 @@ class LshIndex:
             stored = np.empty((capacity, self._stored.shape[1]), dtype=np.uint16)
             stored[: self.size] = self._stored[: self.size]
             self._stored = stored
-            chains = np.empty(capacity * self.bands, dtype=np.int64)
+            chains = np.empty(capacity * self.bands, dtype=np.int32)
             chains[: self.size * self.bands] = self._next[: self.size * self.bands]
             self._next = chains
 
@@ -312,6 +312,8 @@ class LshIndex:
         count = len(tags)
         if not count:
             return
+        if (self.size + count) * self.bands >= 2**31:
+            raise ValueError("LshIndex: more than 2**31 / bands records in one index")
         self._grow(count * self.bands)
         first_record = self.size
         self._stored[first_record : first_record + count] = short
