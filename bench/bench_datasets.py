@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import json
 import multiprocessing
+import os
 import random
 import resource
 import sys
@@ -126,6 +127,12 @@ def _peak_kib(pid: int | str) -> int:
     return 0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _full_path(corpus: str, out_dir: str, workers: int, results: Any) -> None:
     from monGARS.mlops.datasets.build import _CorpusBuilder
     from monGARS.mlops.datasets.config import load_datasets_config
@@ -139,17 +146,23 @@ def _full_path(corpus: str, out_dir: str, workers: int, results: Any) -> None:
     )
     (spec,) = config.source_specs()
     builder = _CorpusBuilder(config, Path(out_dir), workers)
+    before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     stats = builder.run_source(spec)
     worker_peaks = [_peak_kib(pid) for pid in builder.runner.worker_pids()]
+    worker_cpu = sum(_cpu_seconds(pid) for pid in builder.runner.worker_pids())
     outputs = builder.close()
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    main_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     digest = hashlib.sha256()
     for path in sorted(Path(out_dir).rglob("*.jsonl")):
         digest.update(path.read_bytes())
     results.put(
         {
             "elapsed": elapsed,
+            "main_cpu": main_cpu,
+            "worker_cpu": worker_cpu,
             "read": stats.read,
             "kept": stats.kept,
             "dropped": dict(stats.dropped),
@@ -331,6 +344,11 @@ def main() -> int:
                 f"  workers={workers:<3} {args.records / result['elapsed']:>9,.0f} records/s  "
                 f"{result['elapsed']:7.1f} s   peak RSS main {result['main_peak_mb']:,.0f} MB"
                 f"{worker_text}, total {total:,.0f} MB"
+            )
+            print(
+                f"{'':14}CPU per record: main process "
+                f"{result['main_cpu'] / args.records * 1e6:,.0f} us, workers "
+                f"{result['worker_cpu'] / args.records * 1e6:,.0f} us"
             )
         first = runs[worker_counts[0]]
         same = all(run["sha256"] == first["sha256"] for run in runs.values())

@@ -134,17 +134,6 @@ def test_batched_signatures_match_rensa_record_by_record() -> None:
     assert hasher.signatures([]).shape == (0, 32)
 
 
-def test_word_hash_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from monGARS.mlops.datasets import minhash
-
-    monkeypatch.setattr(minhash, "TOKEN_CACHE_SIZE", 10)
-    hasher = MinHasher(num_perm=16, shingle_size=2, seed=0)
-    words = [f"mot{index}" for index in range(50)]
-    first = hasher.signatures([words])
-    assert len(hasher._token_hashes) == 10
-    assert np.array_equal(hasher.signatures([words]), first)  # uncached words hash the same
-
-
 def corpus_with_near_duplicates(
     count: int, seed: int, length: tuple[int, int] = (60, 90)
 ) -> list[list[str]]:

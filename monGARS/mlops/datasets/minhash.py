@@ -1,11 +1,11 @@
 """Near-duplicate detection: MinHash signatures (rensa, batched) and banded LSH.
 
-Shingles are word n-grams. Each word is hashed once (blake2b, cached) and n-gram hashes are
-combined with vectorised integer arithmetic for a whole batch at once; the ``num_perm`` MinHash
-values of every record then come from rensa's R-MinHash (Rust) in one call per batch
-(``RMinHash.digest_matrix_from_flat_token_hashes``). rensa replaced this module's numpy
-multiply-add-shift MinHash after ``bench/bench_datasets.py`` measured it several times faster on
-the same shingles (docs/datasets.md, Benchmark).
+Shingles are word n-grams. Words are hashed to 64 bits by rensa (one call per batch) and n-gram
+hashes are combined with vectorised integer arithmetic for the whole batch at once; the
+``num_perm`` MinHash values of every record then come from rensa's R-MinHash (Rust), again one
+call per batch (``RMinHash.digest_matrix_from_flat_token_hashes``). rensa replaced this module's
+numpy multiply-add-shift MinHash after ``bench/bench_datasets.py`` measured it faster on the same
+shingles (docs/datasets.md, Benchmark).
 
 The LSH index (``LshIndex``) is this module's own: compact numpy tables, and every candidate
 confirmed by comparing stored 16-bit signatures (b-bit minwise hashing), so a bucket collision
@@ -14,16 +14,14 @@ alone never removes a record. Everything is seeded: same input, same result.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from functools import lru_cache
+from itertools import chain
 
 import numpy as np
 import rensa
 
 _MASK32 = np.uint64(0xFFFFFFFF)
-# Word hashes cached per process; past this many distinct words, new ones are hashed each time.
-TOKEN_CACHE_SIZE = 500_000
 
 
 # Candidates are confirmed against stored signatures, so a false positive costs one comparison
@@ -55,16 +53,6 @@ def optimal_bands(threshold: float, num_perm: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
-class _TokenHashes(dict[str, bytes]):
-    """word -> 8-byte blake2b digest; a miss hashes the word and caches it while there is room."""
-
-    def __missing__(self, token: str) -> bytes:
-        digest = hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest()
-        if len(self) < TOKEN_CACHE_SIZE:
-            self[token] = digest
-        return digest
-
-
 class MinHasher:
     """Batched MinHash signatures of token lists (uint32, shape ``(n, num_perm)``)."""
 
@@ -74,11 +62,6 @@ class MinHasher:
         self.shingle_size = shingle_size
         self.rensa_seed = int(rng.integers(0, 2**63))
         self._mix = rng.integers(1, 2**63, size=shingle_size, dtype=np.uint64) | np.uint64(1)
-        self._token_hashes = _TokenHashes()
-
-    def _token_ids(self, tokens: Sequence[str]) -> np.ndarray:
-        digests = b"".join(map(self._token_hashes.__getitem__, tokens))
-        return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
 
     def shingle_batch(self, token_lists: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
         """64-bit hashes of every record's word n-grams, and the number of shingles per record.
@@ -89,7 +72,12 @@ class MinHasher:
         """
         lists = [tokens if tokens else ("",) for tokens in token_lists]
         lengths = np.fromiter((len(tokens) for tokens in lists), dtype=np.int64, count=len(lists))
-        ids = self._token_ids([token for tokens in lists for token in tokens])
+        # Every word hashed to 64 bits by rensa (Rust), the whole batch in one call.
+        ids = np.fromiter(
+            chain.from_iterable(rensa.RMinHash.hash_token_sets(lists)),
+            dtype=np.uint64,
+            count=int(lengths.sum()),
+        )
         k = self.shingle_size
         combined = np.zeros(len(ids), dtype=np.uint64)
         for offset in range(k):
@@ -216,14 +204,14 @@ class LshIndex:
         while todo.size:
             probe = slots[todo]
             empty = self._tags[probe] == 0
-            # Several tags may reach the same empty slot: the first takes it, the rest go on.
-            candidates = todo[empty]
-            taken_slots, first = np.unique(probe[empty], return_index=True)
-            winners = candidates[first]
-            self._tags[taken_slots] = tags[winners]
-            self._heads[taken_slots] = heads[winners]
+            # Several tags may reach the same empty slot: one write wins (tags are distinct, so
+            # reading the slot back tells which), the others go on probing.
+            candidates, reached = todo[empty], probe[empty]
+            self._tags[reached] = tags[candidates]
+            won = self._tags[reached] == tags[candidates]
+            self._heads[reached[won]] = heads[candidates[won]]
             moving = np.ones(len(todo), dtype=bool)
-            moving[np.flatnonzero(empty)[first]] = False
+            moving[np.flatnonzero(empty)[won]] = False
             todo = todo[moving]
             busy = self._tags[slots[todo]] != 0
             slots[todo[busy]] = (slots[todo[busy]] + 1) & mask
