@@ -14,6 +14,7 @@ alone never removes a record. Everything is seeded: same input, same result.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from functools import lru_cache
 from itertools import chain
@@ -107,7 +108,9 @@ class MinHasher:
         matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(
             shingles, offsets, self.num_perm, self.rensa_seed
         )
-        return np.array(matrix.to_rows(), dtype=np.uint32)
+        # rensa hands rows back as lists: array.array reads them in C faster than np.array.
+        flat = array("I", chain.from_iterable(matrix.to_rows()))
+        return np.frombuffer(flat, dtype=np.uint32).reshape(len(counts), self.num_perm)
 
 
 class LshBands:
