@@ -20,7 +20,10 @@ GPU_STAGES = ("sft", "llm2vec", "raft")
 # 7B QLoRA run on one GPU; the CPU stages stream data and stay small.
 RESOURCES: dict[str, tuple[str, str, str, str]] = {
     "fetch_base_model": ("1", "2", "4G", "16G"),
-    "build_datasets": ("2", "4", "4G", "16G"),
+    # build_datasets cleans on one worker process per CPU of its limit (DatasetsConfig.workers=0
+    # reads the cgroup limit): request = limit, so every worker has a guaranteed CPU.
+    # docs/datasets.md "Throughput and sizing" gives the time per million records per size.
+    "build_datasets": ("4", "4", "4G", "16G"),
     "sft": ("4", "8", "32G", "64G"),
     "llm2vec": ("4", "8", "32G", "64G"),
     "raft": ("4", "8", "32G", "64G"),

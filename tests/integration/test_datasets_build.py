@@ -208,7 +208,10 @@ def test_duplicates_are_removed_across_sources_and_caps_keep_the_index_clean(
         .splitlines()
     ]
     copies = tmp_path / "copies.jsonl"
-    near = dict(rows[3], output=rows[3]["output"].replace("économise", "épargne"))
+    # A near duplicate well above the 0.8 threshold (word 3-gram Jaccard 0.98): LSH finds a pair
+    # at 0.88 only 98 % of the time with the documented 12 x 10 banding, so a one-word swap in
+    # this 53-word record would test the luck of the hash seed, not the dedup.
+    near = dict(rows[3], output=rows[3]["output"] + " Voilà.")
     lines = [
         {"q": rows[0]["instruction"].upper(), "a": rows[0]["output"]},  # exact modulo case
         {"q": near["instruction"] + " " + near["input"], "a": near["output"]},  # near duplicate
@@ -412,3 +415,149 @@ def test_killed_build_leaves_nothing_that_looks_finished(
         build_datasets(load_datasets_config({"progress": False}), good)
     assert hashlib.sha256(b"".join(tree_bytes(good).values())).hexdigest() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]
+
+
+_FRENCH_WORDS = [
+    "maison",
+    "jardin",
+    "rivière",
+    "montagne",
+    "village",
+    "école",
+    "marché",
+    "voiture",
+    "fenêtre",
+    "cuisine",
+    "bibliothèque",
+    "ordinateur",
+    "fichier",
+    "dossier",
+    "réseau",
+    "serveur",
+    "modèle",
+    "données",
+    "calcul",
+    "mémoire",
+    "projet",
+    "équipe",
+    "semaine",
+    "matin",
+    "soir",
+    "hiver",
+    "printemps",
+    "été",
+    "automne",
+    "chemin",
+    "forêt",
+    "plage",
+    "musée",
+    "théâtre",
+]
+_FRENCH_VERBS = [
+    "prépare",
+    "décrit",
+    "compare",
+    "mesure",
+    "corrige",
+    "explique",
+    "range",
+    "vérifie",
+    "ouvre",
+    "ferme",
+]
+
+
+def synthetic_french_rows(count: int, seed: int) -> list[dict[str, Any]]:
+    """French instruction rows with exact and near copies of earlier rows, English rows and PII."""
+    import random
+
+    rng = random.Random(seed)
+
+    def sentence() -> str:
+        words = [rng.choice(["Le", "La", "Chaque", "Notre"]), rng.choice(_FRENCH_WORDS)]
+        words += [rng.choice(_FRENCH_VERBS), "la", rng.choice(_FRENCH_WORDS)]
+        for _ in range(rng.randint(2, 4)):
+            words += [rng.choice(["de la", "du", "avec le", "pour la", "dans le"])]
+            words += [rng.choice(_FRENCH_WORDS) + str(rng.randrange(100))]
+        return " ".join(words) + "."
+
+    rows: list[dict[str, Any]] = []
+    for index in range(count):
+        roll = rng.random()
+        if rows and roll < 0.06:
+            source = rows[rng.randrange(len(rows))]
+            row = dict(source, instruction=source["instruction"].upper())
+        elif rows and roll < 0.12:
+            source = rows[rng.randrange(len(rows))]
+            words = source["output"].split()
+            words[rng.randrange(len(words))] = rng.choice(_FRENCH_WORDS)
+            row = dict(source, output=" ".join(words))
+        else:
+            row = {
+                "instruction": "Explique pourquoi " + sentence(),
+                "input": "",
+                "output": " ".join(sentence() for _ in range(rng.randint(4, 6))),
+            }
+            if roll < 0.15:
+                row["output"] = (
+                    "The model is trained on the data and the results are compared with the "
+                    "previous run so that we can see which settings work better."
+                )
+            elif roll < 0.16:
+                row["output"] += " Écrivez-moi à jeanne.dupont@example.fr pour la suite."
+            elif roll < 0.17:
+                row["output"] += " Carte : 4111 1111 1111 1111."
+        rows.append({**row, "id": f"syn-{index}", "source": "synthetic"})
+    return rows
+
+
+def test_output_bytes_do_not_depend_on_the_worker_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monGARS.mlops.datasets import build, parallel
+    from monGARS.mlops.datasets.config import default_sources
+
+    corpus = tmp_path / "synthetic.jsonl"
+    corpus.write_text(
+        "".join(
+            json.dumps(row, ensure_ascii=False) + "\n" for row in synthetic_french_rows(1500, 7)
+        ),
+        encoding="utf-8",
+    )
+    sources = [
+        *default_sources(),
+        # Stopped by its cap while workers are already cleaning the batches after it.
+        {"uri": str(corpus), "kind": "instruction", "name": "capped", "max_records": 250},
+        {"uri": str(corpus), "kind": "instruction", "name": "synthetic"},
+    ]
+    monkeypatch.setattr(build, "BATCH_SIZE", 64)  # many batches in flight, even on the sample
+    pools = []
+    started = parallel.BatchRunner._executor
+
+    def spy(runner: parallel.BatchRunner) -> Any:
+        if runner._pool is None:
+            pools.append(runner.workers)
+        return started(runner)
+
+    monkeypatch.setattr(parallel.BatchRunner, "_executor", spy)
+    results = {}
+    for workers in (1, 2):
+        config = load_datasets_config(
+            {"sources": sources, "code_roots": [CODE_TREE], "progress": False, "workers": workers}
+        )
+        results[workers] = build_datasets(config, tmp_path / f"workers{workers}")
+    assert pools == [2]  # one pool of two worker processes, for the second build only
+    assert tree_bytes(tmp_path / "workers1") == tree_bytes(tmp_path / "workers2")
+    one, two = (dict(results[w].metadata) for w in (1, 2))
+    assert (one.pop("workers"), two.pop("workers")) == (1, 2)
+    assert one == two
+    summary = json.loads((tmp_path / "workers2" / "summary.json").read_text(encoding="utf-8"))
+    by_name = {source["name"]: source for source in summary["sources"]}
+    capped, synthetic = by_name["capped"], by_name["synthetic"]
+    assert capped["kept"] == 250 and capped["capped"] is True
+    assert capped["read"] < 1500  # the rows read up to the batch where the cap stopped it
+    assert synthetic["read"] == 1500 and synthetic["kept"] > 900
+    for reason in ("duplicate_exact", "duplicate_near", "language", "pii_card"):
+        assert synthetic["dropped"].get(reason, 0) > 0, reason
+    assert synthetic["redacted"].get("email", 0) > 0
+    assert "workers" not in summary["config"]

@@ -132,3 +132,24 @@ def test_config_is_frozen() -> None:
     config = DatasetsConfig()
     with pytest.raises(AttributeError):
         config.seed = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (-1, "workers: must be between 0 and 256, 0 meaning one per CPU the container may use"),
+        (1000, "workers: must be between 0 and 256"),
+        ("two", "workers: expected int, got 'two'"),
+    ],
+)
+def test_bad_workers_value_is_refused_with_one_clear_line(value: object, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_datasets_config({"workers": value})
+    assert "\n" not in str(caught.value)
+    (problem,) = caught.value.problems
+    assert problem.startswith(expected)
+
+
+def test_workers_default_is_zero_meaning_the_container_cpus() -> None:
+    assert load_datasets_config({}).workers == 0
+    assert load_datasets_config({"workers": "3"}).workers == 3  # KFP string parameter

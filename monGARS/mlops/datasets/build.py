@@ -23,24 +23,26 @@ from typing import Any
 
 from monGARS.mlops.atomic import atomic_dir, write_json, write_text
 from monGARS.mlops.configs import config_to_dict
+from monGARS.mlops.cpus import available_cpus
 from monGARS.mlops.datasets.adapters import ADAPTERS
-from monGARS.mlops.datasets.cleaning import CleaningRules, clean_record
+from monGARS.mlops.datasets.cleaning import CleaningRules
 from monGARS.mlops.datasets.codemine import mine_tree
 from monGARS.mlops.datasets.coderecords import module_records
 from monGARS.mlops.datasets.codetree import iter_source_files, resolve_roots
 from monGARS.mlops.datasets.config import DatasetsConfig, SourceSpec
 from monGARS.mlops.datasets.dedup import Deduplicator
 from monGARS.mlops.datasets.normalize import dedup_key
+from monGARS.mlops.datasets.parallel import BatchRunner, CleanedBatch, WorkPlan
 from monGARS.mlops.datasets.pii import find_pii
 from monGARS.mlops.datasets.readers import iter_rows
-from monGARS.mlops.datasets.records import KINDS, content_text
+from monGARS.mlops.datasets.records import KINDS
 from monGARS.mlops.datasets.split import SplitWriter, split_score
 from monGARS.mlops.datasets.stats import SourceStats
 from monGARS.mlops.datasets.summary import render_markdown
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.names import check_safe_name
 
-BATCH_SIZE = 512  # records per dedup batch (MinHash is vectorised over a batch)
+BATCH_SIZE = 512  # candidates per batch: one worker task, one vectorised MinHash/LSH step
 
 Metadata = dict[str, str | int | float]
 
@@ -72,12 +74,47 @@ def _progress(
     )
 
 
-class _CorpusBuilder:
-    """Runs every source through cleaning and cross-source dedup into the per-kind writers."""
+@dataclass(frozen=True)
+class _Intake:
+    """What the reader and adapter had counted when a batch was cut (``SourceStats`` fields)."""
 
-    def __init__(self, config: DatasetsConfig, corpora_dir: Path) -> None:
+    read: int
+    dropped: Counter[str]
+    error: str | None
+    capped: bool
+
+    @classmethod
+    def of(cls, stats: SourceStats) -> _Intake:
+        return cls(stats.read, Counter(stats.dropped), stats.error, stats.capped)
+
+
+def _batches(
+    candidates: Iterable[dict[str, Any]], intake: SourceStats
+) -> Iterator[tuple[list[dict[str, Any]], _Intake]]:
+    """Candidates in batches of ``BATCH_SIZE``, each with the intake counters at its cut.
+
+    The last batch (maybe empty) carries the final counters. Workers read ahead of the batch
+    being decided; the counters travel with each batch so that a source stopped by its cap
+    reports the rows read up to that batch, whatever the number of workers.
+    """
+    batch: list[dict[str, Any]] = []
+    for candidate in candidates:
+        batch.append(candidate)
+        if len(batch) >= BATCH_SIZE:
+            yield batch, _Intake.of(intake)
+            batch = []
+    yield batch, _Intake.of(intake)
+
+
+class _CorpusBuilder:
+    """Runs every source through cleaning and cross-source dedup into the per-kind writers.
+
+    Cleaning and duplicate keys run on ``workers`` processes (``parallel.BatchRunner``); the
+    dedup decisions, the id check and the writes happen here, in source order.
+    """
+
+    def __init__(self, config: DatasetsConfig, corpora_dir: Path, workers: int) -> None:
         self.config = config
-        self.rules = CleaningRules.from_config(config)
         self.dedup = Deduplicator(
             near_threshold=config.near_dup_threshold,
             num_perm=config.minhash_permutations,
@@ -85,54 +122,81 @@ class _CorpusBuilder:
             seed=config.seed,
             near=config.near_dedup,
         )
+        plan = WorkPlan(
+            rules=CleaningRules.from_config(config),
+            seed=config.seed,
+            near=config.near_dedup,
+            near_threshold=config.near_dup_threshold,
+            num_perm=config.minhash_permutations,
+            shingle_size=config.shingle_size,
+        )
+        self.runner = BatchRunner(plan, workers)
         self.writers = {
             kind: SplitWriter(corpora_dir / kind, config.val_split, config.seed) for kind in KINDS
         }
         self.ids: dict[str, set[str]] = {kind: set() for kind in KINDS}
 
-    def _flush(self, spec: SourceSpec, stats: SourceStats, batch: list[dict[str, Any]]) -> None:
-        """Dedup and write a batch, never letting records beyond the source's cap into the index."""
+    def _decide(self, spec: SourceSpec, stats: SourceStats, cleaned: CleanedBatch) -> bool:
+        """Dedup and write one cleaned batch in order; True once the source's cap stops it.
+
+        Records past the cap are not counted and never enter the dedup index.
+        """
         kind = spec.kind
-        while batch:
-            room = spec.max_records - stats.kept if spec.max_records else len(batch)
-            if room <= 0:
-                stats.capped = True
-                return
-            chunk, batch = batch[:room], batch[room:]
-            reasons = self.dedup.check_batch(kind, [content_text(kind, r) for r in chunk])
-            for record, reason in zip(chunk, reasons, strict=True):
-                if reason is None and record["id"] in self.ids[kind]:
-                    reason = "duplicate_id"
-                if reason is not None:
-                    stats.drop(reason)
-                    continue
-                self.ids[kind].add(record["id"])
-                self.writers[kind].write(record)
-                stats.kept += 1
+        keys = cleaned.keys
+        assert keys is not None
+        verdicts = self.dedup.decide(kind, keys)
+        writer, ids = self.writers[kind], self.ids[kind]
+        passed = 0
+        capped = False
+        for reason in cleaned.reasons:
+            if spec.max_records and stats.kept >= spec.max_records:
+                capped = True
+                break
+            if reason is not None:
+                stats.drop(reason)
+                continue
+            row = passed
+            passed += 1
+            if cleaned.redacted[row]:
+                stats.redacted.update(cleaned.redacted[row])
+            if cleaned.notes[row]:
+                stats.notes.update(cleaned.notes[row])
+            verdict = verdicts[row]
+            if verdict is None and cleaned.ids[row] in ids:
+                verdict = "duplicate_id"
+            if verdict is not None:
+                stats.drop(verdict)
+                continue
+            ids.add(cleaned.ids[row])
+            writer.write_line(cleaned.lines[row], cleaned.scores[row])
+            stats.kept += 1
+        self.dedup.commit(kind, keys, verdicts, passed)
+        return capped
 
     def run_source(self, spec: SourceSpec) -> SourceStats:
         stats = SourceStats(spec.name, spec.uri, spec.kind, spec.adapter)
-        rows = _progress(iter_rows(spec, stats), spec, self.config.progress)
+        intake = SourceStats(spec.name, spec.uri, spec.kind, spec.adapter)
+        rows = _progress(iter_rows(spec, intake), spec, self.config.progress)
         adapter = ADAPTERS[spec.adapter]
-        batch: list[dict[str, Any]] = []
-        for candidate in adapter(rows, spec, stats, list(self.config.languages)):
-            cleaned = clean_record(spec.kind, candidate, self.rules)
-            if cleaned.record is None:
-                stats.drop(cleaned.reason or "invalid_fields")
-                continue
-            stats.redacted.update(cleaned.redacted)
-            stats.notes.update(cleaned.notes)
-            batch.append(cleaned.record)
-            if len(batch) >= BATCH_SIZE:
-                self._flush(spec, stats, batch)
-                batch = []
-                if spec.max_records and stats.kept >= spec.max_records:
+        candidates = adapter(rows, spec, intake, list(self.config.languages))
+        counted = _Intake.of(intake)
+        batches = self.runner.map(spec.kind, _batches(candidates, intake))
+        try:
+            for cleaned, at_cut in batches:
+                counted = at_cut  # the intake counters of the last batch decided
+                if self._decide(spec, stats, cleaned):
                     stats.capped = True
                     break
-        self._flush(spec, stats, batch)
+        finally:
+            batches.close()
+        stats.read = counted.read
+        stats.dropped.update(counted.dropped)
+        stats.error = counted.error
+        stats.capped = stats.capped or counted.capped
         return stats
 
     def close(self) -> dict[str, dict[str, int]]:
+        self.runner.close()
         return {kind: writer.close() for kind, writer in self.writers.items()}
 
 
@@ -255,21 +319,32 @@ def _metadata(summary: dict[str, Any], modules: list[str], content_sha: str) -> 
     return meta
 
 
+def resolve_workers(config: DatasetsConfig) -> int:
+    """``config.workers``, or one per CPU the container may use when it is 0 (the default)."""
+    return config.workers or available_cpus()
+
+
 def build_datasets(config: DatasetsConfig, out_dir: Path) -> DatasetsResult:
     """Build every corpus and module dataset into ``out_dir`` (replaced atomically).
 
     Raises ``MongarsError`` when no corpus record or no module survives, naming sources and
     reasons; bad rows and unreachable sources are otherwise counted in the summary.
     """
+    workers = resolve_workers(config)
     with atomic_dir(Path(out_dir)) as work:
-        corpus = _CorpusBuilder(config, work / "corpora")
-        all_stats = [corpus.run_source(spec) for spec in config.source_specs()]
-        outputs = corpus.close()
+        corpus = _CorpusBuilder(config, work / "corpora", workers)
+        try:
+            all_stats = [corpus.run_source(spec) for spec in config.source_specs()]
+        finally:
+            outputs = corpus.close()
         if not any(stats.kept for stats in all_stats):
             raise _nothing_usable(all_stats)
         modules, modules_info, code_summary = _mine_modules(config, work / "modules")
         write_json(work / "modules.json", modules)
         config_public = config_to_dict(config)
+        # How many processes ran changes nothing in the output, so it stays out of the files
+        # (same bytes whatever the node) and goes in the artifact metadata only.
+        config_public.pop("workers")
         summary = {
             "config": config_public,
             "sources": [stats.as_dict() for stats in all_stats],
@@ -287,4 +362,5 @@ def build_datasets(config: DatasetsConfig, out_dir: Path) -> DatasetsResult:
         write_json(work / "summary.json", summary)
         write_text(work / "summary.md", markdown)
         metadata = _metadata(summary, modules, _content_hash(work))
+        metadata["workers"] = workers
     return DatasetsResult(modules=modules, metadata=metadata, summary_markdown=markdown)

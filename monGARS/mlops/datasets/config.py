@@ -52,6 +52,7 @@ SOURCE_KEYS = (
     "max_records",
     "max_rows",
 )
+MAX_WORKERS = 256
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]{0,63}$")
 
 
@@ -215,6 +216,10 @@ class DatasetsConfig:
     # Modules with fewer mined records are excluded from modules.json (reported in the summary).
     min_module_records: int = 4
     progress: bool = True  # tqdm bars on long sources (they switch off when not on a terminal)
+    # Processes that clean records and compute MinHash signatures; 0: one per CPU the container
+    # may use (its cgroup CPU limit, rounded up, not the host's count). The output is the same
+    # bytes whatever the number.
+    workers: int = 0
 
     def source_specs(self) -> list[SourceSpec]:
         """The checked sources (the config is valid, so every one parses)."""
@@ -296,6 +301,12 @@ class DatasetsConfig:
             not bad_pii, "pii_drop", f"unknown kinds {bad_pii}; valid: {', '.join(PII_KINDS)}"
         )
         checks.at_least("min_module_records", self.min_module_records, 2)
+        checks.require(
+            0 <= self.workers <= MAX_WORKERS,
+            "workers",
+            f"must be between 0 and {MAX_WORKERS}, 0 meaning one per CPU the container may use "
+            f"(got {self.workers})",
+        )
         return checks.found
 
 

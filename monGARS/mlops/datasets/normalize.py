@@ -16,6 +16,7 @@ _INVISIBLE = re.compile(
 )
 # C0/C1 controls except tab and newline.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_ASCII_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # Non-breaking, narrow and other typographic spaces (French typography uses U+202F before ;:!?).
 _SPACES = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 _INNER_SPACES = re.compile(r"(?<=\S)[ \t]{2,}(?=\S)")
@@ -25,15 +26,26 @@ _WORD_TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
 def normalize_text(text: str) -> str:
-    """NFC, invisible/control characters removed, spaces unified, blank-line runs collapsed."""
+    """NFC, invisible/control characters removed, spaces unified, blank-line runs collapsed.
+
+    Each rewrite runs only when the text holds what it rewrites (checked with plain substring
+    tests, which are much cheaper than a regex pass on ordinary prose).
+    """
     text = unicodedata.normalize("NFC", text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _INVISIBLE.sub("", text)
-    text = _CONTROL.sub("", text)
-    text = _SPACES.sub(" ", text)
-    text = _TRAILING.sub("", text)
-    text = _INNER_SPACES.sub(" ", text)
-    text = _BLANK_RUNS.sub("\n\n", text)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.isascii():
+        text = _INVISIBLE.sub("", text)
+        text = _CONTROL.sub("", text)
+        text = _SPACES.sub(" ", text)
+    elif _ASCII_CONTROL.search(text):
+        text = _CONTROL.sub("", text)
+    if " \n" in text or "\t\n" in text or text.endswith((" ", "\t")):
+        text = _TRAILING.sub("", text)
+    if "  " in text or "\t" in text:
+        text = _INNER_SPACES.sub(" ", text)
+    if "\n\n\n" in text:
+        text = _BLANK_RUNS.sub("\n\n", text)
     return text.strip()
 
 

@@ -44,6 +44,23 @@ _SECRET_PATTERNS = [
 ]
 # One alternation, one scan of the text, instead of one scan per provider.
 _KNOWN_SECRET = re.compile("|".join(f"(?:{pattern.pattern})" for pattern in _SECRET_PATTERNS))
+# Every match of _KNOWN_SECRET contains one of these: a text without any is not scanned.
+_KNOWN_SECRET_MARKERS = (
+    "hf_",
+    "sk-",
+    "AKIA",
+    "ASIA",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "xox",
+    "AIza",
+    "eyJ",
+    "-----BEGIN ",
+)
 _ASSIGNED_SECRET = re.compile(
     r"(?i)\b(?:api[_-]?key|secret|token|password|passwd|pwd|mot de passe|access[_-]?key)\b"
     r"[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9/+_.-]{12,})"
@@ -102,7 +119,9 @@ _DIGIT = re.compile(r"\d")
 
 
 def _secret_spans(text: str, has_digit: bool) -> list[PiiMatch]:
-    spans = [PiiMatch("secret", m.start(), m.end()) for m in _KNOWN_SECRET.finditer(text)]
+    spans = []
+    if any(marker in text for marker in _KNOWN_SECRET_MARKERS):
+        spans = [PiiMatch("secret", m.start(), m.end()) for m in _KNOWN_SECRET.finditer(text)]
     if not has_digit:  # the checks below all require a digit in the secret
         return spans
     for m in _ASSIGNED_SECRET.finditer(text):

@@ -44,14 +44,17 @@ class SplitWriter:
         self._farthest_val: tuple[float, int] | None = None
 
     def write(self, record: dict[str, Any]) -> None:
-        score = split_score(record["id"], self.seed)
+        self.write_line(dumps(record), split_score(record["id"], self.seed))
+
+    def write_line(self, line: str, score: float) -> None:
+        """Write one record already serialised with ``dumps``, given its ``split_score``."""
         side = "val" if score < self.val_split else "train"
         index = self.counts[side]
         if side == "train" and (self._nearest_train is None or score < self._nearest_train[0]):
             self._nearest_train = (score, index)
         if side == "val" and (self._farthest_val is None or score > self._farthest_val[0]):
             self._farthest_val = (score, index)
-        self._handles[side].write(dumps(record) + "\n")
+        self._handles[side].write(line + "\n")
         self.counts[side] += 1
 
     def _move_line(self, source: str, target: str, index: int) -> None:
