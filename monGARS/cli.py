@@ -44,6 +44,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--runs-root", default=DEFAULT_RUNS_ROOT, help="where runs are kept")
     where.add_argument("--config", help="YAML/JSON file of pipeline parameters (flags win)")
     where.add_argument("--hf-token", help="Hugging Face token (prefer the HF_TOKEN variable)")
+    where.add_argument(
+        "--repo-root",
+        help="source tree (folder, archive or gs:// URI) whose static analysis gives the "
+        "per-module datasets; default: the installed monGARS package",
+    )
     where.add_argument("--llm2vec-root", help=argparse.SUPPRESS)
     stages = parser.add_argument_group("stages (the furthest one given sets how far the DAG runs)")
     for stage in STAGE_FLAGS:
@@ -103,8 +108,29 @@ def parameters_from_args(args: argparse.Namespace) -> dict[str, Any]:
             parameters[flag] = _read_json_config(f"--{flag.replace('_', '-')}", path)
     if args.raft:
         parameters["raft"] = True
+    if args.repo_root:
+        datasets_config = dict(parameters.get("datasets_config") or {})
+        datasets_config["code_roots"] = [code_root_from_flag(args.repo_root)]
+        parameters["datasets_config"] = datasets_config
     parameters.setdefault("run_name", args.run_id)
     return parameters
+
+
+def code_root_from_flag(value: str) -> str:
+    """``--repo-root``: the source tree to mine, as an absolute path (or a ``gs://`` URI).
+
+    It fills the build_datasets config's ``code_roots``; a local tree must exist, so a typo stops
+    the run before anything starts instead of mining nothing.
+    """
+    if "://" in value:
+        return value
+    root = Path(value).expanduser()
+    if not root.exists():
+        raise MongarsError(
+            f"--repo-root: {value} does not exist; give the source tree to mine "
+            "(a folder, a .tar.gz/.zip archive or a gs:// URI), e.g. --repo-root ."
+        )
+    return str(root.resolve())
 
 
 def last_stage_from_args(args: argparse.Namespace) -> str:
