@@ -141,19 +141,66 @@ def last_stage_from_args(args: argparse.Namespace) -> str:
     return "report" if furthest == "export" else furthest
 
 
+def _shown(path: str | Path) -> str:
+    """A path as a person would type it: relative to the working folder when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _print_result(result: Any) -> None:
     outputs = result.outputs or {}
-    print()
+    ran, cached = len(result.executed), len(result.cached)
     print(
-        f"run finished in {result.wall_seconds:.1f}s: {len(result.executed)} task(s) ran, "
-        f"{len(result.cached)} served from the cache"
+        f"run finished in {result.wall_seconds:.0f}s: {ran} task{'s' if ran != 1 else ''} ran, "
+        f"{cached} from the cache"
     )
-    for name, module in sorted(outputs.get("modules", {}).items()):
-        for path in module.get("gguf_files", []):
-            print(f"  GGUF   [{name}] {path}")
+    run_dir = Path(result.run_dir)
     if outputs.get("report"):
-        print(f"  report {outputs['report']}")
-    print(f"  state  {result.state_file}")
+        print(f"  report   {_shown(run_dir / 'report.html')}")
+    modules = sorted(outputs.get("modules", {}))
+    if modules:
+        views = f"{_shown(run_dir)}/<module>/{{adapter,mntp,simcse,gguf}}"
+        print(f"  modules  {', '.join(modules)}: {views}")
+    if any(outputs.get("modules", {}).get(name, {}).get("gguf_files") for name in modules):
+        print(f"  GGUF     {_shown(run_dir)}/<module>/gguf/")
+    print(
+        f"  datasets {_shown(run_dir / 'french_datasets')}, {_shown(run_dir / 'internal_datasets')}"
+    )
+    print(f"  state    {_shown(result.state_file)}")
+    if result.logs_dir is not None:
+        hidden = getattr(result, "warnings_hidden", 0)
+        more = f" ({hidden} more distinct warnings there)" if hidden else ""
+        print(f"  logs     {_shown(result.logs_dir)}/{more}")
+
+
+def _prepare_state(args: argparse.Namespace) -> None:
+    """The runbook's handling of ``state.json`` before a run.
+
+    ``--build-datasets`` rebuilds a run whose state cannot be read (the file is moved aside, as
+    the error for an unreadable state advises); a later stage on a run id without a state builds
+    the datasets first, which is said in one line.
+    """
+    from monGARS.mlops.names import check_safe_name
+    from monGARS.mlops.state import set_aside_unreadable_state, state_path
+
+    check_safe_name("run_id", args.run_id)
+    run_dir = Path(args.runs_root).resolve() / args.run_id
+    if args.build_datasets:
+        aside = set_aside_unreadable_state(run_dir)
+        if aside is not None:
+            print(
+                f"notice: {_shown(state_path(run_dir))} could not be read; moved to {aside.name}, "
+                "this run writes a new one",
+                file=sys.stderr,
+            )
+    elif any(getattr(args, stage) for stage in STAGE_FLAGS) and not state_path(run_dir).exists():
+        print(
+            f"notice: run {args.run_id} has no state.json yet; its datasets are built first "
+            "(as --build-datasets would)",
+            file=sys.stderr,
+        )
 
 
 def run_command(args: argparse.Namespace, *, require_base_model: bool) -> int:
@@ -172,6 +219,7 @@ def run_command(args: argparse.Namespace, *, require_base_model: bool) -> int:
             "--base-model: required for --sft/--llm2vec/--export; give a hub id, a model folder, "
             "a gs:// URI, or 'tiny' for the embedded test model"
         )
+    _prepare_state(args)
     result = run_local(
         args.run_id,
         parameters,
