@@ -309,15 +309,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(args.handler, args)
 
 
-def runbook_main(argv: Sequence[str] | None = None) -> int:
-    """``mongars_multistage_pipeline.py``: the original runbook's command line."""
+def build_runbook_parser() -> argparse.ArgumentParser:
+    """The parser of ``mongars_multistage_pipeline.py``: the runbook's flags, as printed there."""
     parser = argparse.ArgumentParser(
         prog="mongars_multistage_pipeline.py",
         description="Run monGARS stages locally; stage flags pick how far the DAG runs and "
         "unchanged upstream stages come from the cache.",
     )
     add_run_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def runbook_main(argv: Sequence[str] | None = None) -> int:
+    """``mongars_multistage_pipeline.py``: the original runbook's command line."""
+    args = build_runbook_parser().parse_args(argv)
     return _run(lambda a: run_command(a, require_base_model=True), args)
 
 
