@@ -162,37 +162,57 @@ def key_figure(metadata: Mapping[str, Any]) -> str:
         parts.append(
             f"train loss {first:.3g} -> {last:.3g}" + (f" in {_fmt(steps)} steps" if steps else "")
         )
-        evaluation = _pick(metadata, "eval_loss_last", "eval_loss")
-        if evaluation is not None:
-            parts.append(f"eval loss {evaluation:.3g}")
-    before = _matching(metadata, r"(?i)before.*mrr|mrr.*before")
-    after = _matching(metadata, r"(?i)^(?!.*before)(?=.*after)(?!.*after_mntp)(?=.*mrr)")
-    if before and after:
-        parts.append(
-            f"retrieval MRR {next(iter(before.values())):.3f} -> {next(iter(after.values())):.3f}"
+        eval_before = _pick(metadata, "eval_loss_before")
+        eval_after = _pick(metadata, "eval_loss_after", "eval_loss_last", "eval_loss")
+        if eval_before is not None and eval_after is not None:
+            parts.append(f"eval loss {eval_before:.3g} -> {eval_after:.3g}")
+        elif eval_after is not None:
+            parts.append(f"eval loss {eval_after:.3g}")
+    before = _pick(metadata, "retrieval_before_mrr")
+    after = _pick(metadata, "retrieval_after_mrr")
+    if before is not None and after is not None:
+        parts.append(f"retrieval MRR {before:.3f} -> {after:.3f}")
+    phases = [
+        phase
+        for phase in ("mntp", "simcse", "supervised")
+        if _pick(metadata, f"{phase}_loss_first") is not None
+    ]
+    if phases and first is None:
+        losses = ", ".join(
+            f"{phase} {_pick(metadata, f'{phase}_loss_first'):.3g} -> "
+            f"{_pick(metadata, f'{phase}_loss_last'):.3g}"
+            for phase in phases
+            if _pick(metadata, f"{phase}_loss_last") is not None
         )
-    else:
-        for phase in ("mntp", "simcse", "supervised"):
-            p_first = _pick(metadata, f"{phase}_loss_first")
-            p_last = _pick(metadata, f"{phase}_loss_last")
-            if p_first is not None and p_last is not None:
-                parts.append(f"{phase} loss {p_first:.3g} -> {p_last:.3g}")
+        parts.append(f"loss {losses}")
     if parts:
         return "; ".join(parts)
-    gguf_sizes = _matching(metadata, r"(?i)gguf.*bytes|bytes.*gguf|_bytes$")
-    gguf_count = _pick(metadata, "gguf_files", "files")
-    if gguf_sizes or gguf_count:
-        count = int(gguf_count) if gguf_count else len(gguf_sizes)
-        text = f"{count} GGUF file{'s' if count != 1 else ''}"
-        if gguf_sizes:
-            text += f", {_size(sum(gguf_sizes.values()))}"
-        verified = metadata.get("verified")
+    chat_files = _pick(metadata, "chat_files")
+    encoder_files = _pick(metadata, "encoder_files")
+    if chat_files is not None or encoder_files is not None:
+        count = int((chat_files or 0) + (encoder_files or 0))
+        text = f"{count} GGUF files"
+        total = _pick(metadata, "total_bytes")
+        if total is not None:
+            text += f", {_size(total)}"
+        verified = _pick(metadata, "verified")
         if verified is not None:
-            text += f", verified: {verified}"
+            text += ", verified in llama.cpp" if verified else ", NOT verified"
+        cosines = _matching(metadata, r"_(logits|embedding)_min_cosine$")
+        if cosines:
+            text += f", min cosine vs HF {min(cosines.values()):.3f}"
         return text
     if isinstance(metadata.get("model_type"), str):
-        arch = metadata.get("architectures")
-        return f"{metadata['model_type']} model" + (f" ({arch})" if arch else "")
+        text = f"{metadata['model_type']} model"
+        parameters = _pick(metadata, "parameters")
+        if parameters:
+            text += f", {parameters / 1e6:.2f}M parameters"
+        elif metadata.get("architectures"):
+            text += f" ({metadata['architectures']})"
+        return text
+    report = metadata.get("output:Output")
+    if isinstance(report, str) and '"report"' in report:
+        return "report written"
     return ""
 
 
