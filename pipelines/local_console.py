@@ -319,6 +319,7 @@ class RunConsole:
             os.replace(partial, latest)
         self._run_log = (self.logs_dir / "run.log").open("a", encoding="utf-8")
         stack = contextlib.ExitStack()
+        stack.enter_context(_restored_print_and_handlers())
         stack.enter_context(contextlib.redirect_stdout(_Router(self)))
         stack.enter_context(self._warnings_once())
         stack.enter_context(self._log_filter())
@@ -610,6 +611,26 @@ class RunConsole:
         """Refresh the progress line (called by a timer while tasks run on a terminal)."""
         with self._lock:
             self._refresh_status()
+
+
+@contextlib.contextmanager
+def _restored_print_and_handlers() -> Iterator[None]:
+    """Put back ``print`` and the root logger's handlers as they were before the run.
+
+    kfp.local swaps both per task (an indenting ``print``, its own handler); with two ParallelFor
+    iterations doing so on two threads, the last restore can leave a swapped one in place, and
+    everything printed after the run would come out indented or logged twice.
+    """
+    import builtins
+
+    original_print = builtins.print
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    try:
+        yield
+    finally:
+        builtins.print = original_print
+        root.handlers[:] = handlers
 
 
 def _terminal_width() -> int:
