@@ -427,8 +427,8 @@ def _datasets_section(summary: dict[str, Any], modules: dict[str, ModuleOutputs]
                     (
                         "Facts found",
                         _esc(
-                            ", ".join(
-                                f"{v} {k.replace('_', ' ')}" for k, v in sorted(facts.items())
+                            " · ".join(
+                                f"{k.replace('_', ' ')} {v}" for k, v in sorted(facts.items())
                             )
                         ),
                     ),
