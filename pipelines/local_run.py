@@ -7,7 +7,6 @@ stages are cache hits.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -20,10 +19,11 @@ from typing import Any
 from monGARS.mlops import stages
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.names import check_safe_name
+from monGARS.mlops.shared_cache import CACHE_DIR_ENV
 from monGARS.mlops.state import load_state, save_state, state_path
 from pipelines.local_console import RunConsole
 
-CODE_FINGERPRINT_ENV = "MONGARS_CODE_FINGERPRINT"
+SHARED_CACHE_DIRNAME = "model-cache"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -40,17 +40,13 @@ class LocalRunResult:
     warnings_hidden: int = 0
 
 
-def code_fingerprint() -> str:
-    """Hash of the library's source and data files: a code change gives new local cache keys."""
-    import monGARS
-
-    root = Path(monGARS.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix in {".py", ".jsonl", ".json", ".yaml", ".txt"}:
-            digest.update(path.relative_to(root).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+def _restore_env(name: str, previous: str | None, changed: bool) -> None:
+    if not changed:
+        return
+    if previous is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = previous
 
 
 def run_local(
@@ -66,16 +62,12 @@ def run_local(
     run_dir = Path(runs_root).resolve() / run_id
     load_state(run_dir)  # refuse a corrupted state before spending any time
     resolved = stages.resolve_local_parameters(parameters)
-    # A stage killed midway resumes from checkpoints kept inside the run's folder.
-    resolved.setdefault("checkpoint_root", str(run_dir / "checkpoints"))
     stages.validate_parameters(resolved, last_stage)
 
     from kfp import local
 
-    from pipelines.local_compat import enable_oneof_artifacts
     from pipelines.mongars_pipeline import build_pipeline
 
-    enable_oneof_artifacts()
     pipeline_root = run_dir / "kfp"
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(
@@ -84,15 +76,17 @@ def run_local(
         enable_caching=True,
         cache_root=str(run_dir / "cache"),
     )
-    pipeline = build_pipeline(
-        last_stage,
-        task_env={CODE_FINGERPRINT_ENV: code_fingerprint()},
-        gpu_accelerators=False,
-    )
+    pipeline = build_pipeline(last_stage)
     console = RunConsole(run_dir)
     previous_token = os.environ.get("HF_TOKEN")
     if hf_token:
         os.environ["HF_TOKEN"] = hf_token  # reaches the task subprocesses, never their arguments
+    # The run's stand-in for the cluster's shared cache PVC: the base model is fetched into it once
+    # and passed by reference, and sft/raft keep their checkpoints there (resume after a kill).
+    previous_cache = os.environ.get(CACHE_DIR_ENV)
+    shared_cache = run_dir / SHARED_CACHE_DIRNAME
+    shared_cache.mkdir(parents=True, exist_ok=True)
+    os.environ[CACHE_DIR_ENV] = str(shared_cache)
     started = time.monotonic()
     attempt: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -110,11 +104,8 @@ def run_local(
         attempt["status"] = "failed"
         raise MongarsError(failure_message(run_id, error, console)) from None
     finally:
-        if hf_token:
-            if previous_token is None:
-                os.environ.pop("HF_TOKEN", None)
-            else:
-                os.environ["HF_TOKEN"] = previous_token
+        _restore_env("HF_TOKEN", previous_token, hf_token is not None and hf_token != "")
+        _restore_env(CACHE_DIR_ENV, previous_cache, True)
         attempt["wall_seconds"] = round(time.monotonic() - started, 2)
         attempt.update(attempt_record(console))
         save_state(run_dir, run_id, attempt, outputs)

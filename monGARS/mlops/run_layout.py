@@ -32,7 +32,16 @@ REPORT_LINK = "report.html"
 # Folders the local run itself keeps in the run folder: a module with one of these names gets its
 # view under "<name>_module" instead.
 RESERVED_NAMES = frozenset(
-    {"kfp", "cache", "checkpoints", "logs", FRENCH_DATASETS, INTERNAL_DATASETS, "state.json"}
+    {
+        "kfp",
+        "cache",
+        "checkpoints",
+        "model-cache",
+        "logs",
+        FRENCH_DATASETS,
+        INTERNAL_DATASETS,
+        "state.json",
+    }
 )
 # Per-module views: link name -> (outputs key of the artifact folder, sub-folder inside it).
 MODULE_VIEWS: dict[str, tuple[str, str]] = {
