@@ -6,8 +6,8 @@ pipeline runs and turns it into
 
 - one line per task as it starts and one as it ends: stage, module, status, seconds and the
   task's key figure (losses, retrieval before/after, GGUF files...);
-- on a terminal, a live progress line for the tasks running (steps when the task prints them,
-  elapsed time otherwise);
+- on a terminal, a live progress line for the tasks running: a bar from the "step N/M" lines the
+  training loops log (sft, raft, each llm2vec phase), elapsed time otherwise;
 - each distinct library warning once (the rest are in the logs);
 - the full logs under ``runs/<run-id>/logs/<attempt>/``: one file per task
   (``NN-<stage>[-<module>].log``) and ``run.log`` with everything, interleaved as it came;
@@ -64,7 +64,6 @@ _WARNING_PREFIXES = (
     re.compile(r"^\S+\.py:\d+:\s*"),  # python's "file.py:12: UserWarning: ..."
     re.compile(r"^\d{2}:\d{2}:\d{2}(?:\.\d+)?\s*-\s*"),  # kfp's "16:02:50.795 - WARNING - "
 )
-_STEP_COUNTER = re.compile(r"(?<![\d.])(\d{1,7})/(\d{1,7})(?![\d.])")
 _STEP_WORD = re.compile(r"\bstep[s]?\s*[=:]?\s*(\d{1,7})\s*(?:/|of)\s*(\d{1,7})", re.IGNORECASE)
 
 
@@ -143,6 +142,8 @@ def key_figure(metadata: Mapping[str, Any]) -> str:
     architecture, a report; anything else gives an empty string.
     """
     parts: list[str] = []
+    if metadata.get("raft") == "off":
+        return f"off (raft=false): the {metadata.get('adapter_from', 'sft')} adapter passed on"
     kept = _pick(metadata, "records_kept")
     if kept is not None:
         modules = _pick(metadata, "module_count")
@@ -503,7 +504,7 @@ class RunConsole:
             if stripped:
                 task.tail.append(stripped)
             for piece in stripped.split("\r"):
-                progress = _STEP_WORD.search(piece) or _STEP_COUNTER.search(piece)
+                progress = _STEP_WORD.search(piece)
                 if progress and int(progress.group(2)) > 0:
                     done, total = int(progress.group(1)), int(progress.group(2))
                     if done <= total:

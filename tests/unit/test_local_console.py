@@ -67,6 +67,10 @@ def test_stage_comes_from_the_task_name(task: str, stage: str) -> None:
             {"model_type": "llama", "architectures": "LlamaForCausalLM"},
             "llama model (LlamaForCausalLM)",
         ),
+        (
+            {"module": "api", "raft": "off", "adapter_from": "sft"},
+            "off (raft=false): the sft adapter passed on",
+        ),
         ({"something": "else"}, ""),
     ],
 )
