@@ -142,11 +142,9 @@ def last_stage_from_args(args: argparse.Namespace) -> str:
 
 
 def _shown(path: str | Path) -> str:
-    """A path as a person would type it: relative to the working folder when inside it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    from pipelines.local_run import shown_path
+
+    return shown_path(path)
 
 
 def _print_result(result: Any) -> None:

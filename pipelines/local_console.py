@@ -520,7 +520,7 @@ class RunConsole:
         message = re.sub(r"^(?:INFO|WARNING)\s*-\s*", "", message).strip()
         if not message:
             return
-        key = re.sub(r"(['\"]).*?\1", "…", message)
+        key = re.sub(r"(['\"]).*?\1|\[[^\]]*\]", "…", message)
         key = re.sub(r"\d+(?:\.\d+)?", "#", key)
         with self._lock:
             if key in self._seen_warnings:

@@ -127,7 +127,7 @@ def run_header(run_id: str, parameters: dict[str, Any], last_stage: str, logs_di
     reach = "every stage" if last_stage == "report" else f"up to {last_stage}"
     return (
         f"run {run_id}: base model {parameters.get('base_model', '?')}, {reach}; "
-        f"full logs in {_shown_path(logs_dir)}/"
+        f"full logs in {shown_path(logs_dir)}/"
     )
 
 
@@ -139,9 +139,10 @@ def failure_message(run_id: str, error: BaseException, console: RunConsole) -> s
         console.out.write(tail + "\n")
         console.out.flush()
     if failed is not None:
-        return f"run {run_id}: task {failed.label} failed; full log: {_shown_path(failed.log_path)}"
+        task = f"{failed.name} [{failed.module}]" if failed.module else failed.name
+        return f"run {run_id}: task {task} failed; full log: {shown_path(failed.log_path)}"
     first_line = _ANSI.sub("", str(error)).splitlines()[0]
-    return f"run {run_id}: {first_line}; full log: {_shown_path(console.run_log)}"
+    return f"run {run_id}: {first_line}; full log: {shown_path(console.run_log)}"
 
 
 def attempt_record(console: RunConsole) -> dict[str, Any]:
@@ -164,11 +165,13 @@ def attempt_record(console: RunConsole) -> dict[str, Any]:
     }
 
 
-def _shown_path(path: Path | None) -> str:
+def shown_path(path: str | Path | None) -> str:
     """A path as a person would type it: relative to the working folder when inside it."""
     if path is None:
         return ""
     try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+        location = Path(path).absolute()
+        # The folder resolved, not the name: report.html and friends are links to show as such.
+        return str((location.parent.resolve() / location.name).relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
