@@ -110,7 +110,9 @@ def parameters_from_args(args: argparse.Namespace) -> dict[str, Any]:
         parameters["raft"] = True
     if args.repo_root:
         datasets_config = dict(parameters.get("datasets_config") or {})
-        datasets_config["code_roots"] = [code_root_from_flag(args.repo_root)]
+        root = code_root_from_flag(args.repo_root)
+        datasets_config["code_roots"] = [root]
+        datasets_config["code_roots_digest"] = source_tree_digest(root)
         parameters["datasets_config"] = datasets_config
     parameters.setdefault("run_name", args.run_id)
     return parameters
@@ -131,6 +133,30 @@ def code_root_from_flag(value: str) -> str:
             "(a folder, a .tar.gz/.zip archive or a gs:// URI), e.g. --repo-root ."
         )
     return str(root.resolve())
+
+
+def source_tree_digest(root: str) -> str:
+    """A digest of what the code miner reads under a local ``--repo-root`` ("" for ``gs://``).
+
+    The files it would mine (paths and bytes) for a folder, the bytes for an archive.
+    """
+    import hashlib
+
+    if "://" in root:
+        return ""
+    path = Path(root)
+    digest = hashlib.sha256()
+    if path.is_file():
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()[:16]
+    from monGARS.mlops.datasets.codetree import CodeRoot, iter_source_files
+
+    tree = CodeRoot(path.name, path, (path / "__init__.py").is_file())
+    for source in iter_source_files(tree):
+        digest.update(source.relative.encode() + b"\0" + source.path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def last_stage_from_args(args: argparse.Namespace) -> str:

@@ -142,7 +142,7 @@ def test_quick_start_flags_parse_as_printed(
     args = build_runbook_parser().parse_args(QUICK_START)
     parameters = parameters_from_args(args)
     assert last_stage_from_args(args) == "report"
-    assert parameters["datasets_config"] == {"code_roots": [str(tmp_path.resolve())]}
+    assert parameters["datasets_config"]["code_roots"] == [str(tmp_path.resolve())]
     assert parameters["mntp_config"] == {"mlm_probability": 0.3}
     assert parameters["simcse_config"] == {"simcse_dropout": 0.2}
     assert parameters["base_model"] == "tiny" and parameters["run_name"] == "myexperiment"
@@ -158,6 +158,7 @@ def test_repo_root_joins_the_datasets_config_of_a_config_file(tmp_path: Path) ->
         "module_map": ["*=all"],
         "seed": 3,
         "code_roots": [str(tree.resolve())],
+        "code_roots_digest": parameters["datasets_config"]["code_roots_digest"],
     }
     remote = parameters_from_args(_parse("--repo-root", "gs://bucket/src.tar.gz"))
     assert remote["datasets_config"]["code_roots"] == ["gs://bucket/src.tar.gz"]
@@ -207,3 +208,23 @@ def test_later_stage_on_a_new_run_says_datasets_come_first(
     err = capsys.readouterr().err.strip()
     assert err.startswith("notice: run x has no state.json yet") and "--build-datasets" in err
     assert "\n" not in err
+
+
+def test_a_changed_tree_changes_the_datasets_parameters(tmp_path: Path) -> None:
+    """KFP's cache key sees parameters: editing the mined code must change them, else a re-run
+    would serve the old datasets from the cache."""
+    (tmp_path / "pkg").mkdir()
+    source = tmp_path / "pkg" / "shop.py"
+    source.write_text("def total(cart):\n    return sum(cart)\n")
+
+    def digest() -> str:
+        args = _parse("--repo-root", str(tmp_path))
+        return parameters_from_args(args)["datasets_config"]["code_roots_digest"]
+
+    first = digest()
+    assert first == digest()
+    (tmp_path / "notes.txt").write_text("not mined")
+    (tmp_path / "pkg" / "test_shop.py").write_text("def test_x():\n    pass\n")
+    assert digest() == first  # only what the miner reads counts
+    source.write_text("def total(cart):\n    return sum(cart) * 2\n")
+    assert digest() != first
