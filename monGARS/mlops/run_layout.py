@@ -10,25 +10,30 @@ KFP explains. The original runbook's users look for::
                                                         figures, its config, the encoder)
     runs/<run-id>/<module>/simcse/                      the final encoder model (MNTP, then SimCSE)
     runs/<run-id>/<module>/gguf/                        GGUF files, Modelfile, bundle.json
-    runs/<run-id>/report.html                           the run report
+    runs/<run-id>/report.html                           the run report (a copy, see below)
 
 This module makes those names relative symlinks onto the artifacts of the latest attempt (never
 copies: weights stay where KFP wrote them) and returns the runbook's ``state.json`` fields. Links
 from an earlier attempt that the latest one did not produce are removed, so the view never mixes
-attempts. Only symlinks are ever created or removed here.
+attempts. Only symlinks are ever created or removed here, with one exception: ``report.html`` is
+a copy of the report (a few hundred KB at most), because KFP names the artifact ``report_html``
+and a browser shows a link to a file without the ``.html`` extension as plain text.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from monGARS.mlops.atomic import atomic_file
+
 FRENCH_DATASETS = "french_datasets"
 INTERNAL_DATASETS = "internal_datasets"
-REPORT_LINK = "report.html"
+REPORT_COPY = "report.html"
 # Folders the local run itself keeps in the run folder: a module with one of these names gets its
 # view under "<name>_module" instead.
 RESERVED_NAMES = frozenset(
@@ -81,7 +86,7 @@ def _remove_link(run_dir: Path, name: str) -> None:
     if not parts or Path(name).is_absolute() or ".." in parts:
         return  # state.json only ever lists names inside the run folder; ignore anything else
     link = run_dir / name
-    if link.is_symlink():
+    if link.is_symlink() or (name == REPORT_COPY and link.is_file()):
         link.unlink()
     # Drop the module folders this module created once they hold nothing else.
     parent = link.parent
@@ -97,7 +102,7 @@ def _planned_links(outputs: Mapping[str, Any]) -> dict[str, Path]:
     if datasets is not None and (datasets / "corpora").is_dir():
         planned[FRENCH_DATASETS] = datasets / "corpora"
     if outputs.get("report") and Path(outputs["report"]).is_file():
-        planned[REPORT_LINK] = Path(outputs["report"])
+        planned[REPORT_COPY] = Path(outputs["report"])
     for module, entry in sorted((outputs.get("modules") or {}).items()):
         if datasets is not None and (datasets / "modules" / module).is_dir():
             planned[f"{INTERNAL_DATASETS}/{module}"] = datasets / "modules" / module
@@ -123,7 +128,21 @@ def refresh_layout(
     planned = _planned_links(outputs)
     for name in sorted(set(previous_links) - set(planned)):
         _remove_link(root, name)
-    return sorted(name for name, target in planned.items() if _link(root, name, target))
+    made = []
+    for name, target in planned.items():
+        if _copy_report(root, target) if name == REPORT_COPY else _link(root, name, target):
+            made.append(name)
+    return sorted(made)
+
+
+def _copy_report(run_dir: Path, report: Path) -> bool:
+    """``run_dir/report.html``: the report, copied in one rename (it replaces an older link)."""
+    target = run_dir / REPORT_COPY
+    if target.is_dir() and not target.is_symlink():
+        return False
+    with atomic_file(target) as partial:
+        shutil.copyfile(report, partial)
+    return True
 
 
 def runbook_fields(

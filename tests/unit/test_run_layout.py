@@ -62,7 +62,11 @@ def test_view_links_the_runbook_layout_onto_the_artifacts(tmp_path: Path) -> Non
         # Links, relative, never copies: the run folder can move and weights exist once.
         link = tmp_path / module / "gguf"
         assert link.is_symlink() and not Path(link.readlink()).is_absolute()
-    assert (tmp_path / "report.html").is_symlink()
+    # The report is a copy with an .html name: a link to KFP's extension-less "report_html" would
+    # open as plain text in a browser.
+    report = tmp_path / "report.html"
+    assert report.is_file() and not report.is_symlink()
+    assert report.read_text() == Path(outputs["report"]).read_text()
 
 
 def test_state_carries_the_runbook_fields_next_to_todays(tmp_path: Path) -> None:
@@ -152,3 +156,11 @@ def test_readable_state_is_never_set_aside(tmp_path: Path) -> None:
     save_state(tmp_path, "x", {"status": "failed"}, None)
     assert set_aside_unreadable_state(tmp_path) is None
     assert json.loads((tmp_path / "state.json").read_text())["run_id"] == "x"
+
+
+def test_report_copy_replaces_an_older_report_link(tmp_path: Path) -> None:
+    outputs = _attempt(tmp_path, "mongars-1", ["api"])
+    (tmp_path / "report.html").symlink_to(Path(outputs["report"]))
+    save_state(tmp_path, "x", {}, outputs)
+    assert not (tmp_path / "report.html").is_symlink()
+    assert Path(outputs["report"]).read_text() == "<html></html>"  # the artifact is untouched
