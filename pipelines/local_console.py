@@ -64,6 +64,8 @@ _WARNING_PREFIXES = (
     re.compile(r"^\S+\.py:\d+:\s*"),  # python's "file.py:12: UserWarning: ..."
     re.compile(r"^\d{2}:\d{2}:\d{2}(?:\.\d+)?\s*-\s*"),  # kfp's "16:02:50.795 - WARNING - "
 )
+# Kept out of a failed task's tail: the executor-input JSON kfp echoes, and kfp's own lines.
+_NOT_IN_TAIL = re.compile(r'^(?:[\[\]{}]|"[^"]*":|\d\d:\d\d:\d\d\.\d+ - |-{20,}$|Streamed logs)')
 _STEP_WORD = re.compile(r"\bstep[s]?\s*[=:]?\s*(\d{1,7})\s*(?:/|of)\s*(\d{1,7})", re.IGNORECASE)
 
 
@@ -501,7 +503,7 @@ class RunConsole:
             handle = self._task_log(task)
             handle.write(text + "\n")
             stripped = text.strip()
-            if stripped:
+            if stripped and not _NOT_IN_TAIL.match(stripped):
                 task.tail.append(stripped)
             for piece in stripped.split("\r"):
                 progress = _STEP_WORD.search(piece)

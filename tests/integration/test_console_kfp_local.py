@@ -115,6 +115,9 @@ def test_failed_task_gives_its_last_lines_and_its_log(tmp_path: Path) -> None:
     report = console.failure_report()
     assert str(failed.log_path) in report
     assert "ValueError: broken on purpose in alpha" in report
+    # The tail is the task's own output, not the executor JSON or kfp's bookkeeping lines.
+    assert '"executor_input"' not in report and "outputFile" not in report
+    assert "finished with status" not in report
     assert "about to fail on purpose" in failed.log_path.read_text()
 
 
