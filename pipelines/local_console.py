@@ -65,7 +65,9 @@ _WARNING_PREFIXES = (
     re.compile(r"^\d{2}:\d{2}:\d{2}(?:\.\d+)?\s*-\s*"),  # kfp's "16:02:50.795 - WARNING - "
 )
 # Kept out of a failed task's tail: the executor-input JSON kfp echoes, and kfp's own lines.
-_NOT_IN_TAIL = re.compile(r'^(?:[\[\]{}]|"[^"]*":|\d\d:\d\d:\d\d\.\d+ - |-{20,}$|Streamed logs)')
+_NOT_IN_TAIL = re.compile(
+    r'^(?:[\[{],?$|[\]}]|"[^"]*":|\d\d:\d\d:\d\d\.\d+ - |-{20,}$|Streamed logs)'
+)
 _STEP_WORD = re.compile(r"\bstep[s]?\s*[=:]?\s*(\d{1,7})\s*(?:/|of)\s*(\d{1,7})", re.IGNORECASE)
 
 
@@ -233,6 +235,7 @@ class TaskRecord:
     started: float = field(default_factory=time.monotonic)
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     progress: tuple[int, int] | None = None
+    json_depth: int = 0
 
     @property
     def label(self) -> str:
@@ -503,7 +506,12 @@ class RunConsole:
             handle = self._task_log(task)
             handle.write(text + "\n")
             stripped = text.strip()
-            if stripped and not _NOT_IN_TAIL.match(stripped):
+            if task.json_depth or (
+                stripped == "{" and task.tail and task.tail[-1].endswith("Got executor_input:")
+            ):
+                # The executor input kfp echoes: skipped until its braces close.
+                task.json_depth += sum(map(stripped.count, "{[")) - sum(map(stripped.count, "}]"))
+            elif stripped and not _NOT_IN_TAIL.match(stripped):
                 task.tail.append(stripped)
             for piece in stripped.split("\r"):
                 progress = _STEP_WORD.search(piece)
