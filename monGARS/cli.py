@@ -45,6 +45,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--runs-root", default=DEFAULT_RUNS_ROOT, help="where runs are kept")
     where.add_argument("--config", help="YAML/JSON file of pipeline parameters (flags win)")
     where.add_argument("--hf-token", help="Hugging Face token (prefer the HF_TOKEN variable)")
+    where.add_argument(
+        "--repo-root",
+        help="source tree (folder, archive or gs:// URI) whose static analysis gives the "
+        "per-module datasets; default: the installed monGARS package",
+    )
     where.add_argument("--llm2vec-root", help=argparse.SUPPRESS)
     stages = parser.add_argument_group("stages (the furthest one given sets how far the DAG runs)")
     for stage in STAGE_FLAGS:
@@ -93,8 +98,55 @@ def parameters_from_args(args: argparse.Namespace) -> dict[str, Any]:
         parameters[parameter.name] = value
     if args.raft:
         parameters["raft"] = True
+    if args.repo_root:
+        datasets_config = dict(parameters.get("datasets_config") or {})
+        root = code_root_from_flag(args.repo_root)
+        datasets_config["code_roots"] = [root]
+        datasets_config["code_roots_digest"] = source_tree_digest(root)
+        parameters["datasets_config"] = datasets_config
     parameters.setdefault("run_name", args.run_id)
     return parameters
+
+
+def code_root_from_flag(value: str) -> str:
+    """``--repo-root``: the source tree to mine, as an absolute path (or a ``gs://`` URI).
+
+    It fills the build_datasets config's ``code_roots``; a local tree must exist, so a typo stops
+    the run before anything starts instead of mining nothing.
+    """
+    if "://" in value:
+        return value
+    root = Path(value).expanduser()
+    if not root.exists():
+        raise MongarsError(
+            f"--repo-root: {value} does not exist; give the source tree to mine "
+            "(a folder, a .tar.gz/.zip archive or a gs:// URI), e.g. --repo-root ."
+        )
+    return str(root.resolve())
+
+
+def source_tree_digest(root: str) -> str:
+    """A digest of what the code miner reads under a local ``--repo-root`` ("" for ``gs://``).
+
+    The files it would mine (paths and bytes) for a folder, the bytes for an archive.
+    """
+    import hashlib
+
+    if "://" in root:
+        return ""
+    path = Path(root)
+    digest = hashlib.sha256()
+    if path.is_file():
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()[:16]
+    from monGARS.mlops.datasets.codetree import CodeRoot, iter_source_files
+
+    tree = CodeRoot(path.name, path, (path / "__init__.py").is_file())
+    for source in iter_source_files(tree):
+        digest.update(source.relative.encode() + b"\0" + source.path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def last_stage_from_args(args: argparse.Namespace) -> str:
@@ -105,19 +157,64 @@ def last_stage_from_args(args: argparse.Namespace) -> str:
     return "report" if furthest == "export" else furthest
 
 
+def _shown(path: str | Path) -> str:
+    from pipelines.local_run import shown_path
+
+    return shown_path(path)
+
+
 def _print_result(result: Any) -> None:
     outputs = result.outputs or {}
-    print()
+    ran, cached = len(result.executed), len(result.cached)
     print(
-        f"run finished in {result.wall_seconds:.1f}s: {len(result.executed)} task(s) ran, "
-        f"{len(result.cached)} served from the cache"
+        f"run finished in {result.wall_seconds:.0f}s: {ran} task{'s' if ran != 1 else ''} ran, "
+        f"{cached} from the cache"
     )
-    for name, module in sorted(outputs.get("modules", {}).items()):
-        for path in module.get("gguf_files", []):
-            print(f"  GGUF   [{name}] {path}")
+    run_dir = Path(result.run_dir)
     if outputs.get("report"):
-        print(f"  report {outputs['report']}")
-    print(f"  state  {result.state_file}")
+        print(f"  report   {_shown(run_dir / 'report.html')}")
+    modules = sorted(outputs.get("modules", {}))
+    if modules:
+        views = f"{_shown(run_dir)}/<module>/{{adapter,mntp,simcse,gguf}}"
+        print(f"  modules  {', '.join(modules)}: {views}")
+    if any(outputs.get("modules", {}).get(name, {}).get("gguf_files") for name in modules):
+        print(f"  GGUF     {_shown(run_dir)}/<module>/gguf/")
+    print(
+        f"  datasets {_shown(run_dir / 'french_datasets')}, {_shown(run_dir / 'internal_datasets')}"
+    )
+    print(f"  state    {_shown(result.state_file)}")
+    if result.logs_dir is not None:
+        hidden = getattr(result, "warnings_hidden", 0)
+        more = f" ({hidden} more distinct warnings there)" if hidden else ""
+        print(f"  logs     {_shown(result.logs_dir)}/{more}")
+
+
+def _prepare_state(args: argparse.Namespace) -> None:
+    """The runbook's handling of ``state.json`` before a run.
+
+    ``--build-datasets`` rebuilds a run whose state cannot be read (the file is moved aside, as
+    the error for an unreadable state advises); a later stage on a run id without a state builds
+    the datasets first, which is said in one line.
+    """
+    from monGARS.mlops.names import check_safe_name
+    from monGARS.mlops.state import set_aside_unreadable_state, state_path
+
+    check_safe_name("run_id", args.run_id)
+    run_dir = Path(args.runs_root).resolve() / args.run_id
+    if args.build_datasets:
+        aside = set_aside_unreadable_state(run_dir)
+        if aside is not None:
+            print(
+                f"notice: {_shown(state_path(run_dir))} could not be read; moved to {aside.name}, "
+                "this run writes a new one",
+                file=sys.stderr,
+            )
+    elif any(getattr(args, stage) for stage in STAGE_FLAGS) and not state_path(run_dir).exists():
+        print(
+            f"notice: run {args.run_id} has no state.json yet; its datasets are built first "
+            "(as --build-datasets would)",
+            file=sys.stderr,
+        )
 
 
 def run_command(args: argparse.Namespace, *, require_base_model: bool) -> int:
@@ -136,6 +233,7 @@ def run_command(args: argparse.Namespace, *, require_base_model: bool) -> int:
             "--base-model: required for --sft/--llm2vec/--export; give a hub id, a model folder, "
             "a gs:// URI, or 'tiny' for the embedded test model"
         )
+    _prepare_state(args)
     result = run_local(
         args.run_id,
         parameters,
@@ -269,15 +367,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(args.handler, args)
 
 
-def runbook_main(argv: Sequence[str] | None = None) -> int:
-    """``mongars_multistage_pipeline.py``: the original runbook's command line."""
+def build_runbook_parser() -> argparse.ArgumentParser:
+    """The parser of ``mongars_multistage_pipeline.py``: the runbook's flags, as printed there."""
     parser = argparse.ArgumentParser(
         prog="mongars_multistage_pipeline.py",
         description="Run monGARS stages locally; stage flags pick how far the DAG runs and "
         "unchanged upstream stages come from the cache.",
     )
     add_run_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def runbook_main(argv: Sequence[str] | None = None) -> int:
+    """``mongars_multistage_pipeline.py``: the original runbook's command line."""
+    args = build_runbook_parser().parse_args(argv)
     return _run(lambda a: run_command(a, require_base_model=True), args)
 
 

@@ -8,7 +8,6 @@ stages are cache hits.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import time
@@ -22,11 +21,10 @@ from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.names import check_safe_name
 from monGARS.mlops.shared_cache import CACHE_DIR_ENV
 from monGARS.mlops.state import load_state, save_state, state_path
+from pipelines.local_console import RunConsole
 
 SHARED_CACHE_DIRNAME = "model-cache"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_CACHE_HIT = re.compile(r"^Task (\S+) cache hit")
-_FINISHED = re.compile(r"^Task '?([^' ]+)'? finished with status (\w+)")
 
 
 @dataclass
@@ -37,32 +35,9 @@ class LocalRunResult:
     executed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
-
-
-class _TaskLog(logging.Filter):
-    """Collects which tasks ran and which were served from the cache, from kfp.local's log.
-
-    A filter on the root logger, not a handler: kfp.local swaps the root handlers while it runs.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.executed: list[str] = []
-        self.cached: list[str] = []
-        self.errors: list[str] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        self._note(record)
-        return True
-
-    def _note(self, record: logging.LogRecord) -> None:
-        message = _ANSI.sub("", record.getMessage())
-        if record.levelno >= logging.ERROR:
-            self.errors.append(message.splitlines()[0] if message else record.levelname)
-        if hit := _CACHE_HIT.match(message):
-            self.cached.append(hit.group(1))
-        elif (done := _FINISHED.match(message)) and done.group(2) == "SUCCESS":
-            self.executed.append(done.group(1))
+    logs_dir: Path | None = None
+    tasks: list[Any] = field(default_factory=list)
+    warnings_hidden: int = 0
 
 
 def _restore_env(name: str, previous: str | None, changed: bool) -> None:
@@ -102,12 +77,7 @@ def run_local(
         cache_root=str(run_dir / "cache"),
     )
     pipeline = build_pipeline(last_stage)
-    task_log = _TaskLog()
-    root_logger = logging.getLogger()
-    root_logger.addFilter(task_log)
-    # kfp.local logs cache hits at INFO outside its own logging context; let them through.
-    previous_level = root_logger.level
-    root_logger.setLevel(logging.INFO)
+    console = RunConsole(run_dir)
     previous_token = os.environ.get("HF_TOKEN")
     if hf_token:
         os.environ["HF_TOKEN"] = hf_token  # reaches the task subprocesses, never their arguments
@@ -125,31 +95,83 @@ def run_local(
     }
     outputs: dict[str, Any] | None = None
     try:
-        task = pipeline(**resolved)
+        with console:
+            console.print(run_header(run_id, resolved, last_stage, console.logs_dir))
+            task = pipeline(**resolved)
         outputs = json.loads(task.output)
         attempt["status"] = "succeeded"
     except RuntimeError as error:
         attempt["status"] = "failed"
-        first_line = _ANSI.sub("", str(error)).splitlines()[0]
-        cause = f" ({task_log.errors[0]})" if task_log.errors else ""
-        raise MongarsError(
-            f"run {run_id}: {first_line}{cause}; the task log above shows the details "
-            f"(artifacts under {pipeline_root})"
-        ) from None
+        raise MongarsError(failure_message(run_id, error, console)) from None
     finally:
         _restore_env("HF_TOKEN", previous_token, hf_token is not None and hf_token != "")
         _restore_env(CACHE_DIR_ENV, previous_cache, True)
-        root_logger.removeFilter(task_log)
-        root_logger.setLevel(previous_level)
         attempt["wall_seconds"] = round(time.monotonic() - started, 2)
-        attempt["executed_tasks"] = task_log.executed
-        attempt["cached_tasks"] = task_log.cached
+        attempt.update(attempt_record(console))
         save_state(run_dir, run_id, attempt, outputs)
     return LocalRunResult(
         run_dir=run_dir,
         state_file=state_path(run_dir),
         outputs=outputs,
-        executed=task_log.executed,
-        cached=task_log.cached,
+        executed=console.executed,
+        cached=console.cached,
         wall_seconds=attempt["wall_seconds"],
+        logs_dir=console.logs_dir,
+        tasks=console.tasks,
+        warnings_hidden=console.warnings_hidden,
     )
+
+
+def run_header(run_id: str, parameters: dict[str, Any], last_stage: str, logs_dir: Path) -> str:
+    """The run's first console line: what runs, how far, and where its full logs go."""
+    reach = "every stage" if last_stage == "report" else f"up to {last_stage}"
+    return (
+        f"run {run_id}: base model {parameters.get('base_model', '?')}, {reach}; "
+        f"full logs in {shown_path(logs_dir)}/"
+    )
+
+
+def failure_message(run_id: str, error: BaseException, console: RunConsole) -> str:
+    """The last lines of a failed run: the failing task's tail, then one error line."""
+    failed = console.failed[0] if console.failed else None
+    tail = console.failure_report()
+    if tail:
+        console.out.write(tail + "\n")
+        console.out.flush()
+    if failed is not None:
+        task = f"{failed.name} [{failed.module}]" if failed.module else failed.name
+        return f"run {run_id}: task {task} failed; full log: {shown_path(failed.log_path)}"
+    first_line = _ANSI.sub("", str(error)).splitlines()[0]
+    return f"run {run_id}: {first_line}; full log: {shown_path(console.run_log)}"
+
+
+def attempt_record(console: RunConsole) -> dict[str, Any]:
+    """What ``state.json``'s history keeps of an attempt's tasks."""
+    return {
+        "executed_tasks": console.executed,
+        "cached_tasks": console.cached,
+        "logs": str(console.logs_dir),
+        "tasks": [
+            {
+                "task": task.name,
+                "stage": task.stage,
+                "module": task.module,
+                "status": task.status,
+                "seconds": round(task.seconds, 2),
+                "figure": task.figure,
+            }
+            for task in console.tasks
+        ],
+    }
+
+
+def shown_path(path: str | Path | None) -> str:
+    """A path as a person would type it: relative to the working folder when inside it."""
+    if path is None:
+        return ""
+    try:
+        location = Path(path).absolute()
+        # The folder resolved, not the name: report.html and friends are links to show as such.
+        return str((location.parent.resolve() / location.name).relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

@@ -1,15 +1,18 @@
-"""The run report: one self-contained HTML page (figures inline) plus flat metrics for KFP.
+"""The run report: one self-contained HTML page (charts inline as SVG) plus flat metrics for KFP.
 
-It reads what each stage left in its artifact folder (``metrics.json``, ``encoder.json``,
-``bundle.json``, ``loss_curve.png``), so it needs no extra plumbing when a stage adds a figure.
+It reads what each stage left in its artifact folder (``summary.json`` of the datasets,
+``metrics.json`` of sft and llm2vec, ``bundle.json``/``verification.json`` of export), so it
+needs no extra plumbing when a stage adds a figure. The page has an overview table (one row per
+module), the datasets, then one section per module: SFT (figures and loss curve), llm2vec
+(losses per phase and retrieval before/after) and the GGUF files with their llama.cpp checks,
+each with links to the files.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,7 @@ class ModuleOutputs:
     sft_metrics: dict[str, Any] = field(default_factory=dict)
     encoder_metrics: dict[str, Any] = field(default_factory=dict)
     bundle: dict[str, Any] = field(default_factory=dict)
+    verification: dict[str, Any] = field(default_factory=dict)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -93,6 +97,7 @@ def gather(
     def add_bundle(module: ModuleOutputs, folder: Path) -> None:
         module.gguf_bundle = str(folder)
         module.bundle = _read_json(folder / "bundle.json")
+        module.verification = _read_json(folder / "verification.json")
 
     attach(sft_dirs, ["training_config.json", "metrics.json"], add_sft)
     attach(encoder_dirs, ["encoder.json", "metrics.json"], add_encoder)
@@ -139,105 +144,650 @@ def bundle_files(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     return files
 
 
-def _png_tag(png: bytes, alt: str) -> str:
-    encoded = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+# -- formatting ------------------------------------------------------------------------------
+
+_esc = html.escape
 
 
-def _retrieval_plot(modules: dict[str, ModuleOutputs]) -> str:
-    """Bar chart of retrieval MRR before/after llm2vec per module, when the figures exist."""
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return None if math.isnan(float(value)) else float(value)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    number = _num(value)
+    if number is None:
+        return "–" if value in (None, "") else _esc(str(value))
+    if number == int(number) and abs(number) < 1e12:
+        return f"{int(number):,}".replace(",", "\u202f")
+    return f"{number:.{digits}f}" if abs(number) < 1000 else f"{number:,.0f}"
+
+
+def _size(num_bytes: Any) -> str:
+    number = _num(num_bytes) or 0.0
+    for unit in ("B", "KB", "MB", "GB"):
+        if number < 1024 or unit == "GB":
+            return f"{number:.0f} {unit}" if unit == "B" else f"{number:.1f} {unit}"
+        number /= 1024
+    return f"{number:.1f} GB"  # pragma: no cover
+
+
+def _change(before: Any, after: Any, *, lower_is_better: bool, digits: int = 3) -> str:
+    """``before → after`` with the change coloured: green when it improved."""
+    first, last = _num(before), _num(after)
+    if first is None or last is None:
+        return "–"
+    improved = last < first if lower_is_better else last > first
+    same = abs(last - first) < 10 ** (-digits)
+    css = "same" if same else ("good" if improved else "bad")
+    return (
+        f"<span class='change'>{_fmt(first, digits)} → <span class='{css}'>{_fmt(last, digits)}"
+        f"</span> <span class='delta {css}'>({last - first:+.{digits}f})</span></span>"
+    )
+
+
+def _delta(before: Any, after: Any, *, lower_is_better: bool, digits: int = 3) -> str:
+    """Only the coloured difference ``after - before`` (green when it improved)."""
+    first, last = _num(before), _num(after)
+    if first is None or last is None:
+        return "–"
+    improved = last < first if lower_is_better else last > first
+    css = "same" if abs(last - first) < 10 ** (-digits) else ("good" if improved else "bad")
+    return f"<span class='{css}'>{last - first:+.{digits}f}</span>"
+
+
+def _link(path: str | Path, text: str | None = None) -> str:
+    """A link to a local file or folder; the full path shows on hover."""
+    location = Path(path)
+    label = text or "/".join(location.parts[-3:])
+    href = location.as_uri() if location.is_absolute() else location.as_posix()
+    return f"<a href='{_esc(href)}' title='{_esc(str(location))}'><code>{_esc(label)}</code></a>"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
+    """A table of already-escaped cells; ``align`` has one letter per column, ``r`` for numbers.
+
+    Columns without a letter are left-aligned.
+    """
+    if not rows:
+        return "<p class='muted'>nothing recorded</p>"
+
+    def css(index: int) -> str:
+        return " class='num'" if align[index : index + 1] == "r" else ""
+
+    head = "".join(f"<th{css(i)}>{_esc(h)}</th>" for i, h in enumerate(header))
+    body = "".join(
+        "<tr>" + "".join(f"<td{css(i)}>{cell}</td>" for i, cell in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _facts(rows: Sequence[tuple[str, str]]) -> str:
+    """A two-column label/value list (values already escaped)."""
+    items = "".join(f"<dt>{_esc(label)}</dt><dd>{value}</dd>" for label, value in rows if value)
+    return f"<dl class='facts'>{items}</dl>"
+
+
+# -- charts ----------------------------------------------------------------------------------
+
+_COLOURS = ("#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#0891b2")
+
+
+def _ticks(low: float, high: float, count: int = 5) -> list[float]:
+    if high <= low:
+        return [low]
+    raw = (high - low) / max(count - 1, 1)
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    start = math.floor(low / step) * step
+    ticks, value = [], start
+    while value <= high + step * 1e-6:
+        if value >= low - step * 1e-6:
+            ticks.append(round(value, 10))
+        value += step
+    return ticks
+
+
+def line_chart(
+    series: Sequence[tuple[str, Sequence[tuple[float, float]]]],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    width: int = 640,
+    height: int = 260,
+) -> str:
+    """An inline SVG line chart (one polyline per series, axes with ticks, a legend)."""
+    points = [(x, y) for _, data in series for x, y in data]
+    if not points:
+        return ""
+    left, right, top, bottom = 58, 12, 28, 42
+    x_low, x_high = min(p[0] for p in points), max(p[0] for p in points)
+    y_low, y_high = min(p[1] for p in points), max(p[1] for p in points)
+    if x_high == x_low:
+        x_high = x_low + 1
+    pad = (y_high - y_low) * 0.08 or abs(y_high) * 0.1 or 1.0
+    y_low, y_high = y_low - pad, y_high + pad
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def sx(x: float) -> float:
+        return left + (x - x_low) / (x_high - x_low) * plot_w
+
+    def sy(y: float) -> float:
+        return top + (y_high - y) / (y_high - y_low) * plot_h
+
+    parts = [
+        f"<svg class='chart' viewBox='0 0 {width} {height}' width='{width}' height='{height}' "
+        f"role='img' aria-label='{_esc(title)}'>",
+        f"<text x='{left}' y='16' class='chart-title'>{_esc(title)}</text>",
+        f"<rect x='{left}' y='{top}' width='{plot_w}' height='{plot_h}' class='plot'/>",
+    ]
+    for tick in _ticks(y_low, y_high):
+        y = sy(tick)
+        parts.append(
+            f"<line x1='{left}' x2='{left + plot_w}' y1='{y:.1f}' y2='{y:.1f}' class='grid'/>"
+        )
+        parts.append(
+            f"<text x='{left - 6}' y='{y + 4:.1f}' class='tick' text-anchor='end'>{tick:g}</text>"
+        )
+    for tick in _ticks(x_low, x_high, 6):
+        x = sx(tick)
+        parts.append(
+            f"<text x='{x:.1f}' y='{top + plot_h + 16}' class='tick' text-anchor='middle'>"
+            f"{tick:g}</text>"
+        )
+    parts.append(
+        f"<text x='{left + plot_w / 2:.0f}' y='{height - 6}' class='axis' text-anchor='middle'>"
+        f"{_esc(x_label)}</text>"
+    )
+    parts.append(
+        f"<text x='14' y='{top + plot_h / 2:.0f}' class='axis' text-anchor='middle' "
+        f"transform='rotate(-90 14 {top + plot_h / 2:.0f})'>{_esc(y_label)}</text>"
+    )
+    legend_widths = [7 * len(name) + 26 for name, _ in series]
+    legend_x = left + plot_w - sum(legend_widths)
+    for index, (name, data) in enumerate(series):
+        colour = _COLOURS[index % len(_COLOURS)]
+        if len(data) == 1:
+            x, y = data[0]
+            parts.append(f"<circle cx='{sx(x):.1f}' cy='{sy(y):.1f}' r='3' fill='{colour}'/>")
+        else:
+            coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in data)
+            parts.append(
+                f"<polyline points='{coords}' fill='none' stroke='{colour}' stroke-width='2'/>"
+            )
+        parts.append(
+            f"<rect x='{legend_x}' y='10' width='14' height='3' fill='{colour}'/>"
+            f"<text x='{legend_x + 18}' y='16' class='legend'>{_esc(name)}</text>"
+        )
+        legend_x += legend_widths[index]
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _history(entries: Any, key: str) -> list[tuple[float, float]]:
+    points = []
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and _num(entry.get(key)) is not None:
+            points.append((float(entry.get("step", len(points))), float(entry[key])))
+    return points
+
+
+# -- sections --------------------------------------------------------------------------------
+
+_KIND_LABELS = {
+    "instruction": "Instructions",
+    "reasoning": "Reasoning (question, steps, answer)",
+    "conversation": "Conversations",
+    "retrieval": "Retrieval (query, passages)",
+}
+
+
+def _datasets_section(summary: dict[str, Any], modules: dict[str, ModuleOutputs]) -> str:
+    outputs = summary.get("outputs") or {}
+    totals = summary.get("totals") or {}
+    parts = ["<section id='datasets'><h2>Datasets</h2>"]
+    parts.append(
+        _facts(
+            [
+                ("Rows read", _fmt(totals.get("rows_read"))),
+                ("Records kept", _fmt(totals.get("records_kept"))),
+                ("Records dropped", _fmt(totals.get("records_dropped"))),
+                (
+                    "Languages",
+                    _esc(", ".join((summary.get("config") or {}).get("languages", []) or [])),
+                ),
+            ]
+        )
+    )
+    rows = [
+        [
+            _esc(_KIND_LABELS.get(kind, kind)),
+            _fmt((counts or {}).get("train")),
+            _fmt((counts or {}).get("val")),
+        ]
+        for kind, counts in sorted(outputs.items())
+    ]
+    parts.append("<h3>French corpora (records)</h3>")
+    parts.append(_table(["kind", "train", "validation"], rows, "lrr"))
+    sources = summary.get("sources") or []
+    if sources:
+        rows = []
+        for source in sources:
+            dropped = source.get("dropped") or {}
+            reasons = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(dropped.items()))
+            rows.append(
+                [
+                    f"<code>{_esc(str(source.get('name', '')))}</code>",
+                    _esc(str(source.get("kind", ""))),
+                    _fmt(source.get("read")),
+                    _fmt(source.get("kept")),
+                    _esc(reasons or "–")
+                    + (
+                        f" <span class='bad'>{_esc(str(source['error']))}</span>"
+                        if source.get("error")
+                        else ""
+                    ),
+                ]
+            )
+        parts.append("<h3>Sources</h3>")
+        parts.append(
+            _table(["source", "kind", "rows read", "kept", "dropped (by reason)"], rows, "llrr")
+        )
+    code = summary.get("code") or {}
+    module_summary = summary.get("modules") or {}
+    rows = []
+    for name in sorted(set(module_summary) | set(modules)):
+        info = module_summary.get(name) or {}
+        module = modules.get(name)
+        train = module.train_records if module else info.get("train")
+        val = module.val_records if module else info.get("val")
+        status = str(info.get("status", "included"))
+        rows.append(
+            [
+                f"<a href='#module-{_esc(name)}'><code>{_esc(name)}</code></a>"
+                if module
+                else f"<code>{_esc(name)}</code>",
+                _fmt(train),
+                _fmt(val),
+                _esc(status.replace("_", " ")),
+            ]
+        )
+    if rows or code:
+        roots = ", ".join(str(root) for root in code.get("roots", []) or [])
+        facts = code.get("facts") or {}
+        parts.append("<h3>Per-module datasets, mined from code</h3>")
+        parts.append(
+            _facts(
+                [
+                    ("Source tree", f"<code>{_esc(roots)}</code>" if roots else ""),
+                    ("Python files", _fmt(code.get("files"))),
+                    (
+                        "Facts found",
+                        _esc(
+                            " · ".join(
+                                f"{k.replace('_', ' ')} {v}" for k, v in sorted(facts.items())
+                            )
+                        ),
+                    ),
+                    ("Records", _fmt(code.get("records"))),
+                ]
+            )
+        )
+        parts.append(
+            _table(["module", "train records", "validation records", "status"], rows, "lrr")
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _training_records(metrics: dict[str, Any]) -> str:
+    total = _fmt(metrics.get("train_records"))
+    mined, french = metrics.get("module_train_records"), metrics.get("french_train_records")
+    if _num(mined) is None or _num(french) is None:
+        return total
+    return f"{total} <span class='muted'>({_fmt(mined)} from code, {_fmt(french)} French)</span>"
+
+
+def _sft_section(module: ModuleOutputs) -> str:
+    metrics = module.sft_metrics
+    if not metrics and not module.sft_adapter:
+        return ""
+    parts = ["<h3>Supervised fine-tuning (LoRA)</h3>"]
+    parts.append(
+        _facts(
+            [
+                ("Training steps", _fmt(metrics.get("steps"))),
+                (
+                    "Train loss (first → last step)",
+                    _change(
+                        metrics.get("train_loss_first"),
+                        metrics.get("train_loss_last"),
+                        lower_is_better=True,
+                    ),
+                ),
+                (
+                    "Validation loss (before → after)",
+                    _change(
+                        metrics.get("eval_loss_before"),
+                        metrics.get("eval_loss_after"),
+                        lower_is_better=True,
+                    ),
+                ),
+                ("Training records", _training_records(metrics)),
+                ("Validation records", _fmt(metrics.get("val_records"))),
+                ("Tokens trained", _fmt(metrics.get("trained_tokens"))),
+                ("Throughput (tokens/s)", _fmt(metrics.get("tokens_per_second"), 1)),
+                ("Training time (s)", _fmt(metrics.get("train_seconds"), 1)),
+                ("Peak memory (MB)", _fmt(metrics.get("peak_memory_mb"), 1)),
+            ]
+        )
+    )
+    chart = line_chart(
+        [
+            (name, points)
+            for name, points in (
+                ("train loss", _history(metrics.get("loss_history"), "loss")),
+                ("validation loss", _history(metrics.get("eval_history"), "eval_loss")),
+            )
+            if points
+        ],
+        title=f"SFT loss — {module.name}",
+        x_label="step",
+        y_label="loss (cross-entropy)",
+    )
+    if chart:
+        parts.append(f"<figure>{chart}</figure>")
+    if module.sft_adapter:
+        folder = Path(module.sft_adapter)
+        parts.append(
+            "<p class='links'>Files: "
+            + " · ".join(
+                _link(folder / name, name)
+                for name in ("adapter", "metrics.json", "training_config.json", "loss_curve.png")
+                if (folder / name).exists()
+            )
+            + "</p>"
+        )
+    return "".join(parts)
+
+
+_SPLIT_LABELS = {"val": "validation", "train": "training"}
+_PHASE_LABELS = {"mntp": "MNTP", "simcse": "SimCSE", "supervised": "supervised contrastive"}
+_RETRIEVAL_METRICS = (("mrr", "MRR"), ("recall_at_1", "recall@1"), ("recall_at_10", "recall@10"))
+
+
+def _llm2vec_section(module: ModuleOutputs) -> str:
+    metrics = module.encoder_metrics
+    if not metrics and not module.encoder:
+        return ""
+    parts = ["<h3>Text encoder (llm2vec: MNTP, then contrastive)</h3>"]
+    phases = [p for p in ("mntp", "simcse", "supervised") if isinstance(metrics.get(p), dict)]
+    rows = [
+        [
+            _esc(_PHASE_LABELS[p]),
+            _fmt(metrics[p].get("steps")),
+            _change(
+                metrics[p].get("loss_first"), metrics[p].get("loss_last"), lower_is_better=True
+            ),
+        ]
+        for p in phases
+    ]
+    parts.append(_table(["phase", "steps", "loss (first → last step)"], rows, "lrr"))
+    chart = line_chart(
+        [
+            (p, [(float(i + 1), float(v)) for i, v in enumerate(metrics[p].get("losses", []))])
+            for p in phases
+            if metrics[p].get("losses")
+        ],
+        title=f"llm2vec losses — {module.name}",
+        x_label="step (within each phase)",
+        y_label="loss",
+    )
+    if chart:
+        parts.append(f"<figure>{chart}</figure>")
+    retrieval = metrics.get("retrieval") if isinstance(metrics.get("retrieval"), dict) else {}
+    if isinstance(retrieval.get("before"), dict) and isinstance(retrieval.get("after"), dict):
+        columns = ["before"] + [k for k in retrieval if k.startswith("after_")]
+        header = [
+            "metric",
+            "before llm2vec",
+            *[f"after {_PHASE_LABELS.get(c[6:], c[6:])}" for c in columns[1:]],
+            "change",
+        ]
+        rows = []
+        for key, label in _RETRIEVAL_METRICS:
+            values = [retrieval.get(c, {}).get(key) for c in columns]
+            rows.append(
+                [
+                    _esc(label),
+                    *[_fmt(v) for v in values],
+                    _delta(values[0], retrieval["after"].get(key), lower_is_better=False),
+                ]
+            )
+        note = retrieval.get("note") or ""
+        parts.append(
+            f"<h4>Retrieval: {_fmt(retrieval.get('queries'))} held-out queries against "
+            f"{_fmt(retrieval.get('passages'))} passages "
+            f"({_esc(_SPLIT_LABELS.get(str(retrieval.get('split')), str(retrieval.get('split'))))} "
+            "split)</h4>"
+        )
+        parts.append(_table(header, rows, "l" + "r" * (len(header) - 1)))
+        if note:
+            parts.append(f"<p class='muted'>{_esc(str(note))}</p>")
+    if module.encoder:
+        folder = Path(module.encoder)
+        parts.append(
+            "<p class='links'>Files: "
+            + " · ".join(
+                _link(folder / name, name)
+                for name in ("encoder", "encoder.json", "metrics.json", "training_config.json")
+                if (folder / name).exists()
+            )
+            + "</p>"
+        )
+    return "".join(parts)
+
+
+def _gguf_section(module: ModuleOutputs) -> str:
+    files = bundle_files(module.bundle)
+    if not files:
+        return ""
+    checks = (
+        module.verification.get("files")
+        if isinstance(module.verification.get("files"), dict)
+        else {}
+    )
+    folder = Path(module.gguf_bundle) if module.gguf_bundle else None
+    rows = []
+    for entry in files:
+        path = str(entry.get("path", ""))
+        check = checks.get(path, {}) if isinstance(checks.get(path), dict) else {}
+        verified = entry.get("verified")
+        status = (
+            "<span class='good'>✓ passed</span>"
+            if verified is True
+            else ("<span class='bad'>✗ failed</span>" if verified is False else "not checked")
+        )
+        if entry["role"] == "chat":
+            parity = (
+                f"logits: min cosine {_fmt(check.get('logits_min_cosine'), 4)}, "
+                f"same top token {_fmt(_percent(check.get('top1_agreement')), 1)} %"
+                if check
+                else "–"
+            )
+        else:
+            parity = (
+                f"embeddings: min cosine {_fmt(check.get('embedding_min_cosine'), 4)}"
+                if check
+                else "–"
+            )
+        bound = (check.get("bounds") or {}).get("min_cosine") if check else None
+        default = (module.bundle.get(entry["role"]) or {}).get("default") == entry["label"]
+        rows.append(
+            [
+                _link(folder / path, path) if folder else f"<code>{_esc(path)}</code>",
+                _esc(entry["role"]) + (" <span class='muted'>(default)</span>" if default else ""),
+                _esc(str(entry["label"])),
+                _size(entry.get("bytes")),
+                status,
+                _esc(parity) if parity == "–" else parity,
+                _fmt(bound, 4) if bound is not None else "–",
+            ]
+        )
+    parts = ["<h3>GGUF files, checked in llama.cpp against the Hugging Face model</h3>"]
+    parts.append(
+        _table(
+            [
+                "file",
+                "role",
+                "quant type",
+                "size",
+                "llama.cpp check",
+                "parity with the HF model",
+                "min cosine allowed",
+            ],
+            rows,
+            "lllrllr",
+        )
+    )
+    if folder is not None:
+        parts.append(
+            "<p class='links'>Files: "
+            + " · ".join(
+                _link(folder / name, name)
+                for name in ("Modelfile", "bundle.json", "verification.json")
+                if (folder / name).exists()
+            )
+            + f" · folder {_link(folder)}</p>"
+        )
+    return "".join(parts)
+
+
+def _percent(value: Any) -> float | None:
+    number = _num(value)
+    return None if number is None else number * 100
+
+
+def _overview(modules: dict[str, ModuleOutputs]) -> str:
     rows = []
     for name, module in sorted(modules.items()):
-        flat: dict[str, Any] = {}
-        _flatten("", module.encoder_metrics, flat)
-        before = next((v for k, v in flat.items() if "before" in k and "mrr" in k.lower()), None)
-        after = next((v for k, v in flat.items() if "after" in k and "mrr" in k.lower()), None)
-        if before is not None and after is not None:
-            rows.append((name, before, after))
-    if not rows:
-        return ""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axis = plt.subplots(figsize=(6, 3))
-    positions = range(len(rows))
-    axis.bar([p - 0.2 for p in positions], [r[1] for r in rows], width=0.4, label="before")
-    axis.bar([p + 0.2 for p in positions], [r[2] for r in rows], width=0.4, label="after")
-    axis.set_xticks(list(positions), [r[0] for r in rows])
-    axis.set_ylabel("MRR")
-    axis.set_title("Retrieval before / after llm2vec")
-    axis.legend()
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return _png_tag(buffer.getvalue(), "retrieval before and after llm2vec")
-
-
-def _table(rows: dict[str, Any]) -> str:
-    if not rows:
-        return "<p><em>none</em></p>"
-    cells = "".join(
-        f"<tr><td>{html.escape(str(key))}</td><td>{html.escape(_fmt(value))}</td></tr>"
-        for key, value in rows.items()
+        sft, enc = module.sft_metrics, module.encoder_metrics
+        retrieval = enc.get("retrieval") if isinstance(enc.get("retrieval"), dict) else {}
+        files = bundle_files(module.bundle)
+        verified = [entry.get("verified") for entry in files]
+        gguf = (
+            f"{len(files)} files, {_size(sum(_num(e.get('bytes')) or 0 for e in files))}, "
+            + (
+                "<span class='good'>all checks passed</span>"
+                if all(v is True for v in verified)
+                else "<span class='bad'>check failed</span>"
+            )
+            if files
+            else "–"
+        )
+        rows.append(
+            [
+                f"<a href='#module-{_esc(name)}'><code>{_esc(name)}</code></a>",
+                f"{_fmt(module.train_records)} / {_fmt(module.val_records)}",
+                _change(
+                    sft.get("train_loss_first"), sft.get("train_loss_last"), lower_is_better=True
+                ),
+                _change(
+                    sft.get("eval_loss_before"), sft.get("eval_loss_after"), lower_is_better=True
+                ),
+                _change(
+                    (retrieval.get("before") or {}).get("mrr"),
+                    (retrieval.get("after") or {}).get("mrr"),
+                    lower_is_better=False,
+                ),
+                gguf,
+            ]
+        )
+    return _table(
+        [
+            "module",
+            "records (train / validation)",
+            "SFT train loss",
+            "SFT validation loss",
+            "retrieval MRR (before → after llm2vec)",
+            "GGUF",
+        ],
+        rows,
+        "lrrrr",
     )
-    return f"<table>{cells}</table>"
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+_CSS = """
+:root{--fg:#1f2937;--muted:#6b7280;--line:#e5e7eb;--bg:#f9fafb;--good:#047857;--bad:#b91c1c}
+*{box-sizing:border-box}
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);
+margin:0;background:var(--bg)}
+main{max-width:1100px;margin:0 auto;padding:24px 28px 48px;background:#fff;min-height:100vh}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:21px;margin:36px 0 12px;padding-bottom:6px;
+border-bottom:2px solid var(--line)}h3{font-size:17px;margin:24px 0 8px}h4{font-size:15px;
+margin:16px 0 6px;font-weight:600}
+.sub,.muted{color:var(--muted)}nav{margin:12px 0 0;font-size:14px}nav a{margin-right:14px}
+a{color:#1d4ed8;text-decoration:none}a:hover{text-decoration:underline}
+code{font:13px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+table{border-collapse:collapse;margin:6px 0 10px;font-size:14px;width:auto;min-width:50%}
+th,td{padding:5px 10px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+th{background:#f3f4f6;font-weight:600;font-size:13px}tbody tr:nth-child(even){background:#fafafa}
+.num{text-align:right;font-variant-numeric:tabular-nums}
+.good{color:var(--good)}.bad{color:var(--bad)}.same{color:var(--fg)}
+.delta{font-size:12px}.change,td.num,td a code{white-space:nowrap}h1 code,h2 code{font-size:inherit}
+dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 18px;margin:6px 0 12px;
+font-size:14px}dl.facts dt{color:var(--muted)}
+dl.facts dd{margin:0;font-variant-numeric:tabular-nums}
+figure{margin:8px 0 12px}svg.chart{max-width:100%;height:auto;font-family:system-ui,sans-serif}
+svg .plot{fill:#fff;stroke:#d1d5db}svg .grid{stroke:#eef0f3}svg .tick{font-size:11px;fill:#6b7280}
+svg .axis{font-size:12px;fill:#374151}svg .chart-title{font-size:13px;font-weight:600;fill:#111827}
+svg .legend{font-size:12px;fill:#374151}
+.links{font-size:13px;color:var(--muted)}
+section.module{border-top:1px solid var(--line);margin-top:28px}
+"""
 
 
 def render_html(run_name: str, summary: dict[str, Any], modules: dict[str, ModuleOutputs]) -> str:
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>monGARS run {html.escape(run_name)}</title>",
-        "<style>body{font-family:sans-serif;margin:1.5em;max-width:70em}"
-        "table{border-collapse:collapse;margin:.5em 0}td{border:1px solid #ccc;padding:2px 8px}"
-        "img{max-width:100%}</style></head><body>",
-        f"<h1>monGARS run <code>{html.escape(run_name)}</code></h1>",
-        f"<p>monGARS mlops {html.escape(__version__)} — {len(modules)} module(s)</p>",
-        "<h2>Datasets</h2>",
-    ]
-    dataset_figures: dict[str, Any] = {}
-    _flatten("", {k: v for k, v in summary.items() if k in ("outputs", "totals")}, dataset_figures)
-    parts.append(_table(dataset_figures))
-    parts.append(_retrieval_plot(modules))
-    for name, module in sorted(modules.items()):
-        parts.append(f"<h2>Module <code>{html.escape(name)}</code></h2>")
-        parts.append(
-            _table({"train records": module.train_records, "val records": module.val_records})
+    """The report page for a run: overview, datasets, then one section per module."""
+    names = sorted(modules)
+    stages = [
+        label
+        for label, present in (
+            ("datasets", True),
+            ("SFT", any(m.sft_metrics or m.sft_adapter for m in modules.values())),
+            ("llm2vec", any(m.encoder_metrics or m.encoder for m in modules.values())),
+            ("GGUF export", any(m.bundle for m in modules.values())),
         )
-        for title, metrics in (("SFT", module.sft_metrics), ("llm2vec", module.encoder_metrics)):
-            flat: dict[str, Any] = {}
-            _flatten("", metrics, flat)
-            if flat:
-                parts.append(f"<h3>{title}</h3>{_table(flat)}")
-        curve = Path(module.sft_adapter) / "loss_curve.png" if module.sft_adapter else None
-        if curve is not None and curve.is_file():
-            parts.append(_png_tag(curve.read_bytes(), f"{name} SFT loss curve"))
-        files = bundle_files(module.bundle)
-        if files:
-            parts.append("<h3>GGUF files</h3>")
-            parts.append(
-                "<table><tr><td>file</td><td>role</td><td>type</td><td>MB</td><td>verified</td></tr>"
-                + "".join(
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2f}</td><td>{}</td></tr>".format(
-                        html.escape(str(entry.get("path", ""))),
-                        html.escape(entry["role"]),
-                        html.escape(entry["label"]),
-                        float(entry.get("bytes", 0)) / 1e6,
-                        html.escape(str(entry.get("verified", ""))),
-                    )
-                    for entry in files
-                )
-                + "</table>"
-            )
-    parts.append("</body></html>")
+        if present
+    ]
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>monGARS run {_esc(run_name)}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>monGARS run <code>{_esc(run_name)}</code></h1>",
+        f"<p class='sub'>{len(modules)} module{'s' if len(modules) != 1 else ''} · stages: "
+        f"{_esc(', '.join(stages))} · monGARS mlops {_esc(__version__)}</p>",
+        "<nav>Jump to: <a href='#overview'>overview</a><a href='#datasets'>datasets</a>"
+        + "".join(f"<a href='#module-{_esc(n)}'>{_esc(n)}</a>" for n in names)
+        + "</nav>",
+        "<section id='overview'><h2>Overview</h2>",
+        _overview(modules),
+        "<p class='muted'>Losses are mean cross-entropy per token (lower is better); retrieval "
+        "MRR is the mean reciprocal rank of the right passage (higher is better). Green marks an "
+        "improvement, red a regression.</p></section>",
+        _datasets_section(summary, modules),
+    ]
+    for name in names:
+        module = modules[name]
+        parts.append(f"<section class='module' id='module-{_esc(name)}'>")
+        parts.append(f"<h2>Module <code>{_esc(name)}</code></h2>")
+        body = _sft_section(module) + _llm2vec_section(module) + _gguf_section(module)
+        parts.append(body or "<p class='muted'>no training stage ran for this module yet</p>")
+        parts.append("</section>")
+    parts.append("</main></body></html>")
     return "\n".join(parts)
 
 

@@ -2,23 +2,47 @@
 
 The runbook's users read it to find datasets, adapters, encoders and GGUF files; re-running the
 same run id appends to its history (resuming is running again: finished stages are cache hits).
+Next to the artifact locations (``datasets``, ``report``, ``modules.<m>.sft_adapter``...) it keeps
+the runbook's fields, as paths through the run folder's runbook view (``french_datasets_dir``,
+``modules.<m>.train_path``/``train_count``/``adapter_path``/``current_model_dir``...; see
+:mod:`monGARS.mlops.run_layout`).
 """
 
 from __future__ import annotations
 
 import json
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from monGARS.mlops.atomic import write_json
 from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.run_layout import refresh_layout, runbook_fields
 
 STATE_FILE = "state.json"
 STATE_VERSION = 1
+REBUILD_ADVICE = "rebuild it with --build-datasets (the unreadable file is moved aside)"
 
 
 def state_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / STATE_FILE
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise MongarsError(
+            f"state: {path} cannot be read ({reason}); {REBUILD_ADVICE}, or use another --run-id"
+        ) from None
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise MongarsError(
+            f"state: {path} is not a monGARS state file (version {STATE_VERSION}); "
+            f"{REBUILD_ADVICE}, or use another --run-id"
+        )
+    return state
 
 
 def load_state(run_dir: str | Path) -> dict[str, Any]:
@@ -26,19 +50,26 @@ def load_state(run_dir: str | Path) -> dict[str, Any]:
     path = state_path(run_dir)
     if not path.exists():
         return {}
+    return _read(path)
+
+
+def set_aside_unreadable_state(run_dir: str | Path) -> Path | None:
+    """Move an unreadable ``state.json`` aside (``state.json.unreadable-<UTC time>``).
+
+    What ``--build-datasets`` does before a run, so the runbook's advice for a corrupted state
+    works; returns where the file went, ``None`` when the state was readable or absent.
+    """
+    path = state_path(run_dir)
+    if not path.exists():
+        return None
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise MongarsError(
-            f"state: {path} cannot be read ({reason}); move it aside or use another --run-id"
-        ) from None
-    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-        raise MongarsError(
-            f"state: {path} is not a monGARS state file (version {STATE_VERSION}); "
-            "move it aside or use another --run-id"
-        )
-    return state
+        _read(path)
+    except MongarsError:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = path.with_name(f"{STATE_FILE}.unreadable-{stamp}")
+        os.replace(path, aside)
+        return aside
+    return None
 
 
 def save_state(
@@ -47,12 +78,23 @@ def save_state(
     attempt: dict[str, Any],
     outputs: dict[str, Any] | None,
 ) -> Path:
-    """Append ``attempt`` to the history and, when the run finished, record its outputs."""
+    """Append ``attempt`` to the history and, when the run finished, record its outputs.
+
+    A finished attempt also refreshes the runbook's view of the run folder (symlinks onto its
+    artifacts) and the runbook's fields; a failed one leaves both as the last finished one made.
+    """
     state = load_state(run_dir) or {"version": STATE_VERSION, "run_id": run_id, "history": []}
     state["history"].append(attempt)
     if outputs is not None:
         state["last_stage"] = attempt.get("last_stage", "")
         state["datasets"] = outputs.get("datasets", "")
         state["report"] = outputs.get("report", "")
-        state["modules"] = outputs.get("modules", {})
+        state["layout_links"] = refresh_layout(run_dir, outputs, state.get("layout_links", []))
+        runbook = runbook_fields(run_dir, outputs, state["layout_links"])
+        state["french_datasets_dir"] = runbook["french_datasets_dir"]
+        state["internal_datasets_dir"] = runbook["internal_datasets_dir"]
+        state["modules"] = {
+            name: {**module, **runbook["modules"].get(name, {})}
+            for name, module in (outputs.get("modules") or {}).items()
+        }
     return write_json(state_path(run_dir), state)

@@ -29,11 +29,11 @@ def test_state_round_trip(tmp_path: Path) -> None:
     save_state(tmp_path, "demo", {"status": "succeeded"}, {"datasets": "/d", "modules": {"m": {}}})
     state = load_state(tmp_path)
     assert [entry["status"] for entry in state["history"]] == ["failed", "succeeded"]
-    assert state["datasets"] == "/d" and state["modules"] == {"m": {}}
+    assert state["datasets"] == "/d" and state["modules"]["m"]["train_count"] == 0
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", b"[]", b'{"version": 99}'])
 def test_corrupted_state_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
     (tmp_path / "state.json").write_bytes(content)
-    with pytest.raises(MongarsError, match="move it aside or use another --run-id"):
+    with pytest.raises(MongarsError, match="rebuild it with --build-datasets"):
         load_state(tmp_path)

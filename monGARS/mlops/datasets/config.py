@@ -194,6 +194,9 @@ class DatasetsConfig:
     # Source trees for the code miner: folders, archives or gs:// URIs; [] means the installed
     # monGARS package.
     code_roots: list[str] = field(default_factory=list)
+    # Set by ``--repo-root``: a digest of the local tree's sources. KFP's cache key sees this
+    # config, not the files a path points to, so the digest makes a changed tree rebuild.
+    code_roots_digest: str = ""
     # "glob=module" pairs matched against "<root name>/<path>"; first match wins; unmatched files
     # fall back to the default of one module per sub-package.
     module_map: list[str] = field(default_factory=list)

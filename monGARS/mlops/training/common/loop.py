@@ -7,6 +7,7 @@ CUDA/Unsloth image (transformers <= 5.17): warmup is passed in steps, not as a r
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from transformers import Trainer, TrainingArguments
 
 from monGARS.mlops.training.common.backends import Environment, MemoryPlan
 from monGARS.mlops.training.sft.config import SFTConfig
+
+LOG = logging.getLogger(__name__)
 
 
 class CountingTrainer(Trainer):
@@ -29,6 +32,13 @@ class CountingTrainer(Trainer):
     def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         self.trained_tokens += int(inputs["attention_mask"].sum())
         return super().training_step(model, inputs, *args, **kwargs)
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        super().log(logs, *args, **kwargs)
+        if "loss" in logs:  # one line per logging step: what the local run's progress bar follows
+            LOG.info(
+                "step %d/%d, loss %.4g", self.state.global_step, self.state.max_steps, logs["loss"]
+            )
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         start = time.perf_counter()

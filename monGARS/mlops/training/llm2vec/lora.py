@@ -6,6 +6,7 @@ before the next phase starts, as upstream LLM2Vec does (MNTP adapter merged unde
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -13,6 +14,8 @@ from typing import Any
 
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.training.llm2vec.config import LORA_TARGET_MODULES
+
+LOG = logging.getLogger(__name__)
 
 
 def add_lora(model: Any, r: int, alpha: int, dropout: float) -> Any:
@@ -91,6 +94,9 @@ def train_steps(
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
         losses.append(value)
+        if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:
+            # One line per tenth of the phase: what the local run's progress bar follows.
+            LOG.info("%s: step %d/%d, loss %.4g", phase, step + 1, steps, value)
     optimizer.zero_grad(set_to_none=True)
     model.eval()
     return losses

@@ -1,0 +1,264 @@
+"""The run report: what a person sees, checked on its HTML (and in Chromium when present)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from monGARS.mlops.report import line_chart, write_report
+
+VOID = {"meta", "br", "img", "input", "link", "hr", "rect", "line", "circle", "polyline"}
+
+
+class _Page(HTMLParser):
+    """Checks that every element closes where it should; collects ids, links, tables, SVGs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.ids: list[str] = []
+        self.hrefs: list[str] = []
+        self.polylines = 0
+        self.svgs = 0
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if values.get("id"):
+            self.ids.append(values["id"] or "")
+        if tag == "a" and values.get("href"):
+            self.hrefs.append(values["href"] or "")
+        self.polylines += tag == "polyline"
+        self.svgs += tag == "svg"
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.polylines += tag == "polyline"
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _parse(text: str) -> _Page:
+    page = _Page()
+    page.feed(text)
+    page.close()
+    assert page.errors == [] and page.stack == [], (page.errors, page.stack)
+    return page
+
+
+def _phase(losses: list[float]) -> dict:
+    return {
+        "steps": len(losses),
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "losses": losses,
+    }
+
+
+def _retrieval(mrr: float, at_1: float, at_10: float) -> dict:
+    return {"mrr": mrr, "recall_at_1": at_1, "recall_at_10": at_10}
+
+
+def _artifacts(root: Path, modules: tuple[str, ...] = ("api", "training")) -> tuple:
+    """Stage outputs as the stages write them (figures from a tiny run)."""
+    datasets = root / "datasets"
+    (datasets / "modules").mkdir(parents=True)
+    (datasets / "modules.json").write_text(json.dumps(list(modules)))
+    summary = {
+        "outputs": {"instruction": {"train": 34, "val": 6}, "retrieval": {"train": 104, "val": 16}},
+        "totals": {"rows_read": 190, "records_kept": 190, "records_dropped": 0},
+        "config": {"languages": ["fr"]},
+        "sources": [
+            {"name": "sample_fr_instruction", "kind": "instruction", "read": 40, "kept": 38,
+             "dropped": {"pii_secret": 2}, "error": None},
+        ],
+        "code": {"roots": ["boutique"], "files": 4, "facts": {"function": 12}, "records": 30},
+        "modules": {name: {"train": 8, "val": 1, "status": "included"} for name in modules},
+    }  # fmt: skip
+    (datasets / "summary.json").write_text(json.dumps(summary))
+    sft_dirs, encoder_dirs, gguf_dirs = [], [], []
+    for name in modules:
+        folder = datasets / "modules" / name
+        folder.mkdir()
+        (folder / "train.jsonl").write_text('{"a": 1}\n' * 8)
+        (folder / "val.jsonl").write_text('{"a": 1}\n')
+        sft = root / name / "sft"
+        (sft / "adapter").mkdir(parents=True)
+        (sft / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "module": name,
+                    "steps": 30,
+                    "train_loss_first": 6.977,
+                    "train_loss_last": 6.152,
+                    "eval_loss_before": 6.955,
+                    "eval_loss_after": 6.153,
+                    "loss_history": [{"step": s, "loss": 7 - s / 30} for s in range(1, 31, 3)],
+                    "eval_history": [{"step": s, "eval_loss": 6.9 - s / 40} for s in (0, 10, 20)],
+                    "train_records": 69,
+                    "module_train_records": 8,
+                    "french_train_records": 61,
+                    "tokens_per_second": 685.7,
+                }
+            )
+        )
+        encoder = root / name / "llm2vec"
+        (encoder / "encoder").mkdir(parents=True)
+        (encoder / "encoder.json").write_text(json.dumps({"module": name}))
+        (encoder / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "module": name,
+                    "mntp": _phase([6.5, 6.45, 6.4]),
+                    "supervised": _phase([8.1, 0.45]),
+                    "retrieval": {
+                        "split": "val",
+                        "queries": 16,
+                        "passages": 32,
+                        "before": _retrieval(0.21, 0.125, 0.5),
+                        "after_mntp": _retrieval(0.25, 0.2, 0.5),
+                        "after_supervised": _retrieval(0.33, 0.25, 0.75),
+                        "after": _retrieval(0.33, 0.25, 0.75),
+                    },
+                }
+            )
+        )  # fmt: skip
+        gguf = root / name / "gguf"
+        gguf.mkdir()
+        files = {}
+        checks = {}
+        for label, size in (("F16", 3441984), ("Q4_K_M", 1102400)):
+            path = f"{name}-chat-{label}.gguf"
+            (gguf / path).write_bytes(b"GGUF")
+            files[label] = {"path": path, "bytes": size, "quant": label.lower(), "verified": True}
+            checks[path] = {"logits_min_cosine": 0.9406, "top1_agreement": 0.8857,
+                            "bounds": {"min_cosine": 0.7}, "passed": True}  # fmt: skip
+        (gguf / "bundle.json").write_text(
+            json.dumps({"module": name, "chat": {"default": "Q4_K_M", "files": files}})
+        )
+        (gguf / "verification.json").write_text(json.dumps({"files": checks}))
+        (gguf / "Modelfile").write_text("FROM x")
+        sft_dirs.append(str(sft))
+        encoder_dirs.append(str(encoder))
+        gguf_dirs.append(str(gguf))
+    return datasets, sft_dirs, encoder_dirs, gguf_dirs
+
+
+@pytest.fixture
+def report(tmp_path: Path) -> tuple[Path, str]:
+    datasets, sft, encoders, ggufs = _artifacts(tmp_path)
+    html_path = tmp_path / "report.html"
+    write_report("run&demo", datasets, sft, encoders, ggufs, html_path)
+    return html_path, html_path.read_text(encoding="utf-8")
+
+
+def test_report_has_sections_per_stage_and_module(report) -> None:
+    _, text = report
+    page = _parse(text)
+    assert {"overview", "datasets", "module-api", "module-training"} <= set(page.ids)
+    words = " ".join(page.text)
+    for heading in (
+        "Supervised fine-tuning (LoRA)",
+        "Text encoder (llm2vec",
+        "GGUF files, checked in llama.cpp",
+        "French corpora (records)",
+        "Per-module datasets, mined from code",
+    ):
+        assert words.count(heading) >= 1, heading
+    assert "run&amp;demo" in text and "run&demo" not in text.replace("run&amp;demo", "")
+    # Plain labels, never the dotted keys of the old report.
+    assert not re.search(r"\b(outputs|totals|sft|llm2vec)\.[a-z_]+\.", words)
+
+
+def test_report_shows_losses_retrieval_and_gguf_figures_with_units(report) -> None:
+    _, text = report
+    page = _parse(text)
+    words = " ".join(" ".join(page.text).split())
+    assert "6.977 → 6.152 (-0.825)" in words  # train loss first → last, with the change
+    assert "0.210 → 0.330 (+0.120)" in words  # retrieval MRR before → after, overview
+    assert "after supervised contrastive" in words and "recall@10" in words
+    assert "3.3 MB" in words and "1.1 MB" in words and "Q4_K_M" in words
+    assert "min cosine 0.9406" in words and "88.6 %" in words and "✓ passed" in words
+    assert "61 French" in words and "Throughput (tokens/s)" in words
+    # Loss curves: one SFT chart (train + validation) and one llm2vec chart per module.
+    assert page.svgs == 4 and page.polylines == 2 * 4
+
+
+def test_report_links_to_the_files(report, tmp_path: Path) -> None:
+    _, text = report
+    page = _parse(text)
+    local = [href for href in page.hrefs if href.startswith("file://")]
+    assert any(href.endswith("/api/gguf/api-chat-Q4_K_M.gguf") for href in local)
+    assert any(href.endswith("/training/sft/metrics.json") for href in local)
+    for href in local:
+        assert Path(href.removeprefix("file://")).exists(), href
+    anchors = {href[1:] for href in page.hrefs if href.startswith("#")}
+    assert anchors <= set(page.ids)
+
+
+def test_report_of_a_datasets_only_run(tmp_path: Path) -> None:
+    datasets, *_ = _artifacts(tmp_path)
+    html_path = tmp_path / "report.html"
+    summary, figures = write_report("d", datasets, [], [], [], html_path)
+    text = html_path.read_text()
+    _parse(text)
+    assert text.count("no training stage ran for this module yet") == 2
+    assert json.loads(summary)["modules"]["api"]["train_records"] == 8
+    assert figures["api.records.train"] == 8.0
+
+
+def test_line_chart_scales_every_series_into_the_plot() -> None:
+    svg = line_chart(
+        [("a", [(0, 1.0), (10, 3.0)]), ("b", [(5, 2.0)])], title="t", x_label="x", y_label="y"
+    )
+    assert svg.count("<polyline") == 1 and svg.count("<circle") == 1
+    coords = [
+        float(v)
+        for pair in re.findall(r"points='([^']+)'", svg)[0].split()
+        for v in pair.split(",")
+    ]
+    width, height = (int(v) for v in re.search(r"viewBox='0 0 (\d+) (\d+)'", svg).groups())
+    assert all(0 <= c <= max(width, height) for c in coords)
+    assert line_chart([], title="t", x_label="x", y_label="y") == ""
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_report_renders_in_chromium(report, tmp_path: Path) -> None:
+    html_path, _ = report
+    shot = tmp_path / "report.png"
+    command = [
+        "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+        "--disable-background-networking", "--disable-component-update", "--no-first-run",
+        f"--screenshot={shot}",
+        "--window-size=1280,2000", html_path.as_uri(),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    dom = subprocess.run(
+        [*command[:-3], "--dump-dom", html_path.as_uri()],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert "module-training" in dom and "<svg" in dom
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (1280, 2000)
