@@ -63,7 +63,17 @@ def resolve_local_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
     resolved = dict(parameters)
     resolved.setdefault("base_model", TINY_MODEL_NAME)
     if resolved["base_model"] == TINY_MODEL_NAME:
-        resolved = _merge_preset(_tiny_preset(), resolved)
+        preset = _tiny_preset()
+        upstream = [parameters.get(key) for key in ("mntp_config", "simcse_config")]
+        if any(upstream):
+            # What the user's upstream llm2vec configs set beats the preset's small values.
+            from monGARS.mlops.training.llm2vec.upstream import resolve_upstream
+
+            mapped, _ = resolve_upstream(*upstream)
+            preset["llm2vec_config"] = {
+                k: v for k, v in preset["llm2vec_config"].items() if k not in mapped
+            }
+        resolved = _merge_preset(preset, resolved)
     return resolved
 
 

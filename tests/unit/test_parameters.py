@@ -214,3 +214,12 @@ def test_build_datasets_body_runs_the_stage_with_its_folded_config(tmp_path: Pat
     assert datasets.metadata["modules"] == "platform,training"
     summary = json.loads((tmp_path / "datasets" / "summary.json").read_text())
     assert summary["config"]["seed"] == 11 and summary["config"]["val_split"] == 0.25
+
+
+def test_upstream_llm2vec_configs_beat_the_tiny_preset() -> None:
+    from monGARS.mlops.stages import llm2vec_config, resolve_local_parameters
+
+    plain = llm2vec_config(resolve_local_parameters({}))
+    given = resolve_local_parameters({"mntp_config": {"max_steps": 3}})
+    assert llm2vec_config(given).mntp_steps == 3 != plain.mntp_steps
+    assert llm2vec_config(given).simcse_steps == plain.simcse_steps  # the preset elsewhere
