@@ -85,8 +85,16 @@ def run_local(
     runs_root: str | Path = "runs",
     last_stage: str = "report",
     hf_token: str | None = None,
+    runner: Any = None,
+    task_env: dict[str, str] | None = None,
 ) -> LocalRunResult:
-    """Validate, then run the pipeline up to ``last_stage`` locally; record ``state.json``."""
+    """Validate, then run the pipeline up to ``last_stage`` locally; record ``state.json``.
+
+    ``runner``: a kfp.local runner, default ``SubprocessRunner(use_venv=False)`` (this venv). The
+    container tier passes a ``DockerRunner`` (tests/container): then only ``pipeline_root`` and
+    what the runner mounts reach the tasks, and no host variable does (``task_env`` does).
+    ``task_env``: extra environment variables set on every task.
+    """
     check_safe_name("run_id", run_id)
     run_dir = Path(runs_root).resolve() / run_id
     load_state(run_dir)  # refuse a corrupted state before spending any time
@@ -104,14 +112,14 @@ def run_local(
     pipeline_root = run_dir / "kfp"
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(
-        runner=local.SubprocessRunner(use_venv=False),
+        runner=runner or local.SubprocessRunner(use_venv=False),
         pipeline_root=str(pipeline_root),
         enable_caching=True,
         cache_root=str(run_dir / "cache"),
     )
     pipeline = build_pipeline(
         last_stage,
-        task_env={CODE_FINGERPRINT_ENV: code_fingerprint()},
+        task_env={**(task_env or {}), CODE_FINGERPRINT_ENV: code_fingerprint()},
         gpu_accelerators=False,
     )
     task_log = _TaskLog()

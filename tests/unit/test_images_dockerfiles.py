@@ -150,3 +150,55 @@ def test_dockerignore_sends_what_the_dockerfiles_copy_and_nothing_private() -> N
         ".env",
     ):
         assert _dockerignore_excludes(private, patterns), f"{private} must not reach the builder"
+
+
+def _stages(dockerfile: Path) -> list[list[tuple[str, str]]]:
+    """Instructions grouped by build stage (each FROM starts one)."""
+    stages: list[list[tuple[str, str]]] = []
+    for keyword, args in _instructions(dockerfile):
+        if keyword == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((keyword, args))
+    return stages
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_builds_without_a_registry_frontend_or_buildkit_only_syntax(name: str) -> None:
+    """A `# syntax=` line makes BuildKit pull a frontend image; RUN --mount needs BuildKit."""
+    text = DOCKERFILES[name].read_text(encoding="utf-8")
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE)
+    assert not any(
+        keyword == "RUN" and args.startswith("--mount") for keyword, args in _instructions(
+            DOCKERFILES[name]
+        )
+    )
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_build_ca_and_local_wheels_stay_in_the_build_stage(name: str) -> None:
+    build, *rest = _stages(DOCKERFILES[name])
+    assert any(k == "COPY" and "images/build-extra/" in a for k, a in build)
+    final = rest[-1]
+    final_text = " ".join(a for _, a in final)
+    assert "build-extra" not in final_text and "pip.conf" not in final_text
+    copies = [a for k, a in final if k == "COPY"]
+    assert copies == ["--from=build /opt/venv /opt/venv"], "the final stage takes only the venv"
+
+
+def test_cpu_image_refuses_cuda_at_build_time() -> None:
+    final = _stages(DOCKERFILES["mongars-runtime"])[-1]
+    checks = " ".join(a for k, a in final if k == "RUN")
+    assert "torch.version.cuda is None" in checks
+    assert "nvidia-" in checks and "libcudart" in checks
+
+
+def test_cuda_image_finds_the_node_driver() -> None:
+    """GKE mounts the driver under /usr/local/nvidia/lib64; CUDA 13 needs driver >= 580."""
+    instructions = _instructions(DOCKERFILES["mongars-train-cuda"])
+    env = " ".join(a for k, a in instructions if k == "ENV")
+    path = re.search(r"LD_LIBRARY_PATH=(\S+)", env)
+    assert path and "/usr/local/nvidia/lib64" in path.group(1).split(":")
+    labels = " ".join(a for k, a in instructions if k == "LABEL")
+    assert 'io.mongars.nvidia.driver.min="580"' in labels
+    assert "torch.version.cuda.startswith('13')" in " ".join(a for k, a in instructions)
