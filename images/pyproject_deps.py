@@ -63,7 +63,7 @@ def cpu_torch(requirement: str) -> str:
         return requirement
     match = re.fullmatch(r"\s*torch\s*==\s*([0-9][0-9A-Za-z.]*)\s*", requirement)
     if match is None:
-        raise ValueError(f"--cpu-torch needs an exact torch pin (torch==X.Y.Z), got {requirement!r}")
+        raise ValueError(f"--cpu-torch needs an exact pin (torch==X.Y.Z), got {requirement!r}")
     return f"torch=={match.group(1)}+cpu"
 
 

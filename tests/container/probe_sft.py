@@ -45,7 +45,8 @@ def main(base_dir: str, datasets_dir: str, artifact_dir: str, module: str) -> di
         example = tokenize_chat(tokenizer, record["messages"], max_seq_length)
         if example is None or len(example.input_ids) == max_seq_length:
             continue  # dropped or truncated: its last turn is cut, so no exact comparison
-        trained = [t for t, label in zip(example.input_ids, example.labels) if label != IGNORE_INDEX]
+        pairs = zip(example.input_ids, example.labels, strict=True)
+        trained = [token for token, label in pairs if label != IGNORE_INDEX]
         expected = "".join(
             m["content"] + end_of_turn for m in record["messages"] if m["role"] == "assistant"
         )

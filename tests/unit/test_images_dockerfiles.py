@@ -169,9 +169,8 @@ def test_builds_without_a_registry_frontend_or_buildkit_only_syntax(name: str) -
     text = DOCKERFILES[name].read_text(encoding="utf-8")
     assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE)
     assert not any(
-        keyword == "RUN" and args.startswith("--mount") for keyword, args in _instructions(
-            DOCKERFILES[name]
-        )
+        keyword == "RUN" and args.startswith("--mount")
+        for keyword, args in _instructions(DOCKERFILES[name])
     )
 
 
