@@ -12,12 +12,16 @@ def raft(
     encoder: dsl.Input[dsl.Model],
     datasets: dsl.Input[dsl.Dataset],
     module: str,
+    enabled: bool,
     seed: int,
     raft_config: dict,
     adapter: dsl.Output[dsl.Model],
     metrics: dsl.Output[dsl.Metrics],
 ) -> None:
-    """Fine-tune on questions with oracle and distractor documents mined by the encoder."""
+    """Fine-tune on questions with oracle and distractor documents mined by the encoder.
+
+    With ``enabled`` false the SFT adapter is passed on unchanged (a copy of the adapter only).
+    """
     from monGARS.mlops import stages
     from monGARS.mlops.artifacts import log_metrics, publish, stage_errors
 
@@ -31,6 +35,7 @@ def raft(
             module,
             adapter.path,
             base_model_name=base_model.metadata.get("base_model"),
+            enabled=enabled,
         )
     publish(adapter, metadata)
     log_metrics(metrics, metadata)

@@ -158,7 +158,9 @@ def run_command(args: argparse.Namespace, *, require_base_model: bool) -> int:
 
 
 def compile_command(args: argparse.Namespace) -> int:
-    from pipelines.compile import compile_pipeline, is_up_to_date
+    from components.images import ALL_IMAGES, uncommitted_image_sources
+    from pipelines.compile import BackendRuleError, compile_pipeline, is_up_to_date
+    from pipelines.options import PipelineOptions
 
     output = Path(args.output)
     if args.check:
@@ -167,9 +169,33 @@ def compile_command(args: argparse.Namespace) -> int:
             return 0
         print(f"error: {output} is stale; run `make compile`", file=sys.stderr)
         return 1
-    compile_pipeline(output)
+    options = PipelineOptions(
+        accelerator_type=args.accelerator_type,
+        accelerator_count=args.accelerator_count,
+        parallelism=args.parallelism,
+    )
+    if problems := options.problems():
+        raise MongarsError("compile: " + "; ".join(problems))
+    try:
+        compile_pipeline(output, options)
+    except BackendRuleError as error:
+        raise MongarsError(f"compile: {error}") from None
     print(f"wrote {output}")
+    print("images: " + ", ".join(sorted(ALL_IMAGES.values())))
+    if changed := uncommitted_image_sources():
+        print(
+            f"note: the image tag covers {len(changed)} uncommitted change(s) "
+            f"({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}); "
+            "build and push the images from this tree (`make push-images`) before submitting",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _pipeline_option_defaults() -> Any:
+    from pipelines.options import PipelineOptions
+
+    return PipelineOptions()
 
 
 def build_tiny_command(args: argparse.Namespace) -> int:
@@ -200,6 +226,24 @@ def build_parser() -> argparse.ArgumentParser:
     compile_parser = commands.add_parser("compile", help="compile the pipeline to YAML")
     compile_parser.add_argument("--output", default=str(COMPILED_PIPELINE))
     compile_parser.add_argument("--check", action="store_true", help="fail if the YAML is stale")
+    defaults = _pipeline_option_defaults()
+    compile_parser.add_argument(
+        "--accelerator-type",
+        default=defaults.accelerator_type,
+        help="extended resource each GPU task requests (default: %(default)s)",
+    )
+    compile_parser.add_argument(
+        "--accelerator-count",
+        type=int,
+        default=defaults.accelerator_count,
+        help="GPUs per GPU task (default: %(default)s)",
+    )
+    compile_parser.add_argument(
+        "--parallelism",
+        type=int,
+        default=defaults.parallelism,
+        help="modules trained at once; 0 = all (default: %(default)s)",
+    )
     compile_parser.set_defaults(handler=compile_command)
     tiny = commands.add_parser("build-tiny-model", help="write the embedded tiny model")
     tiny.add_argument("output")

@@ -8,6 +8,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 COMPILED_PIPELINE = Path(__file__).resolve().parent / "mongars.yaml"
 _HEADER_DEFAULT = re.compile(r"^(#\s+\w+: \w+ \[Default: )(.*)(\])$")
@@ -34,16 +35,37 @@ def _normalise_header(text: str) -> str:
     return "\n".join(lines)
 
 
-def compile_pipeline(output: str | Path = COMPILED_PIPELINE) -> Path:
+class BackendRuleError(ValueError):
+    """The compiled pipeline breaks a rule of the KFP backend's driver; nothing was written."""
+
+
+def compile_pipeline(output: str | Path = COMPILED_PIPELINE, options: Any = None) -> Path:
+    """Compile the full pipeline to ``output``, refusing YAML the KFP backend could not run.
+
+    ``options`` is a ``PipelineOptions`` (accelerator, fan-out); the committed YAML uses the
+    defaults. The result is checked with ``monGARS.deploy.backend_rules`` before it is written.
+    """
+    import yaml
     from kfp import compiler
 
-    from pipelines.mongars_pipeline import mongars_pipeline
+    from monGARS.deploy.backend_rules import check_pipeline
+    from pipelines.mongars_pipeline import build_pipeline
+    from pipelines.options import PipelineOptions
 
+    pipeline = build_pipeline(options=options or PipelineOptions())
     target = Path(output)
     with tempfile.TemporaryDirectory() as scratch:
         raw = Path(scratch) / "pipeline.yaml"
-        compiler.Compiler().compile(mongars_pipeline, str(raw))
-        target.write_text(_normalise_header(raw.read_text(encoding="utf-8")), encoding="utf-8")
+        compiler.Compiler().compile(pipeline, str(raw))
+        text = _normalise_header(raw.read_text(encoding="utf-8"))
+    spec, *rest = list(yaml.safe_load_all(text))
+    problems = check_pipeline(spec, rest[0] if rest else None)
+    if problems:
+        raise BackendRuleError(
+            f"the compiled pipeline would fail on the KFP backend ({len(problems)} problems): "
+            + "; ".join(problems)
+        )
+    target.write_text(text, encoding="utf-8")
     return target
 
 

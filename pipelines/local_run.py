@@ -7,7 +7,6 @@ stages are cache hits.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,9 +20,10 @@ from typing import Any
 from monGARS.mlops import stages
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.names import check_safe_name
+from monGARS.mlops.shared_cache import CACHE_DIR_ENV
 from monGARS.mlops.state import load_state, save_state, state_path
 
-CODE_FINGERPRINT_ENV = "MONGARS_CODE_FINGERPRINT"
+SHARED_CACHE_DIRNAME = "model-cache"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _CACHE_HIT = re.compile(r"^Task (\S+) cache hit")
 _FINISHED = re.compile(r"^Task '?([^' ]+)'? finished with status (\w+)")
@@ -65,17 +65,13 @@ class _TaskLog(logging.Filter):
             self.executed.append(done.group(1))
 
 
-def code_fingerprint() -> str:
-    """Hash of the library's source and data files: a code change gives new local cache keys."""
-    import monGARS
-
-    root = Path(monGARS.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix in {".py", ".jsonl", ".json", ".yaml", ".txt"}:
-            digest.update(path.relative_to(root).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+def _restore_env(name: str, previous: str | None, changed: bool) -> None:
+    if not changed:
+        return
+    if previous is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = previous
 
 
 def run_local(
@@ -86,29 +82,24 @@ def run_local(
     last_stage: str = "report",
     hf_token: str | None = None,
     runner: Any = None,
-    task_env: dict[str, str] | None = None,
 ) -> LocalRunResult:
     """Validate, then run the pipeline up to ``last_stage`` locally; record ``state.json``.
 
     ``runner``: a kfp.local runner, default ``SubprocessRunner(use_venv=False)`` (this venv). The
-    container tier passes a ``DockerRunner`` (tests/container): then only ``pipeline_root`` and
-    what the runner mounts reach the tasks, and no host variable does (``task_env`` does).
-    ``task_env``: extra environment variables set on every task.
+    container tier passes a ``DockerRunner`` (tests/container), which gives the tasks only what it
+    mounts and sets (no host variable reaches them, ``HF_TOKEN`` and ``MONGARS_CACHE_DIR``
+    included): it mounts the run's shared cache folder where the cluster mounts the PVC.
     """
     check_safe_name("run_id", run_id)
     run_dir = Path(runs_root).resolve() / run_id
     load_state(run_dir)  # refuse a corrupted state before spending any time
     resolved = stages.resolve_local_parameters(parameters)
-    # A stage killed midway resumes from checkpoints kept inside the run's folder.
-    resolved.setdefault("checkpoint_root", str(run_dir / "checkpoints"))
     stages.validate_parameters(resolved, last_stage)
 
     from kfp import local
 
-    from pipelines.local_compat import enable_oneof_artifacts
     from pipelines.mongars_pipeline import build_pipeline
 
-    enable_oneof_artifacts()
     pipeline_root = run_dir / "kfp"
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(
@@ -117,11 +108,7 @@ def run_local(
         enable_caching=True,
         cache_root=str(run_dir / "cache"),
     )
-    pipeline = build_pipeline(
-        last_stage,
-        task_env={**(task_env or {}), CODE_FINGERPRINT_ENV: code_fingerprint()},
-        gpu_accelerators=False,
-    )
+    pipeline = build_pipeline(last_stage)
     task_log = _TaskLog()
     root_logger = logging.getLogger()
     root_logger.addFilter(task_log)
@@ -131,6 +118,12 @@ def run_local(
     previous_token = os.environ.get("HF_TOKEN")
     if hf_token:
         os.environ["HF_TOKEN"] = hf_token  # reaches the task subprocesses, never their arguments
+    # The run's stand-in for the cluster's shared cache PVC: the base model is fetched into it once
+    # and passed by reference, and sft/raft keep their checkpoints there (resume after a kill).
+    previous_cache = os.environ.get(CACHE_DIR_ENV)
+    shared_cache = run_dir / SHARED_CACHE_DIRNAME
+    shared_cache.mkdir(parents=True, exist_ok=True)
+    os.environ[CACHE_DIR_ENV] = str(shared_cache)
     started = time.monotonic()
     attempt: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -151,11 +144,8 @@ def run_local(
             f"(artifacts under {pipeline_root})"
         ) from None
     finally:
-        if hf_token:
-            if previous_token is None:
-                os.environ.pop("HF_TOKEN", None)
-            else:
-                os.environ["HF_TOKEN"] = previous_token
+        _restore_env("HF_TOKEN", previous_token, hf_token is not None and hf_token != "")
+        _restore_env(CACHE_DIR_ENV, previous_cache, True)
         root_logger.removeFilter(task_log)
         root_logger.setLevel(previous_level)
         attempt["wall_seconds"] = round(time.monotonic() - started, 2)

@@ -1,8 +1,11 @@
-"""The monGARS pipeline: fetch + build_datasets, then per module sft -> llm2vec -> [raft] -> export.
+"""The monGARS pipeline: fetch + build_datasets, then per module sft -> llm2vec -> raft -> export.
 
-``build_pipeline(last_stage)`` builds the DAG up to a stage (the runbook's stage flags); the
-compiled, committed YAML is the full pipeline. Every task is cached, so running again with the
-same inputs resumes: finished stages are cache hits.
+``build_pipeline(last_stage, options)`` builds the DAG up to a stage (the runbook's stage flags);
+the compiled, committed YAML is the full pipeline, and ``kfp.local`` runs that same definition.
+Every task is cached, so running again with the same inputs resumes: finished stages are cache
+hits. The DAG has no condition and no ``dsl.OneOf``: with ``raft=false`` the raft task passes the
+SFT adapter on, so one merge task feeds export either way and older KFP backends run it
+(docs/cluster.md gives the minimum version).
 """
 
 from collections.abc import Callable
@@ -18,6 +21,7 @@ from components.raft import raft as raft_component
 from components.report import report
 from components.sft import sft
 from pipelines import placement
+from pipelines.options import PipelineOptions
 
 PIPELINE_NAME = "mongars"
 STAGE_ORDER = ("build_datasets", "sft", "llm2vec", "raft", "export", "report")
@@ -37,24 +41,21 @@ def _reaches(last_stage: str, stage: str) -> bool:
 
 def build_pipeline(
     last_stage: str = "report",
-    task_env: dict[str, str] | None = None,
-    gpu_accelerators: bool = True,
+    options: PipelineOptions = PipelineOptions(),  # noqa: B008 - frozen, safe as a default
 ) -> Callable[..., dsl.PipelineTask]:
     """The pipeline function running every stage up to ``last_stage`` (report always closes it).
 
-    ``task_env`` is set on every task; the local driver passes a fingerprint of the library code so
-    the local cache notices code changes (on a cluster the image tag plays that role).
-    ``gpu_accelerators=False`` leaves out the accelerator request, which kfp.local ignores anyway
-    but cannot resolve from a pipeline parameter inside a ParallelFor; nothing else changes.
+    Code changes reach every cache key through the image tag (components/images.py hashes the
+    image sources), on a cluster and in kfp.local alike, so the local run needs no variant.
     """
     if last_stage not in STAGE_ORDER:
         raise ValueError(f"last_stage must be one of {', '.join(STAGE_ORDER)}; got {last_stage!r}")
+    if problems := options.problems():
+        raise ValueError("; ".join(problems))
 
     def _cached(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
         task.set_caching_options(enable_caching=True)
         placement.set_resources(task, stage)
-        for name, value in sorted((task_env or {}).items()):
-            task.set_env_variable(name, value)
         return task
 
     @dsl.pipeline(
@@ -89,8 +90,6 @@ def build_pipeline(
         quant_types: str = DEFAULT_QUANT_TYPES,
         export_cmd: str = "",
         export_config: dict = {},  # noqa: B006
-        gpu_accelerator_type: str = "nvidia.com/gpu",
-        gpu_limit: int = 1,
         gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
         gpu_tolerations: list = DEFAULT_GPU_TOLERATIONS,
         hf_token_secret: str = "hf-token",
@@ -100,12 +99,13 @@ def build_pipeline(
             _cached(task, stage)
             placement.place_on_gpu(
                 task,
-                gpu_accelerator_type if gpu_accelerators else None,
-                gpu_limit,
+                options.accelerator_type,
+                options.accelerator_count,
                 gpu_node_selector,
                 gpu_tolerations,
             )
             placement.use_hf_token(task, hf_token_secret)
+            placement.use_shared_cache(task, model_cache_pvc)
             return task
 
         data = _cached(
@@ -125,10 +125,12 @@ def build_pipeline(
             fetch = _cached(fetch_base_model(base_model=base_model), "fetch_base_model")
             fetch.set_display_name("fetch base model")
             placement.use_hf_token(fetch, hf_token_secret)
-            placement.use_model_cache(fetch, model_cache_pvc)
+            placement.use_shared_cache(fetch, model_cache_pvc)
             base = fetch.outputs["model"]
 
-            with dsl.ParallelFor(data.outputs["Output"], name="per-module") as module:
+            with dsl.ParallelFor(
+                data.outputs["Output"], name="per-module", parallelism=options.parallelism
+            ) as module:
                 sft_task = on_gpu(
                     sft(
                         base_model=base,
@@ -169,37 +171,28 @@ def build_pipeline(
                     collected["encoders"] = dsl.Collected(encoder)
 
                 if _reaches(last_stage, "raft"):
-                    # The chat model is the RAFT adapter when raft is on, the SFT adapter otherwise;
-                    # each branch merges its adapter so export gets one model either way.
-                    with dsl.If(raft == True, name="raft-on"):  # noqa: E712 - KFP condition
-                        raft_task = on_gpu(
-                            raft_component(
-                                base_model=base,
-                                sft_adapter=sft_adapter,
-                                encoder=encoder,
-                                datasets=datasets,
-                                module=module,
-                                seed=seed,
-                                raft_config=raft_config,
-                            ),
-                            "raft",
-                        )
-                        merged_raft = _cached(
-                            merge_adapter(
-                                base_model=base,
-                                adapter=raft_task.outputs["adapter"],
-                                module=module,
-                            ),
-                            "export",
-                        )
-                    with dsl.Else(name="raft-off"):
-                        merged_sft = _cached(
-                            merge_adapter(base_model=base, adapter=sft_adapter, module=module),
-                            "export",
-                        )
-                    chat_model = dsl.OneOf(
-                        merged_raft.outputs["merged"], merged_sft.outputs["merged"]
+                    # With raft=false the raft task passes the SFT adapter on: one merge either way.
+                    raft_task = on_gpu(
+                        raft_component(
+                            base_model=base,
+                            sft_adapter=sft_adapter,
+                            encoder=encoder,
+                            datasets=datasets,
+                            module=module,
+                            enabled=raft,
+                            seed=seed,
+                            raft_config=raft_config,
+                        ),
+                        "raft",
                     )
+                    merge_task = _cached(
+                        merge_adapter(
+                            base_model=base, adapter=raft_task.outputs["adapter"], module=module
+                        ),
+                        "export",
+                    )
+                    placement.use_shared_cache(merge_task, model_cache_pvc)
+                    chat_model = merge_task.outputs["merged"]
 
                 if _reaches(last_stage, "export"):
                     export_task = _cached(

@@ -1,6 +1,13 @@
 """Where tasks run on a cluster: GPU placement, resources, retries, secrets and caches.
 
-Kubernetes settings are ignored by ``kfp.local``; tests assert them on the compiled YAML.
+Kubernetes settings are ignored by ``kfp.local``; tests assert them on the compiled YAML and
+``monGARS.deploy.backend_rules`` reads them the way the KFP driver does.
+
+The accelerator (resource name and count) is fixed when the pipeline is compiled: the driver
+resolves an accelerator placeholder only from the task's own string inputs, and the SDK does not
+carry accelerator channels into loop sub-DAGs, so a pipeline parameter there stops the run on a
+cluster. Which GPU pool a run lands on is chosen at run time by ``gpu_node_selector`` and
+``gpu_tolerations``, which the backend resolves from any DAG.
 """
 
 from __future__ import annotations
@@ -35,17 +42,17 @@ def set_resources(task: dsl.PipelineTask, stage: str) -> None:
 
 def place_on_gpu(
     task: dsl.PipelineTask,
-    accelerator_type: dsl.PipelineParameterChannel | None,
-    accelerator_limit: dsl.PipelineParameterChannel,
+    accelerator_type: str,
+    accelerator_count: int,
     node_selector: dsl.PipelineParameterChannel,
     tolerations: dsl.PipelineParameterChannel,
 ) -> None:
     """GPU node pool, accelerator limit, shared memory for data loaders, retries on preemption.
 
-    A retried task restarts with the same inputs, so sft resumes from its stable checkpoint folder.
+    A retried task restarts with the same inputs, so sft resumes from its checkpoints on the
+    shared cache volume (``use_shared_cache``).
     """
-    if accelerator_type is not None:
-        task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_limit)
+    task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
     kubernetes.add_node_selector_json(task, node_selector)
     kubernetes.add_toleration_json(task, tolerations)
     kubernetes.empty_dir_mount(
@@ -66,9 +73,10 @@ def use_hf_token(task: dsl.PipelineTask, secret_name: dsl.PipelineParameterChann
     )
 
 
-def use_model_cache(task: dsl.PipelineTask, pvc_name: dsl.PipelineParameterChannel) -> None:
-    """Mount the shared (not per-run) model cache PVC; ``base_model`` downloads through it.
+def use_shared_cache(task: dsl.PipelineTask, pvc_name: dsl.PipelineParameterChannel) -> None:
+    """Mount the shared cache PVC (base models fetched once, checkpoints that outlive a pod).
 
-    A fixed, named PVC keeps the task's cache key stable across runs (a per-run PVC would not).
+    A fixed, named PVC keeps the task's cache key stable across runs (a per-run PVC would not);
+    it must be ReadWriteMany when modules train on several nodes at once.
     """
     kubernetes.mount_pvc(task, pvc_name=pvc_name, mount_path=MODEL_CACHE_MOUNT)

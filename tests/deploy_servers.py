@@ -133,6 +133,8 @@ class KfpState:
     run_script: list[str] = field(default_factory=lambda: ["RUNNING", "SUCCEEDED"])
     run_error: str = ""
     required_token: str | None = None
+    # The release the v1beta1 healthz reports (tag_name); None: the field is absent.
+    server_version: str | None = "2.15.0"
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def new_id(self, prefix: str) -> str:
@@ -216,6 +218,9 @@ class KfpHandler(BaseHTTPRequestHandler):
     def _route(self, method: str, path: str, query: dict[str, list[str]]) -> Any:
         state = self.state
         parts = [unquote(p) for p in path.strip("/").split("/")]
+        if parts == ["apis", "v1beta1", "healthz"] and method == "GET":
+            release = {"tag_name": state.server_version} if state.server_version else {}
+            return {"commit_sha": "0" * 40, "multi_user": False, **release}
         if parts[:2] != ["apis", "v2beta1"]:
             raise ApiError(404, f"no route for {path}")
         route = parts[2:]

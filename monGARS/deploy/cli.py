@@ -110,6 +110,11 @@ def add_deploy_subcommands(subparsers: Any) -> None:
         help="no GPU node yet is a warning (node pools that autoscale from zero)",
     )
     preflight.add_argument("--strict", action="store_true", help="warnings fail too")
+    preflight.add_argument(
+        "--host",
+        help="KFP API endpoint whose release is checked against the pipeline's minimum "
+        "(default: $KF_PIPELINES_ENDPOINT; without either the check is skipped with a warning)",
+    )
     preflight.set_defaults(handler=preflight_command)
 
 
@@ -230,18 +235,36 @@ def preflight_command(args: argparse.Namespace) -> int:
     package = load_package(args.package or COMPILED_PIPELINE)
     file_values = read_params_file(args.params_file) if args.params_file else {}
     given = resolve_parameters(package, parse_param_flags(args.param), file_values)
-    placement = placement_from({**package.defaults(), **given})
+    placement = placement_from({**package.defaults(), **given}, package.accelerator)
     api_client = kube_api_client(args.kubeconfig, args.context)
     namespace = args.namespace or default_namespace(args.kubeconfig, args.context)
     if not namespace:
         raise MongarsError("--namespace: give the namespace runs go to (the context sets none)")
-    findings = run_preflight(
+    findings = [_kfp_version_finding(args.host, package.backend_version)]
+    findings += run_preflight(
         api_client, namespace, placement, allow_scale_from_zero=args.allow_scale_from_zero
     )
     report, code = format_findings(findings, strict=args.strict)
     print(f"preflight for namespace {namespace} on {api_client.configuration.host}")
     print(report)
     return code
+
+
+def _kfp_version_finding(host: str | None, minimum: tuple[int, int]) -> Any:
+    import os
+
+    from monGARS.deploy.kfp_api import HOST_ENV, TOKEN_ENV, server_version
+    from monGARS.deploy.preflight import Finding, check_kfp_version
+
+    endpoint = host or os.environ.get(HOST_ENV)
+    if not endpoint:
+        return Finding(
+            "warn",
+            "kfp-version",
+            f"KFP release not checked (needs {minimum[0]}.{minimum[1]}+)",
+            f"give --host or set {HOST_ENV}",
+        )
+    return check_kfp_version(server_version(endpoint, os.environ.get(TOKEN_ENV) or None), minimum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -48,14 +48,56 @@ def _probe(host: str, token: str | None, target: KfpTarget) -> None:
         api.healthz_service_get_healthz(_request_timeout=30)
 
 
-def make_client(target: KfpTarget) -> Any:
-    """A ``kfp.Client`` with ``KFP_TOKEN`` as bearer token when it is set."""
+def server_version(host: str, token: str | None) -> str | None:
+    """The KFP release the API server reports (v1beta1 healthz ``tag_name``), None if it says none.
+
+    The v2beta1 healthz answers only ``multi_user``; the v1beta1 one, still served by KFP 2.x,
+    carries the release tag.
+    """
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{host.rstrip('/')}/apis/v1beta1/healthz")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            payload = json.loads(response.read() or b"{}")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    tag = payload.get("tag_name") if isinstance(payload, dict) else None
+    return str(tag) if tag else None
+
+
+def check_server_version(host: str, token: str | None, minimum: tuple[int, int]) -> str:
+    """Refuse, in one line, a KFP backend older than ``minimum``; return what it reported."""
+    from monGARS.deploy.backend_rules import parse_version
+
+    reported = server_version(host, token)
+    parsed = parse_version(reported) if reported else None
+    wanted = f"{minimum[0]}.{minimum[1]}"
+    if parsed is not None and parsed[:2] < minimum:
+        raise MongarsError(
+            f"Kubeflow Pipelines at {host} is {reported}; this pipeline needs {wanted} or newer "
+            "(docs/cluster.md, 'Backend version'): upgrade KFP"
+        )
+    return reported or "unknown"
+
+
+def make_client(target: KfpTarget, minimum_version: tuple[int, int] | None = None) -> Any:
+    """A ``kfp.Client`` with ``KFP_TOKEN`` as bearer token when it is set.
+
+    With ``minimum_version``, a backend that reports an older release is refused before anything
+    is uploaded.
+    """
     import kfp
 
     token = os.environ.get(TOKEN_ENV) or None
     host = target.host or os.environ.get(HOST_ENV)
     if host:
         _probe(host, token, target)
+        if minimum_version is not None:
+            check_server_version(host, token, minimum_version)
     kwargs: dict[str, Any] = {"host": target.host, "existing_token": token}
     if target.namespace:
         kwargs["namespace"] = target.namespace

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from monGARS.deploy.backend_rules import check_pipeline, required_backend_version
 from monGARS.mlops.errors import MongarsError
 
 # parameterType in the compiled IR -> the Python types a value may have.
@@ -31,6 +32,13 @@ _PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
 # A Hugging Face access token; tokens belong in the Kubernetes Secret, never in run parameters
 # (they would be stored with the run and shown in the UI).
 _HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b")
+# Parameters that name Kubernetes objects mounted into pods: Kubernetes refuses an empty name.
+_REQUIRED_NAMES = {
+    "hf_token_secret": "a Kubernetes Secret (Kubernetes refuses an empty name); the Secret is "
+    "optional, so keep the default hf-token for public models even if it does not exist",
+    "model_cache_pvc": "the shared cache PersistentVolumeClaim (Kubernetes refuses an empty "
+    "name); create it with `kubectl apply -k manifests/overlays/<yours>`",
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,10 @@ class PipelinePackage:
     parameters: dict[str, dict[str, Any]]
     images: frozenset[str]
     digest: str
+    backend_version: tuple[int, int] = (2, 0)
+    """The oldest KFP release whose backend runs this YAML (``backend_rules``)."""
+    accelerator: tuple[str, int] | None = None
+    """What each GPU task requests (fixed at compile time), None when no task asks for one."""
 
     def defaults(self) -> dict[str, Any]:
         """Default values of the pipeline's parameters, typed as the pipeline declares them."""
@@ -85,24 +97,47 @@ def load_package(path: str | Path) -> PipelinePackage:
         for executor in executors.values()
         if isinstance(executor, dict) and "image" in (executor.get("container") or {})
     )
+    platform = documents[1] if len(documents) > 1 and isinstance(documents[1], dict) else None
+    problems = check_pipeline(spec, platform)
+    if problems:
+        raise MongarsError(
+            f"--package: {source} would fail on the KFP backend ({problems[0]}"
+            f"{f'; and {len(problems) - 1} more' if len(problems) > 1 else ''}); "
+            "recompile it with `make compile`"
+        )
     return PipelinePackage(
         path=source,
         name=str(spec["pipelineInfo"].get("name", "")),
         parameters=dict(parameters),
         images=images,
         digest=hashlib.sha256(raw).hexdigest(),
+        backend_version=required_backend_version(spec, platform),
+        accelerator=_accelerator(executors),
     )
 
 
-def compile_package(output: str | Path) -> PipelinePackage:
-    """Compile ``pipelines.mongars_pipeline`` from the source tree into ``output``."""
-    from kfp import compiler
+def _accelerator(executors: dict[str, Any]) -> tuple[str, int] | None:
+    for executor in executors.values():
+        accelerator = (
+            ((executor or {}).get("container") or {}).get("resources", {}).get("accelerator")
+        )
+        if accelerator:
+            kind = str(accelerator.get("resourceType") or accelerator.get("type") or "")
+            count = str(accelerator.get("resourceCount") or accelerator.get("count") or "0")
+            return kind, int(count) if count.isdigit() else 0
+    return None
 
-    from pipelines.mongars_pipeline import mongars_pipeline
+
+def compile_package(output: str | Path) -> PipelinePackage:
+    """Compile the pipeline from the source tree into ``output`` (backend rules checked)."""
+    from pipelines.compile import BackendRuleError, compile_pipeline
 
     target = Path(output)
     target.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(mongars_pipeline, str(target))
+    try:
+        compile_pipeline(target)
+    except BackendRuleError as error:
+        raise MongarsError(f"compile: {error}") from None
     return load_package(target)
 
 
@@ -207,6 +242,9 @@ def resolve_parameters(
             problems.append(
                 f"{key}: expected {parameter_type.lower().replace('_', ' ')}, got {value!r}"[:200]
             )
+            continue
+        if key in _REQUIRED_NAMES and not str(value).strip():
+            problems.append(f"{key}: must name {_REQUIRED_NAMES[key]}")
             continue
         resolved[key] = value
     if problems:

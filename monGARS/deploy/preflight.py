@@ -46,8 +46,13 @@ class Placement:
     model_cache_pvc: str = ""
 
 
-def placement_from(parameters: dict[str, Any]) -> Placement:
-    """Build and check a ``Placement`` from pipeline parameter values (defaults merged in)."""
+def placement_from(
+    parameters: dict[str, Any], accelerator: tuple[str, int] | None = ("nvidia.com/gpu", 1)
+) -> Placement:
+    """Build and check a ``Placement`` from pipeline parameter values (defaults merged in).
+
+    ``accelerator`` is what the compiled pipeline's GPU tasks request (fixed at compile time).
+    """
     problems: list[str] = []
     selector = parameters.get("gpu_node_selector") or {}
     if not isinstance(selector, dict) or not all(
@@ -74,15 +79,12 @@ def placement_from(parameters: dict[str, Any]) -> Placement:
             )
         if not toleration.get("key") and operator != "Exists":
             problems.append(f"gpu_tolerations[{index}]: an empty key needs operator Exists")
-    limit = parameters.get("gpu_limit", 1)
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        problems.append(f"gpu_limit: must be an integer >= 1 (got {limit!r})")
-        limit = 1
     if problems:
         raise MongarsError("invalid placement parameters: " + "; ".join(problems))
+    accelerator_type, gpu_limit = accelerator or ("nvidia.com/gpu", 1)
     return Placement(
-        accelerator_type=str(parameters.get("gpu_accelerator_type") or "nvidia.com/gpu"),
-        gpu_limit=limit,
+        accelerator_type=accelerator_type,
+        gpu_limit=max(gpu_limit, 1),
         node_selector=dict(selector),
         tolerations=[dict(t) for t in tolerations],
         hf_token_secret=str(parameters.get("hf_token_secret") or ""),
@@ -466,6 +468,31 @@ def run_preflight(
                 storage_class = plain(found)
     findings += check_pvc(pvc, storage_class, placement, namespace)
     return findings
+
+
+def check_kfp_version(reported: str | None, minimum: tuple[int, int]) -> Finding:
+    """Is the KFP backend recent enough for the compiled pipeline?"""
+    from monGARS.deploy.backend_rules import parse_version
+
+    wanted = f"{minimum[0]}.{minimum[1]}"
+    parsed = parse_version(reported) if reported else None
+    if parsed is None:
+        return Finding(
+            "warn",
+            "kfp-version",
+            f"the KFP API did not report its release; this pipeline needs {wanted} or newer",
+            "check the ml-pipeline image tag: kubectl -n kubeflow get deploy ml-pipeline "
+            "-o jsonpath='{..image}'",
+        )
+    if parsed[:2] < minimum:
+        return Finding(
+            "fail",
+            "kfp-version",
+            f"Kubeflow Pipelines {reported} is older than {wanted}, the oldest that runs this "
+            "pipeline",
+            f"upgrade Kubeflow Pipelines to {wanted} or newer",
+        )
+    return Finding("ok", "kfp-version", f"Kubeflow Pipelines {reported} (needs {wanted}+)")
 
 
 def format_findings(findings: list[Finding], *, strict: bool = False) -> tuple[str, int]:

@@ -150,7 +150,7 @@ def schedule(
     end = _check_time("--end-time", end_time)
     if trigger.note:
         echo(f"note: {trigger.note}")
-    client = make_client(target)
+    client = make_client(target, request.package.backend_version)
     experiment_id = ensure_experiment(client, target, request.experiment)
     source = pipeline_source(client, target, request)
     recurring = call(

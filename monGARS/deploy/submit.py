@@ -187,7 +187,7 @@ def submit(
     echo: Callable[[str], None] = print,
 ) -> SubmitResult:
     """Create the run and, with ``wait``, follow it to its final state."""
-    client = make_client(target)
+    client = make_client(target, request.package.backend_version)
     result = create_run(client, target, request)
     echo(f"run {result.run_id} created: {request.run_name!r} in experiment {request.experiment!r}")
     if target.host:

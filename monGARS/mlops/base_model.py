@@ -1,13 +1,16 @@
 """Resolve the base model a run starts from: the tiny model, a folder, ``gs://`` or a hub id.
 
-The pipeline runs this once in a cached ``fetch_base_model`` task, so every later stage receives
-the same local copy as a ``dsl.Model`` artifact and never re-downloads it.
+The pipeline runs this once in a cached ``fetch_base_model`` task. The weights land once on the
+shared cache volume (monGARS.mlops.shared_cache) and every later stage receives a reference to
+them, so no task copies the base model out of the artifact store.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,14 +18,18 @@ from typing import Any
 from monGARS.mlops import storage
 from monGARS.mlops.atomic import atomic_dir
 from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.shared_cache import (
+    cache_dir,
+    file_sizes,
+    is_complete,
+    mark_complete,
+    models_dir,
+    write_reference,
+)
 from monGARS.mlops.tiny_model import TINY_MODEL_NAME, build_tiny_model
 
 # Files a model folder needs beyond its weights; anything else (optimizer states, .bin duplicates
 # of safetensors, README images) is not copied.
-# Where the cluster mounts the shared model-cache PVC (pipelines/placement.py); hub downloads go
-# through it when it is there, so a model is fetched from the hub once per cluster.
-MODEL_CACHE_DIR = Path("/var/cache/mongars")
-
 _MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 
 
@@ -63,42 +70,128 @@ def _copy_model_files(source: Path, destination: Path) -> None:
             shutil.copy2(path, destination / path.name)
 
 
+def _materialise(spec: str, kind: str, destination: Path) -> dict[str, Any]:
+    """Write the model named by ``spec`` into ``destination``; return its config.json."""
+    if kind == "tiny":
+        build_tiny_model(destination)
+    elif kind == "local":
+        source = Path(spec).expanduser()
+        if not source.exists():
+            raise MongarsError(f"base_model: {spec} does not exist; give a model folder or hub id")
+        check_model_folder(source, "base_model")
+        _copy_model_files(source, destination)
+    elif kind == "gcs":
+        storage.download_tree(spec, destination)
+    else:
+        repo_id, revision = split_revision(spec)
+        _download_from_hub(repo_id, revision, destination)
+    return check_model_folder(destination, "base_model")
+
+
+def split_revision(spec: str) -> tuple[str, str | None]:
+    """``org/name@rev`` -> (``org/name``, ``rev``): a pinned hub revision (commit, tag, branch)."""
+    repo_id, _, revision = spec.partition("@")
+    return repo_id, revision or None
+
+
+def _cache_key(spec: str, kind: str) -> str:
+    """The shared-cache folder name for a source: readable, and unique per source and revision.
+
+    A hub id resolves its revision to a commit first, so ``main`` moving on gives a new entry; a
+    local folder is keyed by its path and its files' sizes and times.
+    """
+    if kind == "hub":
+        repo_id, revision = split_revision(spec)
+        identity = f"{repo_id}@{_resolve_hub_revision(repo_id, revision)}"
+    elif kind == "local":
+        source = Path(spec).expanduser().resolve()
+        stats = [
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+            for pattern in _MODEL_FILE_PATTERNS
+            for p in sorted(source.glob(pattern))
+        ]
+        identity = json.dumps([str(source), stats])
+    elif kind == "tiny":
+        # Built from code and the shipped corpus: changing either gives a new entry.
+        from monGARS.mlops import tiny_model
+
+        sources = [Path(tiny_model.__file__), *sorted(tiny_model.sample_corpus_dir().rglob("*"))]
+        identity = hashlib.sha256(
+            b"".join(path.read_bytes() for path in sources if path.is_file())
+        ).hexdigest()
+    else:
+        identity = spec
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "--", split_revision(spec)[0].strip("/~."))[-60:]
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return f"{kind}-{readable or 'model'}-{digest}"
+
+
 def fetch_base_model(spec: str, out_dir: str | Path) -> dict[str, Any]:
-    """Materialise the base model named by ``spec`` into ``out_dir``; return artifact metadata."""
+    """Materialise the base model named by ``spec``; return the artifact's metadata.
+
+    With the shared cache volume mounted (cluster: ``model_cache_pvc``; local: the run's
+    ``model-cache/``) the weights go there once per source and revision, and ``out_dir`` holds a
+    reference to them. Without it the weights are copied into ``out_dir`` itself.
+    """
     kind = describe_spec(spec)
+    cache = cache_dir(writable=True)
+    if cache is None:
+        with atomic_dir(out_dir) as scratch:
+            config = _materialise(spec, kind, scratch)
+        return _metadata(spec, kind, config, storage="artifact")
+    folder = models_dir(cache) / _cache_key(spec, kind)
+    reused = is_complete(folder)
+    if not reused:
+        with atomic_dir(folder) as scratch:
+            _materialise(spec, kind, scratch)
+            mark_complete(scratch)
+    config = check_model_folder(folder, "base_model")
+    metadata = _metadata(spec, kind, config, storage="model-cache")
+    metadata["model_cache_key"] = folder.name
+    metadata["model_cache_reused"] = int(reused)
+    metadata["model_bytes"] = sum(file_sizes(folder).values())
     with atomic_dir(out_dir) as scratch:
-        if kind == "tiny":
-            build_tiny_model(scratch)
-        elif kind == "local":
-            source = Path(spec).expanduser()
-            if not source.exists():
-                raise MongarsError(
-                    f"base_model: {spec} does not exist; give a model folder or hub id"
-                )
-            check_model_folder(source, "base_model")
-            _copy_model_files(source, scratch)
-        elif kind == "gcs":
-            storage.download_tree(spec, scratch)
-        else:
-            _download_from_hub(spec, scratch)
-        config = check_model_folder(scratch, "base_model")
+        write_reference(scratch, folder, metadata)
+    return metadata
+
+
+def _metadata(spec: str, kind: str, config: dict[str, Any], *, storage: str) -> dict[str, Any]:
     return {
         "base_model": spec,
         "source": kind,
+        "storage": storage,
         "model_type": config.get("model_type", ""),
         "architectures": ",".join(config.get("architectures", [])),
     }
 
 
-def _download_from_hub(repo_id: str, destination: Path) -> None:
+def _resolve_hub_revision(repo_id: str, revision: str | None) -> str:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        info = HfApi().model_info(
+            repo_id, revision=revision, token=os.environ.get("HF_TOKEN") or None
+        )
+    except OfflineModeIsEnabled:
+        raise MongarsError(
+            f"base_model: {repo_id} cannot be resolved while downloads are off "
+            "(HF_HUB_OFFLINE=1); go online or give a local folder"
+        ) from None
+    except (HfHubHTTPError, ValueError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise MongarsError(f"base_model: cannot resolve {repo_id} on the hub ({reason})") from None
+    return str(info.sha or revision or "main")
+
+
+def _download_from_hub(repo_id: str, revision: str | None, destination: Path) -> None:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    cache_dir = MODEL_CACHE_DIR / "huggingface" if MODEL_CACHE_DIR.is_dir() else None
     try:
         snapshot_download(
             repo_id=repo_id,
-            cache_dir=cache_dir,
+            revision=revision,
             local_dir=destination,
             allow_patterns=_MODEL_FILE_PATTERNS,
             token=os.environ.get("HF_TOKEN") or None,

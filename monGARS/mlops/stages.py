@@ -15,6 +15,7 @@ from typing import Any
 
 from monGARS.mlops.configs import load_config
 from monGARS.mlops.errors import ConfigError, MongarsError
+from monGARS.mlops.shared_cache import default_checkpoint_root, resolve_model_dir
 from monGARS.mlops.tiny_model import TINY_MODEL_NAME
 
 STAGE_ORDER = ("build_datasets", "sft", "llm2vec", "raft", "export", "report")
@@ -218,8 +219,8 @@ def run_sft(
     from monGARS.mlops.training.sft_config import load_sft_config
 
     metadata = train_sft(
-        load_sft_config(dict(values)),
-        Path(base_model_dir),
+        load_sft_config(_with_checkpoint_default(values)),
+        resolve_model_dir(base_model_dir),
         Path(datasets_dir),
         module,
         Path(out_dir),
@@ -249,7 +250,12 @@ def run_llm2vec(
         merged["simcse_config"] = dict(simcse_config)
     config = load_llm2vec_config(merged)
     return train_llm2vec(
-        config, Path(base_model_dir), Path(sft_dir), Path(datasets_dir), module, Path(out_dir)
+        config,
+        resolve_model_dir(base_model_dir),
+        Path(sft_dir),
+        Path(datasets_dir),
+        module,
+        Path(out_dir),
     )
 
 
@@ -262,13 +268,26 @@ def run_raft(
     module: str,
     out_dir: str,
     base_model_name: str | None = None,
+    enabled: bool = True,
 ) -> dict[str, Any]:
+    """Train RAFT on top of the SFT adapter; when ``enabled`` is false, pass that adapter on.
+
+    The pass-through keeps one DAG for both settings (no condition, no ``dsl.OneOf``), so the
+    pipeline runs on older KFP backends; it copies only the adapter, never the base weights.
+    """
+    if not enabled:
+        from monGARS.mlops.atomic import atomic_dir
+
+        with atomic_dir(out_dir) as scratch:
+            shutil.copytree(sft_dir, scratch, dirs_exist_ok=True)
+        return {"module": module, "raft": "off", "adapter_from": "sft"}
+
     from monGARS.mlops.training.raft import RaftConfig, train_raft
 
-    config = load_config(RaftConfig, dict(values))
+    config = load_config(RaftConfig, _with_checkpoint_default(values))
     return train_raft(
         config,
-        Path(base_model_dir),
+        resolve_model_dir(base_model_dir),
         Path(sft_dir),
         Path(encoder_dir) if encoder_dir else None,
         Path(datasets_dir),
@@ -283,7 +302,7 @@ def run_merge_adapter(
 ) -> dict[str, Any]:
     from monGARS.mlops.training.modeling import merge_adapter_to_folder
 
-    metadata = merge_adapter_to_folder(base_model_dir, adapter_dir, out_dir)
+    metadata = merge_adapter_to_folder(resolve_model_dir(base_model_dir), adapter_dir, out_dir)
     return {"module": module, **metadata}
 
 
@@ -319,6 +338,14 @@ def run_report(
     from monGARS.mlops.report import write_report
 
     return write_report(run_name, datasets_dir, sft_dirs, encoder_dirs, gguf_dirs, html_path)
+
+
+def _with_checkpoint_default(values: Mapping[str, Any]) -> dict[str, Any]:
+    """An empty ``checkpoint_root`` means the shared cache volume, so retries resume by default."""
+    resolved = dict(values)
+    if not resolved.get("checkpoint_root"):
+        resolved["checkpoint_root"] = default_checkpoint_root()
+    return resolved
 
 
 def _copy_if_exists(source: Path, target: str) -> None:

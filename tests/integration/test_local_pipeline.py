@@ -152,7 +152,7 @@ def test_killed_runs_resume_to_the_same_outputs(first_run, runs_root: Path) -> N
 
 
 def test_raft_on_hands_the_raft_model_to_export(first_run, runs_root: Path) -> None:
-    """raft=true runs RAFT and merges its adapter; export (behind dsl.OneOf) converts that."""
+    """raft=true runs RAFT and merges its adapter; export converts that (one DAG, no condition)."""
     from pipelines.local_run import run_local
 
     with_raft = run_local(

@@ -31,10 +31,11 @@ def package_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_package_exposes_name_parameters_images_and_defaults(package_path: Path) -> None:
     package = load_package(package_path)
     assert package.name == "mongars"
-    assert package.parameters["gpu_limit"]["parameterType"] == "NUMBER_INTEGER"
+    assert package.parameters["lora_r"]["parameterType"] == "NUMBER_INTEGER"
     defaults = package.defaults()
-    assert defaults["gpu_limit"] == 1 and isinstance(defaults["gpu_limit"], int)
-    assert defaults["gpu_accelerator_type"] == "nvidia.com/gpu"
+    assert defaults["lora_r"] == 16 and isinstance(defaults["lora_r"], int)
+    assert package.accelerator == ("nvidia.com/gpu", 1)
+    assert package.backend_version == (2, 15)
     assert isinstance(defaults["gpu_tolerations"], list)
     assert package.images and all(":" in image for image in package.images)
 
@@ -44,7 +45,7 @@ def test_flags_are_typed_by_the_pipeline_and_win_over_the_file(package_path: Pat
     flags = parse_param_flags(
         [
             "raft=true",
-            "gpu_limit=2",
+            "lora_r=2",
             "learning_rate=1e-4",
             "epochs=3",
             'gpu_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"}',
@@ -52,10 +53,10 @@ def test_flags_are_typed_by_the_pipeline_and_win_over_the_file(package_path: Pat
             "base_model=mistralai/Mistral-7B-v0.2",
         ]
     )
-    values = resolve_parameters(package, flags, {"gpu_limit": 4, "seed": 7})
+    values = resolve_parameters(package, flags, {"lora_r": 4, "seed": 7})
     assert values == {
         "raft": True,
-        "gpu_limit": 2,
+        "lora_r": 2,
         "learning_rate": 1e-4,
         "epochs": 3.0,
         "gpu_node_selector": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
@@ -69,13 +70,11 @@ def test_flags_are_typed_by_the_pipeline_and_win_over_the_file(package_path: Pat
 def test_unknown_and_mistyped_parameters_are_all_reported(package_path: Path) -> None:
     package = load_package(package_path)
     with pytest.raises(MongarsError) as caught:
-        resolve_parameters(
-            package, parse_param_flags(["gpu_limt=2", "raft=maybe", "gpu_limit=1.5"])
-        )
+        resolve_parameters(package, parse_param_flags(["lora_q=2", "raft=maybe", "lora_r=1.5"]))
     message = str(caught.value)
-    assert "gpu_limt: not a parameter" in message and "did you mean gpu_limit?" in message
+    assert "lora_q: not a parameter" in message and "did you mean lora_r?" in message
     assert "raft: expected boolean" in message
-    assert "gpu_limit: expected number integer" in message
+    assert "lora_r: expected number integer" in message
     assert "\n" not in message
 
 
@@ -117,3 +116,16 @@ def test_version_name_follows_the_yaml_content(package_path: Path, tmp_path: Pat
         load_package(changed), "0.1.0"
     )
     assert default_version_name(first, "0.1.0").startswith("0.1.0-")
+
+
+def test_an_empty_secret_name_is_refused(package_path: Path) -> None:
+    package = load_package(package_path)
+    with pytest.raises(MongarsError, match="hf_token_secret: must name a Kubernetes Secret"):
+        resolve_parameters(package, parse_param_flags(["hf_token_secret="]))
+
+
+def test_a_package_the_backend_cannot_run_is_refused() -> None:
+    stale = Path(__file__).resolve().parents[1] / "data" / "mongars-before-backend-rules.yaml"
+    with pytest.raises(MongarsError, match="would fail on the KFP backend") as caught:
+        load_package(stale)
+    assert "\n" not in str(caught.value)

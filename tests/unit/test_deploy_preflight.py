@@ -229,14 +229,44 @@ def test_pending_pvc_fails_unless_it_waits_for_its_first_consumer(
     assert "binds it when the first pod uses it" in capsys.readouterr().out
 
 
-def test_empty_secret_and_pvc_parameters_skip_those_checks(
-    cluster: tuple[Path, KubeState], capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("name", ["hf_token_secret", "model_cache_pvc"])
+def test_empty_secret_or_pvc_names_are_refused(
+    cluster: tuple[Path, KubeState], capsys: pytest.CaptureFixture[str], name: str
 ) -> None:
+    """Kubernetes refuses a pod whose Secret or PVC name is empty: say so before any call."""
     kubeconfig, state = cluster
-    state.add(node("gpu-a", L4, taints=[GPU_TAINT]))
-    assert preflight(kubeconfig, "--param", "hf_token_secret=", "--param", "model_cache_pvc=") == 0
-    assert not any("/secrets/" in r or "persistentvolumeclaims" in r for r in state.requests)
-    assert "no shared model cache" in capsys.readouterr().out
+    assert preflight(kubeconfig, "--param", f"{name}=") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: invalid pipeline parameters:") and f"{name}: must name" in err
+    assert len(err.splitlines()) == 1
+    assert not state.requests
+
+
+@pytest.mark.parametrize(
+    ("reported", "code", "expected"),
+    [
+        ("2.15.0", 0, "OK    kfp-version  Kubeflow Pipelines 2.15.0 (needs 2.15+)"),
+        ("2.14.1", 1, "FAIL  kfp-version  Kubeflow Pipelines 2.14.1 is older than 2.15"),
+        (None, 0, "WARN  kfp-version  the KFP API did not report its release"),
+    ],
+)
+def test_kfp_release_is_checked_against_the_pipeline(
+    cluster: tuple[Path, KubeState],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    reported: str | None,
+    code: int,
+    expected: str,
+) -> None:
+    from deploy_servers import kfp_server
+
+    kubeconfig, state = cluster
+    healthy(state)
+    monkeypatch.delenv("KFP_TOKEN", raising=False)
+    with kfp_server() as (host, kfp_state):
+        kfp_state.server_version = reported
+        assert preflight(kubeconfig, "--host", host) == code
+    assert expected in capsys.readouterr().out
 
 
 def test_forbidden_and_unreachable_are_one_line_errors(

@@ -49,9 +49,7 @@ def test_run_is_created_with_typed_parameters_and_inline_spec(
 ) -> None:
     host, state = kfp
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(
-        yaml.safe_dump({"gpu_limit": 4, "raft": False, "languages": ["fr", "en"]})
-    )
+    params_file.write_text(yaml.safe_dump({"lora_r": 4, "raft": False, "languages": ["fr", "en"]}))
     code = _submit(
         host,
         package_path,
@@ -64,7 +62,7 @@ def test_run_is_created_with_typed_parameters_and_inline_spec(
         "--param",
         "raft=true",
         "--param",
-        "gpu_limit=2",
+        "lora_r=2",
         "--service-account",
         "mongars-pipeline-runner",
         "--pipeline-root",
@@ -74,7 +72,7 @@ def test_run_is_created_with_typed_parameters_and_inline_spec(
     (run,) = state.runs.values()
     assert run["display_name"] == "nightly-1"
     assert run["runtime_config"] == {
-        "parameters": {"gpu_limit": 2, "raft": True, "languages": ["fr", "en"]},
+        "parameters": {"lora_r": 2, "raft": True, "languages": ["fr", "en"]},
         "pipeline_root": "gs://bucket/root",
     }
     assert run["service_account"] == "mongars-pipeline-runner"
@@ -168,9 +166,34 @@ def test_bad_parameters_fail_before_any_request(
     kfp: tuple[str, KfpState], package_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     host, state = kfp
-    assert _submit(host, package_path, "--param", "gpu_limt=2") == 2
-    assert "did you mean gpu_limit" in capsys.readouterr().err
+    assert _submit(host, package_path, "--param", "lora_q=2") == 2
+    assert "did you mean lora_r" in capsys.readouterr().err
     assert state.requests == []
+
+
+@pytest.mark.parametrize("reported", ["2.14.0", "v2.5.0"])
+def test_an_older_kfp_backend_is_refused_before_anything_is_created(
+    kfp: tuple[str, KfpState],
+    package_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    reported: str,
+) -> None:
+    host, state = kfp
+    state.server_version = reported
+    assert _submit(host, package_path) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"is {reported}; this pipeline needs 2.15 or newer" in err
+    assert len(err.splitlines()) == 1
+    assert not state.runs and not state.experiments
+
+
+def test_a_backend_that_reports_no_release_is_not_refused(
+    kfp: tuple[str, KfpState], package_path: Path
+) -> None:
+    host, state = kfp
+    state.server_version = None
+    assert _submit(host, package_path) == 0
+    assert len(state.runs) == 1
 
 
 def test_unreachable_host_is_a_one_line_error(
@@ -226,7 +249,7 @@ def test_documented_kfp_cli_command_creates_the_run(
             "--package-file",
             str(package_path),
             "raft=true",
-            "gpu_limit=1",
+            "lora_r=1",
         ],
         capture_output=True,
         text=True,
@@ -236,7 +259,7 @@ def test_documented_kfp_cli_command_creates_the_run(
     assert result.returncode == 0, result.stderr[-2000:]
     (run,) = state.runs.values()
     assert run["display_name"] == "ci-1"
-    assert run["runtime_config"]["parameters"] == {"raft": True, "gpu_limit": 1}
+    assert run["runtime_config"]["parameters"] == {"raft": True, "lora_r": 1}
     assert (
         "kfp --endpoint http://localhost:8888 run create"
         in (REPO / "docs" / "cluster.md").read_text()

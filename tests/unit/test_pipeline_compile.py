@@ -18,7 +18,6 @@ ALL_TASKS = {
     "llm2vec",
     "raft",
     "merge-adapter",
-    "merge-adapter-2",
     "export",
     "report",
 }
@@ -57,9 +56,7 @@ def test_every_stage_is_in_the_pipeline(compiled: tuple[dict, dict]) -> None:
 def test_caching_is_enabled_on_every_task(compiled: tuple[dict, dict]) -> None:
     spec, _ = compiled
     for name, task in _all_tasks(spec).items():
-        if "componentRef" in task and task["componentRef"]["name"].startswith("comp-condition"):
-            continue
-        if name.startswith(("for-loop", "condition")):
+        if name.startswith("for-loop"):
             continue
         assert task.get("cachingOptions", {}).get("enableCache") is True, name
 
@@ -84,9 +81,11 @@ def test_gpu_tasks_are_placed_on_gpu_nodes(compiled: tuple[dict, dict]) -> None:
     for name in GPU_TASKS:
         executor_label = spec["components"][tasks[name]["componentRef"]["name"]]["executorLabel"]
         resources = executors[executor_label]["container"]["resources"]
-        assert "accelerator" in resources, name
-        assert "pipelinechannel--gpu_accelerator_type" in str(resources["accelerator"])
-        assert "pipelinechannel--gpu_limit" in str(resources["accelerator"])
+        accelerator = resources["accelerator"]
+        assert (accelerator["resourceType"], accelerator["resourceCount"]) == (
+            "nvidia.com/gpu",
+            "1",
+        ), name
         settings = k8s[executor_label]
         assert "nodeSelector" in settings and "tolerations" in settings, name
         assert settings["secretAsEnv"][0]["keyToEnv"] == [
@@ -113,12 +112,36 @@ def test_cpu_tasks_do_not_ask_for_gpus(compiled: tuple[dict, dict]) -> None:
             assert "accelerator" not in executor["container"]["resources"], label
 
 
-def test_model_cache_pvc_is_a_named_parameter(compiled: tuple[dict, dict]) -> None:
+def test_shared_cache_pvc_is_mounted_where_the_base_model_is_read(
+    compiled: tuple[dict, dict],
+) -> None:
+    """fetch writes the base model to the PVC once; every task that reads it mounts the PVC."""
+    from monGARS.mlops.shared_cache import CLUSTER_CACHE_DIR
+
     _, platform = compiled
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    mounts = k8s["exec-fetch-base-model"]["pvcMount"]
-    assert mounts[0]["mountPath"] == "/var/cache/mongars"
-    assert "model_cache_pvc" in str(mounts[0]["pvcNameParameter"])
+    readers = {"fetch-base-model", "sft", "llm2vec", "raft", "merge-adapter"}
+    for name in readers:
+        mounts = k8s[f"exec-{name}"]["pvcMount"]
+        assert [m["mountPath"] for m in mounts] == [str(CLUSTER_CACHE_DIR)], name
+        source = mounts[0]["pvcNameParameter"]
+        assert source["componentInputParameter"].endswith("model_cache_pvc"), name
+    others = {"build-datasets", "export", "report"}
+    assert not any("pvcMount" in k8s.get(f"exec-{name}", {}) for name in others)
+
+
+def test_base_model_travels_by_reference(compiled: tuple[dict, dict]) -> None:
+    """No task but fetch produces the base model; readers get fetch's (small) reference."""
+    spec, _ = compiled
+    for name in ("sft", "llm2vec", "raft", "merge-adapter"):
+        base = _all_tasks(spec)[name]["inputs"]["artifacts"]["base_model"]
+        assert base == {"componentInputArtifact": "pipelinechannel--fetch-base-model-model"}
+
+
+def test_fan_out_is_bounded(compiled: tuple[dict, dict]) -> None:
+    spec, _ = compiled
+    loop = spec["root"]["dag"]["tasks"]["for-loop-1"]
+    assert loop["iteratorPolicy"] == {"parallelismLimit": 4}
 
 
 def test_defaults_for_cluster_runs(compiled: tuple[dict, dict]) -> None:
@@ -129,10 +152,17 @@ def test_defaults_for_cluster_runs(compiled: tuple[dict, dict]) -> None:
     assert inputs["quant_types"]["defaultValue"] == "q8_0,q4_k_m"
 
 
-def test_raft_sits_behind_a_condition(compiled: tuple[dict, dict]) -> None:
+def test_raft_is_switched_by_a_parameter_not_a_condition(compiled: tuple[dict, dict]) -> None:
+    """One DAG for raft on and off: no condition, no OneOf; one merge reads the raft task."""
     spec, _ = compiled
-    conditions = [task for task in _all_tasks(spec).values() if "triggerPolicy" in task]
-    assert any("raft" in str(task["triggerPolicy"]) for task in conditions)
+    tasks = _all_tasks(spec)
+    assert not [name for name, task in tasks.items() if "triggerPolicy" in task]
+    assert not any(name.startswith("condition") for name in tasks)
+    assert tasks["raft"]["inputs"]["parameters"]["enabled"] == {
+        "componentInputParameter": "pipelinechannel--raft"
+    }
+    adapter = tasks["merge-adapter"]["inputs"]["artifacts"]["adapter"]["taskOutputArtifact"]
+    assert adapter == {"outputArtifactKey": "adapter", "producerTask": "raft"}
 
 
 def test_no_secret_value_in_yaml() -> None:

@@ -1,0 +1,107 @@
+"""The base model travels by reference via the shared cache volume; checkpoints default there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from monGARS.mlops import stages
+from monGARS.mlops.base_model import fetch_base_model
+from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.shared_cache import (
+    CACHE_DIR_ENV,
+    REFERENCE_FILE,
+    default_checkpoint_root,
+    resolve_model_dir,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def volume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "volume"
+    folder.mkdir()
+    monkeypatch.setenv(CACHE_DIR_ENV, str(folder))
+    return folder
+
+
+def test_fetch_writes_the_weights_once_and_the_artifact_holds_a_reference(
+    volume: Path, tmp_path: Path
+) -> None:
+    first = fetch_base_model("tiny", tmp_path / "artifact-1")
+    artifact = tmp_path / "artifact-1"
+    assert sorted(p.name for p in artifact.iterdir()) == [REFERENCE_FILE]
+    assert (artifact / REFERENCE_FILE).stat().st_size < 4096
+    assert first["storage"] == "model-cache" and first["model_cache_reused"] == 0
+    (entry,) = (volume / "models").iterdir()
+    assert entry.name == first["model_cache_key"] and entry.name.startswith("tiny-")
+    files = [p for p in entry.rglob("*") if p.is_file() and p.name != ".complete"]
+    assert any(p.suffix == ".safetensors" for p in files)
+    assert first["model_bytes"] == sum(p.stat().st_size for p in files)
+
+    resolved = resolve_model_dir(artifact)
+    assert resolved == entry and (resolved / "config.json").is_file()
+
+    # A second fetch (another run, or caching off) reuses the entry: nothing is rebuilt.
+    before = {p.name: p.stat().st_mtime_ns for p in entry.iterdir()}
+    second = fetch_base_model("tiny", tmp_path / "artifact-2")
+    assert second["model_cache_reused"] == 1
+    assert {p.name: p.stat().st_mtime_ns for p in entry.iterdir()} == before
+
+
+def test_a_damaged_or_absent_cache_entry_is_refused_in_one_line(
+    volume: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetch_base_model("tiny", tmp_path / "artifact")
+    (entry,) = (volume / "models").iterdir()
+    weights = next(entry.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(MongarsError, match="differs from what fetch_base_model recorded") as error:
+        resolve_model_dir(tmp_path / "artifact")
+    assert "\n" not in str(error.value)
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "not-mounted"))
+    with pytest.raises(MongarsError, match="mount model_cache_pvc"):
+        resolve_model_dir(tmp_path / "artifact")
+
+
+def test_without_a_volume_the_artifact_holds_the_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "absent"))
+    metadata = fetch_base_model("tiny", tmp_path / "artifact")
+    assert metadata["storage"] == "artifact"
+    assert (tmp_path / "artifact" / "config.json").is_file()
+    assert resolve_model_dir(tmp_path / "artifact") == tmp_path / "artifact"
+    assert default_checkpoint_root() == ""
+
+
+def test_checkpoints_default_to_the_volume(volume: Path) -> None:
+    assert default_checkpoint_root() == str(volume / "checkpoints")
+    resolved = stages._with_checkpoint_default({"checkpoint_root": "", "lora_r": 4})
+    assert resolved == {"checkpoint_root": str(volume / "checkpoints"), "lora_r": 4}
+    explicit = stages._with_checkpoint_default({"checkpoint_root": "gs://bucket/ckpt"})
+    assert explicit["checkpoint_root"] == "gs://bucket/ckpt"
+
+
+def test_raft_off_passes_the_sft_adapter_on(tmp_path: Path) -> None:
+    sft = tmp_path / "sft"
+    (sft / "adapter").mkdir(parents=True)
+    (sft / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 4}))
+    (sft / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    metadata = stages.run_raft(
+        {"checkpoint_root": "does-not-matter"},
+        str(tmp_path / "no-base"),
+        str(sft),
+        "",
+        str(tmp_path / "no-datasets"),
+        "platform",
+        str(tmp_path / "out"),
+        enabled=False,
+    )
+    assert metadata == {"module": "platform", "raft": "off", "adapter_from": "sft"}
+    copied = tmp_path / "out" / "adapter" / "adapter_model.safetensors"
+    assert copied.read_bytes() == b"weights"
