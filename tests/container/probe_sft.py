@@ -1,6 +1,9 @@
 """Run inside mongars-train-cuda (no network, non-root): check one SFT adapter artifact.
 
-    python /probe/probe_sft.py BASE_MODEL_DIR DATASETS_DIR ADAPTER_ARTIFACT_DIR MODULE
+    python /probe/probe_sft.py BASE_MODEL_ARTIFACT DATASETS_DIR ADAPTER_ARTIFACT_DIR MODULE
+
+The base model artifact is a reference into the shared cache volume, mounted where the tasks
+see it (monGARS.mlops.shared_cache).
 
 Prints one JSON object:
 - ``assistant_only``: with the image's own transformers and the project's tokenization, every
@@ -19,11 +22,12 @@ import sys
 from pathlib import Path
 
 
-def main(base_dir: str, datasets_dir: str, artifact_dir: str, module: str) -> dict:
+def main(base_artifact: str, datasets_dir: str, artifact_dir: str, module: str) -> dict:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from monGARS.mlops.shared_cache import resolve_model_dir
     from monGARS.mlops.training.chat_data import (
         IGNORE_INDEX,
         ensure_chat_template,
@@ -31,6 +35,8 @@ def main(base_dir: str, datasets_dir: str, artifact_dir: str, module: str) -> di
         tokenize_chat,
     )
     from monGARS.mlops.training.modeling import load_tokenizer
+
+    base_dir = str(resolve_model_dir(base_artifact))
 
     artifact = Path(artifact_dir)
     training = json.loads((artifact / "training_config.json").read_text(encoding="utf-8"))

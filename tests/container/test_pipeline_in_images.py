@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from monGARS.mlops.training.backends import UNSLOTH_CPU_ENV
+
 pytestmark = pytest.mark.container
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,22 +86,40 @@ def _task_user() -> str | None:
     return None if os.getuid() == 0 else f"{os.getuid()}:0"
 
 
-def _runner(run_dir: Path):
+def _shared_cache(run_dir: Path) -> Path:
+    """The run's stand-in for the cluster's shared cache PVC (pipelines/local_run.py makes it)."""
+    from pipelines.local_run import SHARED_CACHE_DIRNAME
+
+    folder = run_dir / SHARED_CACHE_DIRNAME
+    folder.mkdir(mode=0o775, parents=True, exist_ok=True)
+    return folder
+
+
+def _container_arguments(run_dir: Path, **environment: str) -> dict[str, Any]:
+    """What every container gets: as on a cluster, the shared cache volume at its mount path."""
     import docker
-    from kfp import local
+
+    from monGARS.mlops.shared_cache import CLUSTER_CACHE_DIR
 
     arguments: dict[str, Any] = {
         "network_mode": "none",
         "read_only": True,
-        "tmpfs": {
-            path: TMPFS for path in ("/tmp", "/var/cache/mongars", "/home/mongars", "/workspace")
-        },
-        # DockerRunner mounts only pipeline_root; the run's checkpoints live next to it.
-        "mounts": [docker.types.Mount(str(run_dir), str(run_dir), type="bind")],
+        "tmpfs": {path: TMPFS for path in ("/tmp", "/home/mongars", "/workspace")},
+        "mounts": [
+            docker.types.Mount(str(CLUSTER_CACHE_DIR), str(_shared_cache(run_dir)), type="bind")
+        ],
+        "environment": {**TASK_ENV, **environment},
     }
     if (user := _task_user()) is not None:
         arguments["user"] = user
-    return local.DockerRunner(**arguments)
+    return arguments
+
+
+def _runner(run_dir: Path, **environment: str):
+    from kfp import local
+
+    # DockerRunner also bind-mounts pipeline_root (same path) for the artifacts.
+    return local.DockerRunner(**_container_arguments(run_dir, **environment))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +129,7 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _run(runs_root: Path, run_id: str, parameters: dict, **kwargs: Any):
+def _run(runs_root: Path, run_id: str, parameters: dict, environment=None, **kwargs: Any):
     from pipelines.local_run import run_local
 
     run_dir = runs_root / run_id
@@ -120,8 +140,7 @@ def _run(runs_root: Path, run_id: str, parameters: dict, **kwargs: Any):
             run_id,
             json.loads(json.dumps(parameters)),
             runs_root=runs_root,
-            runner=_runner(run_dir.resolve()),
-            task_env=dict(TASK_ENV, **kwargs.pop("task_env", {})),
+            runner=_runner(run_dir.resolve(), **(environment or {})),
             **kwargs,
         )
     finally:
@@ -197,41 +216,29 @@ def _probe(images: dict[str, str], run_dir: Path, outputs: dict, artifact: str) 
     import docker
 
     client = _docker_client()
-    base = _artifact_input(run_dir, "fetch-base-model", "model")
+    base = _artifact_dirs(run_dir, "fetch-base-model", "model")[0]
+    arguments = _container_arguments(run_dir)
+    arguments["mounts"] += [
+        docker.types.Mount(str(run_dir), str(run_dir), type="bind", read_only=True),
+        docker.types.Mount("/probe", str(PROBES), type="bind", read_only=True),
+    ]
+    command = ["python", "/probe/probe_sft.py", str(base), outputs["datasets"], artifact, MODULE]
     try:
         logs = client.containers.run(
-            images["gpu"],
-            [
-                "python",
-                "/probe/probe_sft.py",
-                str(base),
-                outputs["datasets"],
-                artifact,
-                MODULE,
-            ],
-            environment=TASK_ENV,
-            network_mode="none",
-            read_only=True,
-            tmpfs={"/tmp": TMPFS, "/var/cache/mongars": TMPFS, "/workspace": TMPFS},
-            user=_task_user(),
-            mounts=[
-                docker.types.Mount(str(run_dir), str(run_dir), type="bind", read_only=True),
-                docker.types.Mount("/probe", str(PROBES), type="bind", read_only=True),
-            ],
-            remove=True,
-            stdout=True,
-            stderr=False,
+            images["gpu"], command, remove=True, stdout=True, stderr=False, **arguments
         )
     finally:
         client.close()
     return json.loads(logs.decode().strip().splitlines()[-1])
 
 
-def _artifact_input(run_dir: Path, task: str, output: str) -> Path:
-    """The folder of ``task``'s ``output`` artifact (kfp.local: <root>/<run>/<task>/<output>)."""
-    found = [p for p in (run_dir / "kfp").glob(f"*/{task}/{output}") if p.is_dir()]
+def _artifact_dirs(run_dir: Path, task: str, output: str) -> list[Path]:
+    """Folders of ``task``'s ``output`` artifact under the run's pipeline root, newest first."""
+    found = [
+        p for p in (run_dir / "kfp").rglob(output) if p.is_dir() and p.parent.name.startswith(task)
+    ]
     assert found, f"no {task}/{output} artifact under {run_dir / 'kfp'}"
-    return max(found, key=lambda p: p.stat().st_mtime)
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def _check_sft(images: dict[str, str], run, backend: str) -> None:
@@ -253,12 +260,13 @@ def test_sft_hf_backend_in_the_cuda_image(images, first_run) -> None:
     _check_sft(images, first_run, "hf")
 
 
-def test_raft_adapter_went_to_export(first_run) -> None:
-    module = first_run.outputs["modules"][MODULE]
-    bundle = json.loads((Path(module["gguf_bundle"]) / "bundle.json").read_text())
-    assert bundle["module"] == MODULE
-    raft_dirs = [p for p in (first_run.run_dir / "kfp").glob("*/raft/adapter") if p.is_dir()]
-    assert raft_dirs and (raft_dirs[0] / "adapter" / "adapter_config.json").is_file()
+def test_raft_trained_on_top_of_sft(first_run) -> None:
+    """raft=true: the raft task trained (held-out generations, a new adapter), not a copy."""
+    (raft_dir,) = _artifact_dirs(first_run.run_dir, "raft", "adapter")
+    sft_dir = Path(first_run.outputs["modules"][MODULE]["sft_adapter"])
+    assert (raft_dir / "heldout_generations.jsonl").is_file()
+    weights = "adapter/adapter_model.safetensors"
+    assert (raft_dir / weights).read_bytes() != (sft_dir / weights).read_bytes()
 
 
 def test_identical_rerun_is_served_from_the_cache(images, first_run, runs_root: Path) -> None:
@@ -274,12 +282,6 @@ def test_identical_rerun_is_served_from_the_cache(images, first_run, runs_root: 
 
 def test_sft_unsloth_backend_on_its_cpu_fallback(images, first_run, runs_root: Path) -> None:
     parameters = {**PARAMETERS, "sft_config": {**PARAMETERS["sft_config"], "backend": "unsloth"}}
-    run = _run(
-        runs_root,
-        "c",
-        parameters,
-        last_stage="sft",
-        task_env={"MONGARS_UNSLOTH_CPU": "1"},
-    )
+    run = _run(runs_root, "c", parameters, {UNSLOTH_CPU_ENV: "1"}, last_stage="sft")
     assert "sft" in run.executed
     _check_sft(images, run, "unsloth")
