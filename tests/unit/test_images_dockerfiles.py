@@ -152,14 +152,15 @@ def test_dockerignore_sends_what_the_dockerfiles_copy_and_nothing_private() -> N
         assert _dockerignore_excludes(private, patterns), f"{private} must not reach the builder"
 
 
-def _stages(dockerfile: Path) -> list[list[tuple[str, str]]]:
-    """Instructions grouped by build stage (each FROM starts one)."""
-    stages: list[list[tuple[str, str]]] = []
+def _stages(dockerfile: Path) -> dict[str, list[tuple[str, str]]]:
+    """Instructions by build stage name (``FROM x AS name``), in order; the last is the image."""
+    stages: dict[str, list[tuple[str, str]]] = {}
     for keyword, args in _instructions(dockerfile):
         if keyword == "FROM":
-            stages.append([])
+            name = args.split()[-1] if " AS " in args.upper() else f"stage{len(stages)}"
+            stages[name] = []
         if stages:
-            stages[-1].append((keyword, args))
+            stages[next(reversed(stages))].append((keyword, args))
     return stages
 
 
@@ -176,9 +177,10 @@ def test_builds_without_a_registry_frontend_or_buildkit_only_syntax(name: str) -
 
 @pytest.mark.parametrize("name", sorted(DOCKERFILES))
 def test_build_ca_and_local_wheels_stay_in_the_build_stage(name: str) -> None:
-    build, *rest = _stages(DOCKERFILES[name])
-    assert any(k == "COPY" and "images/build-extra/" in a for k, a in build)
-    final = rest[-1]
+    stages = _stages(DOCKERFILES[name])
+    assert list(stages) == ["requirements", "build", "runtime"]
+    assert any(k == "COPY" and "images/build-extra/" in a for k, a in stages["build"])
+    final = stages["runtime"]
     final_text = " ".join(a for _, a in final)
     assert "build-extra" not in final_text and "pip.conf" not in final_text
     copies = [a for k, a in final if k == "COPY"]
@@ -186,7 +188,7 @@ def test_build_ca_and_local_wheels_stay_in_the_build_stage(name: str) -> None:
 
 
 def test_cpu_image_refuses_cuda_at_build_time() -> None:
-    final = _stages(DOCKERFILES["mongars-runtime"])[-1]
+    final = _stages(DOCKERFILES["mongars-runtime"])["runtime"]
     checks = " ".join(a for k, a in final if k == "RUN")
     assert "torch.version.cuda is None" in checks
     assert "nvidia-" in checks and "libcudart" in checks

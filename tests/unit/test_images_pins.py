@@ -105,7 +105,7 @@ def test_image_sets_are_what_the_dockerfiles_install() -> None:
     assert len(cuda_pins) == len(cuda), "a name appears twice in the CUDA set"
     for image in ("runtime", "train-cuda"):
         dockerfile = (REPO / "images" / f"Dockerfile.{image}").read_text(encoding="utf-8")
-        assert f"pyproject_deps.py pyproject.toml --image {image}" in dockerfile
+        assert f"pyproject_deps.py /src/pyproject.toml --image {image}" in dockerfile
 
 
 def _pip_cert_args() -> list[str]:
