@@ -93,7 +93,7 @@ def run_backend(args: argparse.Namespace) -> dict[str, Any]:
     """Child process: one backend's timed QLoRA run; returns its figures."""
     import torch
 
-    from monGARS.mlops.training.backends import (
+    from monGARS.mlops.training.common.backends import (
         LoraSettings,
         MemoryPlan,
         detect_environment,
@@ -105,9 +105,9 @@ def run_backend(args: argparse.Namespace) -> dict[str, Any]:
     backend = select_backend(args.child, env)  # a clear error when unsloth cannot run
     from transformers import TrainerCallback
 
-    from monGARS.mlops.training.chat_data import ChatCollator, ChatDataset, TokenizedChat
-    from monGARS.mlops.training.loop import CountingTrainer, training_arguments
-    from monGARS.mlops.training.sft_config import SFTConfig
+    from monGARS.mlops.training.common.chat_data import ChatCollator, ChatDataset, TokenizedChat
+    from monGARS.mlops.training.common.loop import CountingTrainer, training_arguments
+    from monGARS.mlops.training.sft.config import SFTConfig
 
     model_dir = Path(args.model_dir)
     shape = json.loads((model_dir / "config.json").read_text())

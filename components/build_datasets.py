@@ -15,12 +15,11 @@ def build_datasets(
     summary: dsl.Output[dsl.Markdown],
 ) -> list[str]:
     """Build every corpus and module dataset; return the module names the pipeline fans out over."""
+    parameters = dict(locals())  # every argument, by its pipeline name: the library folds them
     from monGARS.mlops import stages
     from monGARS.mlops.artifacts import publish, stage_errors
 
-    config = {"languages": languages, "val_split": val_split, "seed": split_seed}
-    config.update(datasets_config)
     with stage_errors("build_datasets"):
-        modules, metadata = stages.run_build_datasets(config, datasets.path, summary.path)
+        modules, metadata = stages.run_build_datasets(parameters, datasets.path, summary.path)
     publish(datasets, metadata)
     return modules

@@ -10,7 +10,7 @@ def export(
     chat_model: dsl.Input[dsl.Model],
     module: str,
     export_method: str,
-    quant_types: str,
+    quant_types: list[str],
     export_cmd: str,
     export_config: dict,
     gguf: dsl.Output[dsl.Model],
@@ -18,14 +18,13 @@ def export(
     encoder: dsl.Input[dsl.Model] = None,
 ) -> None:
     """Write and verify the module's merged chat model and encoder as GGUF files plus a bundle."""
+    parameters = dict(locals())  # every argument, by its pipeline name: the library folds them
     from monGARS.mlops import stages
     from monGARS.mlops.artifacts import log_metrics, publish, stage_errors
 
-    config = {"export_method": export_method, "quant_types": quant_types, "export_cmd": export_cmd}
-    config.update(export_config)
     with stage_errors("export"):
         metadata = stages.run_export(
-            config,
+            parameters,
             chat_model.path,
             encoder.path if encoder is not None else None,
             module,

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
-import tomllib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -40,10 +40,13 @@ def _is_source_tree(root: Path) -> bool:
 
 
 def package_version(root: Path = SOURCE_ROOT) -> str:
-    """The project version: the source tree's pyproject when present, else the installed one."""
-    if _is_source_tree(root):
-        with (root / "pyproject.toml").open("rb") as handle:
-            return str(tomllib.load(handle)["project"]["version"])
+    """The project version (``monGARS/version.py``), read as text: components import only stdlib
+    and kfp at top level, and the tag must be known when this module is imported."""
+    source = root / "monGARS" / "version.py"
+    if source.is_file():
+        match = re.search(r'^__version__ = "([^"]+)"', source.read_text("utf-8"), re.MULTILINE)
+        if match:
+            return match.group(1)
     try:
         return version("mongars-mlops")
     except PackageNotFoundError:

@@ -19,19 +19,13 @@ def llm2vec(
     metrics: dsl.Output[dsl.Metrics],
 ) -> None:
     """Train the encoder; the upstream-style MNTP/SimCSE configs map onto the stage config."""
+    parameters = dict(locals())  # every argument, by its pipeline name: the library folds them
     from monGARS.mlops import stages
     from monGARS.mlops.artifacts import log_metrics, publish, stage_errors
 
     with stage_errors("llm2vec"):
         metadata = stages.run_llm2vec(
-            {"seed": seed, **llm2vec_config},
-            mntp_config,
-            simcse_config,
-            base_model.path,
-            sft_adapter.path,
-            datasets.path,
-            module,
-            encoder.path,
+            parameters, base_model.path, sft_adapter.path, datasets.path, module, encoder.path
         )
     publish(encoder, metadata)
     log_metrics(metrics, metadata)

@@ -22,12 +22,13 @@ def raft(
 
     With ``enabled`` false the SFT adapter is passed on unchanged (a copy of the adapter only).
     """
+    parameters = dict(locals())  # every argument, by its pipeline name: the library folds them
     from monGARS.mlops import stages
     from monGARS.mlops.artifacts import log_metrics, publish, stage_errors
 
     with stage_errors("raft"):
         metadata = stages.run_raft(
-            {"seed": seed, **raft_config},
+            parameters,
             base_model.path,
             sft_adapter.path,
             encoder.path,

@@ -26,25 +26,13 @@ def sft(
     loss_curve: dsl.Output[dsl.HTML],
 ) -> None:
     """Train a LoRA adapter for ``module``; ``sft_config`` overrides any other hyperparameter."""
+    parameters = dict(locals())  # every argument, by its pipeline name: the library folds them
     from monGARS.mlops import stages
     from monGARS.mlops.artifacts import log_metrics, publish, stage_errors
 
-    config = {
-        "lora_r": lora_r,
-        "lora_alpha": lora_alpha,
-        "lora_dropout": lora_dropout,
-        "epochs": epochs,
-        "max_steps": max_steps,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "vram_budget_mb": vram_budget_mb,
-        "seed": seed,
-        "checkpoint_root": checkpoint_root,
-    }
-    config.update(sft_config)
     with stage_errors("sft"):
         metadata = stages.run_sft(
-            config,
+            parameters,
             base_model.path,
             datasets.path,
             module,

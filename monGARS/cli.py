@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from monGARS.mlops.errors import MongarsError, describe_write_error
+from monGARS.mlops.parameters import PARAMETERS
 
 DEFAULT_RUN_ID = "demo"
 DEFAULT_RUNS_ROOT = "runs"
@@ -49,58 +50,47 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     for stage in STAGE_FLAGS:
         stages.add_argument(f"--{stage.replace('_', '-')}", action="store_true")
     stages.add_argument("--raft", action="store_true", help="turn the optional RAFT stage on")
-    params = parser.add_argument_group("parameters")
-    params.add_argument("--base-model", help="hub id, folder, gs:// URI, or 'tiny'")
-    params.add_argument("--languages", type=_comma_list, help="comma-separated, e.g. fr")
-    params.add_argument("--val-split", type=float)
-    params.add_argument("--split-seed", type=int)
-    params.add_argument("--seed", type=int)
-    params.add_argument("--lora-r", type=int)
-    params.add_argument("--lora-alpha", type=int)
-    params.add_argument("--lora-dropout", type=float)
-    params.add_argument("--epochs", type=float)
-    params.add_argument("--max-steps", type=int)
-    params.add_argument("--batch-size", type=int)
-    params.add_argument("--learning-rate", type=float)
-    params.add_argument("--vram-budget-mb", type=int)
-    params.add_argument("--mntp-config", help="upstream llm2vec MNTP JSON config")
-    params.add_argument("--simcse-config", help="upstream llm2vec SimCSE JSON config")
-    params.add_argument("--export-method", help="gguf, or a llama.cpp quant type such as q4_k_m")
-    params.add_argument("--quant-types", help="comma-separated GGUF quant types, e.g. q8_0,q4_k_m")
-    params.add_argument("--export-cmd", help="command template with {model_dir} and {gguf_path}")
+    params = parser.add_argument_group("pipeline parameters (monGARS.mlops.parameters)")
+    for parameter in PARAMETERS:
+        if parameter.flag:
+            params.add_argument(
+                parameter.option,
+                type=_FLAG_TYPES[parameter.type],
+                metavar=_FLAG_METAVARS.get(parameter.type, parameter.type.__name__.upper()),
+                help=f"{parameter.help} (pipeline default: {_default_text(parameter)})",
+            )
 
 
-_PARAMETER_FLAGS = (
-    "base_model",
-    "languages",
-    "val_split",
-    "split_seed",
-    "seed",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "epochs",
-    "max_steps",
-    "batch_size",
-    "learning_rate",
-    "vram_budget_mb",
-    "export_method",
-    "quant_types",
-    "export_cmd",
-)
+# How a flag's text becomes the parameter's value (dicts are JSON/YAML files, read later so the
+# error can name the flag).
+_FLAG_TYPES: dict[type, Callable[[str], Any]] = {
+    str: str,
+    int: int,
+    float: float,
+    list: _comma_list,
+    dict: str,
+}
+_FLAG_METAVARS = {list: "A,B", dict: "FILE", str: "TEXT"}
+
+
+def _default_text(parameter: Any) -> str:
+    if parameter.type is list:
+        return ",".join(parameter.default) or "none"
+    if parameter.type is dict:
+        return "none"
+    return str(parameter.default) if parameter.default != "" else "''"
 
 
 def parameters_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Pipeline parameters from a config file and flags (flags win). Never includes secrets."""
     parameters: dict[str, Any] = _read_json_config("--config", args.config) if args.config else {}
-    for name in _PARAMETER_FLAGS:
-        value = getattr(args, name)
-        if value is not None:
-            parameters[name] = value
-    for flag in ("mntp_config", "simcse_config"):
-        path = getattr(args, flag)
-        if path:
-            parameters[flag] = _read_json_config(f"--{flag.replace('_', '-')}", path)
+    for parameter in PARAMETERS:
+        value = getattr(args, parameter.name, None) if parameter.flag else None
+        if value is None:
+            continue
+        if parameter.type is dict:
+            value = _read_json_config(parameter.option, value) if value else {}
+        parameters[parameter.name] = value
     if args.raft:
         parameters["raft"] = True
     parameters.setdefault("run_name", args.run_id)

@@ -6,9 +6,15 @@ Every task is cached, so running again with the same inputs resumes: finished st
 hits. The DAG has no condition and no ``dsl.OneOf``: with ``raft=false`` the raft task passes the
 SFT adapter on, so one merge task feeds export either way and older KFP backends run it
 (docs/cluster.md gives the minimum version).
+
+The pipeline's parameters are not written here: its signature is built from the declaration in
+``monGARS.mlops.parameters`` (a stdlib-only module), and each stage task receives the parameters
+that declaration assigns to its stage.
 """
 
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 from kfp import dsl
 
@@ -25,18 +31,33 @@ from pipelines.options import PipelineOptions
 
 PIPELINE_NAME = "mongars"
 STAGE_ORDER = ("build_datasets", "sft", "llm2vec", "raft", "export", "report")
-CLUSTER_BASE_MODEL = "mistralai/Mistral-7B-v0.2"
-DEFAULT_QUANT_TYPES = "q8_0,q4_k_m"
-# Without a node selector the GPU limit alone schedules onto GPU nodes (GKE GPU pools and the
-# NVIDIA GPU operator both advertise nvidia.com/gpu); both taint GPU nodes with nvidia.com/gpu.
-DEFAULT_GPU_NODE_SELECTOR: dict = {}
-DEFAULT_GPU_TOLERATIONS: list = [
-    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-]
+DESCRIPTION = (
+    "monGARS: French, code-aware assistant — datasets, QLoRA SFT, LLM2Vec encoder, optional "
+    "RAFT, verified GGUF export, report."
+)
 
 
 def _reaches(last_stage: str, stage: str) -> bool:
     return STAGE_ORDER.index(stage) <= STAGE_ORDER.index(last_stage)
+
+
+def pipeline_signature() -> inspect.Signature:
+    """The pipeline's inputs, from the parameter declaration (KFP reads them from here)."""
+    from monGARS.mlops.parameters import PARAMETERS, defaults
+
+    values = defaults()
+    return inspect.Signature(
+        [
+            inspect.Parameter(
+                p.name,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=values[p.name],
+                annotation=p.type,
+            )
+            for p in PARAMETERS
+        ],
+        return_annotation=str,
+    )
 
 
 def build_pipeline(
@@ -48,6 +69,8 @@ def build_pipeline(
     Code changes reach every cache key through the image tag (components/images.py hashes the
     image sources), on a cluster and in kfp.local alike, so the local run needs no variant.
     """
+    from monGARS.mlops.parameters import stage_parameters
+
     if last_stage not in STAGE_ORDER:
         raise ValueError(f"last_stage must be one of {', '.join(STAGE_ORDER)}; got {last_stage!r}")
     if problems := options.problems():
@@ -58,96 +81,47 @@ def build_pipeline(
         placement.set_resources(task, stage)
         return task
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="monGARS: French, code-aware assistant — datasets, QLoRA SFT, LLM2Vec "
-        "encoder, optional RAFT, verified GGUF export, report.",
-    )
-    def mongars_pipeline(
-        base_model: str = CLUSTER_BASE_MODEL,
-        run_name: str = "mongars",
-        datasets_config: dict = {},  # noqa: B006 - KFP reads defaults from the signature
-        languages: list[str] = ["fr"],  # noqa: B006
-        val_split: float = 0.1,
-        split_seed: int = 42,
-        seed: int = 42,
-        lora_r: int = 16,
-        lora_alpha: int = 32,
-        lora_dropout: float = 0.05,
-        epochs: float = 1.0,
-        max_steps: int = -1,
-        batch_size: int = 4,
-        learning_rate: float = 2e-4,
-        vram_budget_mb: int = 0,
-        checkpoint_root: str = "",
-        sft_config: dict = {},  # noqa: B006
-        mntp_config: dict = {},  # noqa: B006
-        simcse_config: dict = {},  # noqa: B006
-        llm2vec_config: dict = {},  # noqa: B006
-        raft: bool = False,
-        raft_config: dict = {},  # noqa: B006
-        export_method: str = "gguf",
-        quant_types: str = DEFAULT_QUANT_TYPES,
-        export_cmd: str = "",
-        export_config: dict = {},  # noqa: B006
-        gpu_node_selector: dict = DEFAULT_GPU_NODE_SELECTOR,
-        gpu_tolerations: list = DEFAULT_GPU_TOLERATIONS,
-        hf_token_secret: str = "hf-token",
-        model_cache_pvc: str = "mongars-model-cache",
-    ) -> str:
+    signature = pipeline_signature()
+
+    def mongars_pipeline(*args: Any, **kwargs: Any) -> str:
+        # KFP passes the inputs positionally, in the order of the signature built below.
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        params = bound.arguments
+
+        def stage_args(stage: str) -> dict[str, Any]:
+            return {p.name: params[p.name] for p in stage_parameters(stage)}
+
         def on_gpu(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
             _cached(task, stage)
             placement.place_on_gpu(
                 task,
                 options.accelerator_type,
                 options.accelerator_count,
-                gpu_node_selector,
-                gpu_tolerations,
+                params["gpu_node_selector"],
+                params["gpu_tolerations"],
             )
-            placement.use_hf_token(task, hf_token_secret)
-            placement.use_shared_cache(task, model_cache_pvc)
+            placement.use_hf_token(task, params["hf_token_secret"])
+            placement.use_shared_cache(task, params["model_cache_pvc"])
             return task
 
-        data = _cached(
-            build_datasets(
-                datasets_config=datasets_config,
-                languages=languages,
-                val_split=val_split,
-                split_seed=split_seed,
-            ),
-            "build_datasets",
-        )
-        placement.use_hf_token(data, hf_token_secret)
+        data = _cached(build_datasets(**stage_args("build_datasets")), "build_datasets")
+        placement.use_hf_token(data, params["hf_token_secret"])
         datasets = data.outputs["datasets"]
 
         collected: dict[str, dsl.Collected] = {}
         if _reaches(last_stage, "sft"):
-            fetch = _cached(fetch_base_model(base_model=base_model), "fetch_base_model")
+            fetch = _cached(fetch_base_model(base_model=params["base_model"]), "fetch_base_model")
             fetch.set_display_name("fetch base model")
-            placement.use_hf_token(fetch, hf_token_secret)
-            placement.use_shared_cache(fetch, model_cache_pvc)
+            placement.use_hf_token(fetch, params["hf_token_secret"])
+            placement.use_shared_cache(fetch, params["model_cache_pvc"])
             base = fetch.outputs["model"]
 
             with dsl.ParallelFor(
                 data.outputs["Output"], name="per-module", parallelism=options.parallelism
             ) as module:
                 sft_task = on_gpu(
-                    sft(
-                        base_model=base,
-                        datasets=datasets,
-                        module=module,
-                        lora_r=lora_r,
-                        lora_alpha=lora_alpha,
-                        lora_dropout=lora_dropout,
-                        epochs=epochs,
-                        max_steps=max_steps,
-                        batch_size=batch_size,
-                        learning_rate=learning_rate,
-                        vram_budget_mb=vram_budget_mb,
-                        seed=seed,
-                        checkpoint_root=checkpoint_root,
-                        sft_config=sft_config,
-                    ),
+                    sft(base_model=base, datasets=datasets, module=module, **stage_args("sft")),
                     "sft",
                 )
                 sft_adapter = sft_task.outputs["adapter"]
@@ -160,10 +134,7 @@ def build_pipeline(
                             sft_adapter=sft_adapter,
                             datasets=datasets,
                             module=module,
-                            seed=seed,
-                            mntp_config=mntp_config,
-                            simcse_config=simcse_config,
-                            llm2vec_config=llm2vec_config,
+                            **stage_args("llm2vec"),
                         ),
                         "llm2vec",
                     )
@@ -179,9 +150,8 @@ def build_pipeline(
                             encoder=encoder,
                             datasets=datasets,
                             module=module,
-                            enabled=raft,
-                            seed=seed,
-                            raft_config=raft_config,
+                            enabled=params["raft"],
+                            **stage_args("raft"),
                         ),
                         "raft",
                     )
@@ -191,7 +161,7 @@ def build_pipeline(
                         ),
                         "export",
                     )
-                    placement.use_shared_cache(merge_task, model_cache_pvc)
+                    placement.use_shared_cache(merge_task, params["model_cache_pvc"])
                     chat_model = merge_task.outputs["merged"]
 
                 if _reaches(last_stage, "export"):
@@ -200,19 +170,22 @@ def build_pipeline(
                             chat_model=chat_model,
                             encoder=encoder,
                             module=module,
-                            export_method=export_method,
-                            quant_types=quant_types,
-                            export_cmd=export_cmd,
-                            export_config=export_config,
+                            **stage_args("export"),
                         ),
                         "export",
                     )
                     collected["ggufs"] = dsl.Collected(export_task.outputs["gguf"])
 
-        report_task = _cached(report(run_name=run_name, datasets=datasets, **collected), "report")
+        report_task = _cached(
+            report(run_name=params["run_name"], datasets=datasets, **collected), "report"
+        )
         return report_task.outputs["Output"]
 
-    return mongars_pipeline
+    mongars_pipeline.__signature__ = signature  # type: ignore[attr-defined]
+    mongars_pipeline.__annotations__ = {
+        name: parameter.annotation for name, parameter in signature.parameters.items()
+    } | {"return": str}
+    return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)(mongars_pipeline)
 
 
 mongars_pipeline = build_pipeline()

@@ -130,7 +130,6 @@ def _package(args: argparse.Namespace, scratch: Path) -> Any:
 
 
 def _run_request(args: argparse.Namespace, package: Any, run_name: str) -> Any:
-    from components.images import package_version
     from monGARS.deploy.pipeline_package import (
         default_version_name,
         parse_param_flags,
@@ -139,12 +138,13 @@ def _run_request(args: argparse.Namespace, package: Any, run_name: str) -> Any:
     )
     from monGARS.deploy.submit import RunRequest
     from monGARS.mlops.names import check_safe_name
+    from monGARS.version import __version__
 
     file_values = read_params_file(args.params_file) if args.params_file else {}
     parameters = resolve_parameters(package, parse_param_flags(args.param), file_values)
     if args.pipeline_version and not args.pipeline_name:
         raise MongarsError("--pipeline-version: only meaningful with --pipeline-name")
-    version_name = args.pipeline_version or default_version_name(package, package_version())
+    version_name = args.pipeline_version or default_version_name(package, __version__)
     if args.pipeline_name:
         check_safe_name("--pipeline-name", args.pipeline_name)
         check_safe_name("--pipeline-version", version_name)

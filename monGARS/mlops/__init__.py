@@ -4,9 +4,6 @@ This package never imports kfp: the KFP components in ``components/`` are thin a
 so everything here can be tested and used without Kubeflow.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from monGARS.version import __version__
 
-try:
-    __version__ = version("mongars-mlops")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+source"
+__all__ = ["__version__"]

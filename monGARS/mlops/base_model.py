@@ -64,6 +64,20 @@ def check_model_folder(folder: Path, label: str) -> dict[str, Any]:
     return config
 
 
+def check_base_model_spec(spec: object) -> str:
+    """The one check of ``base_model`` before anything runs: a usable spec, and a local folder
+    that exists and holds a loadable checkpoint. Returns the kind (tiny, local, gcs, hub)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise MongarsError("base_model: give a hub id, a model folder, a gs:// URI or 'tiny'")
+    kind = describe_spec(spec)
+    if kind == "local":
+        folder = Path(spec).expanduser()
+        if not folder.exists():
+            raise MongarsError(f"base_model: {spec} does not exist; give a model folder or hub id")
+        check_model_folder(folder, "base_model")
+    return kind
+
+
 def _copy_model_files(source: Path, destination: Path) -> None:
     for pattern in _MODEL_FILE_PATTERNS:
         for path in source.glob(pattern):
@@ -75,11 +89,8 @@ def _materialise(spec: str, kind: str, destination: Path) -> dict[str, Any]:
     if kind == "tiny":
         build_tiny_model(destination)
     elif kind == "local":
-        source = Path(spec).expanduser()
-        if not source.exists():
-            raise MongarsError(f"base_model: {spec} does not exist; give a model folder or hub id")
-        check_model_folder(source, "base_model")
-        _copy_model_files(source, destination)
+        check_base_model_spec(spec)
+        _copy_model_files(Path(spec).expanduser(), destination)
     elif kind == "gcs":
         storage.download_tree(spec, destination)
     else:
@@ -94,15 +105,17 @@ def split_revision(spec: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
-def _cache_key(spec: str, kind: str) -> str:
+def _cache_key(spec: str, kind: str) -> tuple[str, str]:
     """The shared-cache folder name for a source: readable, and unique per source and revision.
 
     A hub id resolves its revision to a commit first, so ``main`` moving on gives a new entry; a
-    local folder is keyed by its path and its files' sizes and times.
+    local folder is keyed by its path and its files' sizes and times. Returns (key, revision): the
+    hub commit, or a digest of what identifies the source.
     """
     if kind == "hub":
         repo_id, revision = split_revision(spec)
-        identity = f"{repo_id}@{_resolve_hub_revision(repo_id, revision)}"
+        commit = _resolve_hub_revision(repo_id, revision)
+        identity = f"{repo_id}@{commit}"
     elif kind == "local":
         source = Path(spec).expanduser().resolve()
         stats = [
@@ -123,7 +136,7 @@ def _cache_key(spec: str, kind: str) -> str:
         identity = spec
     readable = re.sub(r"[^A-Za-z0-9._-]+", "--", split_revision(spec)[0].strip("/~."))[-60:]
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    return f"{kind}-{readable or 'model'}-{digest}"
+    return f"{kind}-{readable or 'model'}-{digest}", commit if kind == "hub" else digest
 
 
 def fetch_base_model(spec: str, out_dir: str | Path) -> dict[str, Any]:
@@ -133,13 +146,14 @@ def fetch_base_model(spec: str, out_dir: str | Path) -> dict[str, Any]:
     ``model-cache/``) the weights go there once per source and revision, and ``out_dir`` holds a
     reference to them. Without it the weights are copied into ``out_dir`` itself.
     """
-    kind = describe_spec(spec)
+    kind = check_base_model_spec(spec)
     cache = cache_dir(writable=True)
     if cache is None:
         with atomic_dir(out_dir) as scratch:
             config = _materialise(spec, kind, scratch)
         return _metadata(spec, kind, config, storage="artifact")
-    folder = models_dir(cache) / _cache_key(spec, kind)
+    key, revision = _cache_key(spec, kind)
+    folder = models_dir(cache) / key
     reused = is_complete(folder)
     if not reused:
         with atomic_dir(folder) as scratch:
@@ -148,6 +162,7 @@ def fetch_base_model(spec: str, out_dir: str | Path) -> dict[str, Any]:
     config = check_model_folder(folder, "base_model")
     metadata = _metadata(spec, kind, config, storage="model-cache")
     metadata["model_cache_key"] = folder.name
+    metadata["revision"] = revision
     metadata["model_cache_reused"] = int(reused)
     metadata["model_bytes"] = sum(file_sizes(folder).values())
     with atomic_dir(out_dir) as scratch:
@@ -166,6 +181,9 @@ def _metadata(spec: str, kind: str, config: dict[str, Any], *, storage: str) -> 
 
 
 def _resolve_hub_revision(repo_id: str, revision: str | None) -> str:
+    """The commit a hub revision points at now; a pinned commit is used as it is (no network)."""
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 

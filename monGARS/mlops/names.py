@@ -20,7 +20,7 @@ def check_safe_name(field: str, value: str) -> str:
 
 
 def to_identifier(raw: str) -> str:
-    """Turn a path or package name into a lowercase identifier (``monGARS/mlops`` -> ``mlops``)."""
+    """Lowercase identifier from a path or name (``monGARS/mlops`` -> ``mongars_mlops``)."""
     cleaned = re.sub(r"[^0-9A-Za-z]+", "_", raw).strip("_").lower()
     if not cleaned:
         cleaned = "module"

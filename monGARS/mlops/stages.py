@@ -1,52 +1,39 @@
 """One entry point per pipeline stage: what a KFP component body calls, with plain paths.
 
-Each ``run_*`` builds the stage's typed config from the component's parameters, runs the stage and
-returns the flat metadata the component copies onto its artifact. ``validate_parameters`` builds
-every stage's config from the pipeline parameters the same way, so a bad value is refused before
-anything runs, with every problem of every stage reported at once.
+A component hands ``run_*`` every raw parameter it received; ``run_*`` builds the stage's typed
+config from them with the stage's ``*_config`` builder (``parameters.stage_values`` underneath),
+runs the stage and returns the flat metadata the component copies onto its artifact.
+``validate_parameters`` calls the very same builders on the pipeline parameters, so a bad value is
+refused before anything runs, with every problem of every stage reported at once.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from monGARS.mlops.configs import load_config
 from monGARS.mlops.errors import ConfigError, MongarsError
+from monGARS.mlops.parameters import stage_parameters, stage_values
 from monGARS.mlops.shared_cache import default_checkpoint_root, resolve_model_dir
 from monGARS.mlops.tiny_model import TINY_MODEL_NAME
 
 STAGE_ORDER = ("build_datasets", "sft", "llm2vec", "raft", "export", "report")
 
-# Pipeline parameters each component folds into its stage config (before the stage's own
-# ``*_config`` dict, which overrides them). Kept in one place for components and validation.
-DATASETS_PARAMETERS = {"languages": "languages", "val_split": "val_split", "split_seed": "seed"}
-SFT_PARAMETERS = (
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "epochs",
-    "max_steps",
-    "batch_size",
-    "learning_rate",
-    "vram_budget_mb",
-    "seed",
-    "checkpoint_root",
-)
-EXPORT_PARAMETERS = ("export_method", "quant_types", "export_cmd")
-
 
 # The embedded default is a 2-layer model: these settings make `make run` train visibly in
 # minutes on 2 CPU cores. Cluster runs use the stage configs' own (production) defaults.
 def _tiny_preset() -> dict[str, Any]:
-    from monGARS.mlops.training.llm2vec_config import TINY_LLM2VEC_OVERRIDES
-    from monGARS.mlops.training.raft_config import TINY_RAFT_OVERRIDES
-    from monGARS.mlops.training.sft_config import TINY_SFT_OVERRIDES
+    from monGARS.mlops.training.llm2vec.config import TINY_LLM2VEC_OVERRIDES
+    from monGARS.mlops.training.raft.config import TINY_RAFT_OVERRIDES
+    from monGARS.mlops.training.sft.config import TINY_SFT_OVERRIDES
 
-    sft_top = {k: v for k, v in TINY_SFT_OVERRIDES.items() if k in SFT_PARAMETERS}
-    sft_rest = {k: v for k, v in TINY_SFT_OVERRIDES.items() if k not in SFT_PARAMETERS}
+    # SFT fields that have a flat pipeline parameter go there; the rest into sft_config.
+    flat = {field: p.name for p in stage_parameters("sft") for stage, field in p.sets if field}
+    sft_top = {flat[k]: v for k, v in TINY_SFT_OVERRIDES.items() if k in flat}
+    sft_rest = {k: v for k, v in TINY_SFT_OVERRIDES.items() if k not in flat}
     return {
         # Two modules (training code vs the rest) keep the local fan-out small.
         "datasets_config": {"module_map": ["*training*=training", "*=platform"]},
@@ -80,102 +67,61 @@ def resolve_local_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
     return resolved
 
 
-def sft_config_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    values = {name: parameters[name] for name in SFT_PARAMETERS if name in parameters}
-    values.update(parameters.get("sft_config") or {})
-    return values
-
-
-def datasets_config_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    values = {
-        field: parameters[name] for name, field in DATASETS_PARAMETERS.items() if name in parameters
-    }
-    values.update(parameters.get("datasets_config") or {})
-    return values
-
-
-def llm2vec_config_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    values: dict[str, Any] = {"seed": parameters["seed"]} if "seed" in parameters else {}
-    values.update(parameters.get("llm2vec_config") or {})
-    for key in ("mntp_config", "simcse_config"):
-        if parameters.get(key):
-            values[key] = parameters[key]
-    return values
-
-
-def raft_config_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    values: dict[str, Any] = {"seed": parameters["seed"]} if "seed" in parameters else {}
-    values.update(parameters.get("raft_config") or {})
-    return values
-
-
-def export_config_values(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    values = {name: parameters[name] for name in EXPORT_PARAMETERS if name in parameters}
-    values.update(parameters.get("export_config") or {})
-    return values
-
-
 def _reaches(last_stage: str, stage: str) -> bool:
     return STAGE_ORDER.index(stage) <= STAGE_ORDER.index(last_stage)
 
 
-def _datasets_config(parameters: Mapping[str, Any]) -> Any:
+# One builder per stage config, from raw pipeline parameters: what the component runs with and
+# what validation checks are the same object.
+def datasets_config(parameters: Mapping[str, Any]) -> Any:
     from monGARS.mlops.datasets.config import load_datasets_config
 
-    return load_datasets_config(datasets_config_values(parameters))
+    return load_datasets_config(stage_values("build_datasets", parameters))
 
 
-def _sft_config(parameters: Mapping[str, Any]) -> Any:
-    from monGARS.mlops.training.sft_config import SFTConfig
+def sft_config(parameters: Mapping[str, Any]) -> Any:
+    from monGARS.mlops.training.sft.config import SFTConfig
 
-    return load_config(SFTConfig, sft_config_values(parameters))
-
-
-def _llm2vec_config(parameters: Mapping[str, Any]) -> Any:
-    from monGARS.mlops.training.llm2vec_upstream import load_llm2vec_config
-
-    return load_llm2vec_config(llm2vec_config_values(parameters))
+    return load_config(SFTConfig, _with_checkpoint_default(stage_values("sft", parameters)))
 
 
-def _raft_config(parameters: Mapping[str, Any]) -> Any:
-    from monGARS.mlops.training.raft import RaftConfig
+def llm2vec_config(parameters: Mapping[str, Any]) -> Any:
+    from monGARS.mlops.training.llm2vec.upstream import load_llm2vec_config
 
-    return load_config(RaftConfig, raft_config_values(parameters))
+    return load_llm2vec_config(stage_values("llm2vec", parameters))
 
 
-def _export_config(parameters: Mapping[str, Any]) -> Any:
+def raft_config(parameters: Mapping[str, Any]) -> Any:
+    from monGARS.mlops.training.raft.config import RaftConfig
+
+    return load_config(RaftConfig, _with_checkpoint_default(stage_values("raft", parameters)))
+
+
+def export_config(parameters: Mapping[str, Any]) -> Any:
     from monGARS.mlops.export.config import ExportConfig
 
-    return load_config(ExportConfig, export_config_values(parameters))
+    return load_config(ExportConfig, stage_values("export", parameters))
 
 
 def _base_model(parameters: Mapping[str, Any]) -> None:
-    """A local base model must be a readable model folder before anything runs."""
-    from monGARS.mlops.base_model import check_model_folder, describe_spec
+    from monGARS.mlops.base_model import check_base_model_spec
 
-    spec = parameters.get("base_model", "")
-    if not isinstance(spec, str) or not spec:
-        raise MongarsError("base_model: give a hub id, a model folder, a gs:// URI or 'tiny'")
-    if describe_spec(spec) == "local":
-        folder = Path(spec).expanduser()
-        if not folder.exists():
-            raise MongarsError(f"base_model: {spec} does not exist; give a model folder or hub id")
-        check_model_folder(folder, "base_model")
+    check_base_model_spec(parameters.get("base_model", ""))
 
 
 def validate_parameters(parameters: Mapping[str, Any], last_stage: str = "report") -> None:
     """Build every stage config the run will use; one ``ConfigError`` lists all problems."""
-    checks = [("build_datasets", _datasets_config)]
+    checks: list[tuple[str, Callable[[Mapping[str, Any]], Any]]] = [
+        ("build_datasets", datasets_config)
+    ]
     if _reaches(last_stage, "sft"):
-        checks.append(("fetch_base_model", _base_model))
-    if _reaches(last_stage, "sft"):
-        checks.append(("sft", _sft_config))
+        checks += [("fetch_base_model", _base_model), ("sft", sft_config)]
     if _reaches(last_stage, "llm2vec"):
-        checks.append(("llm2vec", _llm2vec_config))
+        checks.append(("llm2vec", llm2vec_config))
     if _reaches(last_stage, "raft") and parameters.get("raft"):
-        checks.append(("raft", _raft_config))
+        checks.append(("raft", raft_config))
     if _reaches(last_stage, "export"):
-        checks.append(("export", _export_config))
+        checks.append(("export", export_config))
     problems: list[str] = []
     for stage, build in checks:
         try:
@@ -195,19 +141,18 @@ def run_fetch_base_model(spec: str, out_dir: str) -> dict[str, Any]:
 
 
 def run_build_datasets(
-    values: Mapping[str, Any], out_dir: str, summary_path: str
+    parameters: Mapping[str, Any], out_dir: str, summary_path: str
 ) -> tuple[list[str], dict[str, Any]]:
     from monGARS.mlops.atomic import write_text
     from monGARS.mlops.datasets.build import build_datasets
-    from monGARS.mlops.datasets.config import load_datasets_config
 
-    result = build_datasets(load_datasets_config(values), Path(out_dir))
+    result = build_datasets(datasets_config(parameters), Path(out_dir))
     write_text(summary_path, result.summary_markdown)
     return list(result.modules), dict(result.metadata)
 
 
 def run_sft(
-    values: Mapping[str, Any],
+    parameters: Mapping[str, Any],
     base_model_dir: str,
     datasets_dir: str,
     module: str,
@@ -215,11 +160,10 @@ def run_sft(
     loss_curve_html: str,
     base_model_name: str | None = None,
 ) -> dict[str, Any]:
-    from monGARS.mlops.training.sft import train_sft
-    from monGARS.mlops.training.sft_config import load_sft_config
+    from monGARS.mlops.training.sft.train import train_sft
 
     metadata = train_sft(
-        load_sft_config(_with_checkpoint_default(values)),
+        sft_config(parameters),
         resolve_model_dir(base_model_dir),
         Path(datasets_dir),
         module,
@@ -231,26 +175,17 @@ def run_sft(
 
 
 def run_llm2vec(
-    values: Mapping[str, Any],
-    mntp_config: Mapping[str, Any],
-    simcse_config: Mapping[str, Any],
+    parameters: Mapping[str, Any],
     base_model_dir: str,
     sft_dir: str,
     datasets_dir: str,
     module: str,
     out_dir: str,
 ) -> dict[str, Any]:
-    from monGARS.mlops.training.llm2vec import train_llm2vec
-    from monGARS.mlops.training.llm2vec_upstream import load_llm2vec_config
+    from monGARS.mlops.training.llm2vec.train import train_llm2vec
 
-    merged = dict(values)
-    if mntp_config:
-        merged["mntp_config"] = dict(mntp_config)
-    if simcse_config:
-        merged["simcse_config"] = dict(simcse_config)
-    config = load_llm2vec_config(merged)
     return train_llm2vec(
-        config,
+        llm2vec_config(parameters),
         resolve_model_dir(base_model_dir),
         Path(sft_dir),
         Path(datasets_dir),
@@ -260,7 +195,7 @@ def run_llm2vec(
 
 
 def run_raft(
-    values: Mapping[str, Any],
+    parameters: Mapping[str, Any],
     base_model_dir: str,
     sft_dir: str,
     encoder_dir: str,
@@ -282,11 +217,10 @@ def run_raft(
             shutil.copytree(sft_dir, scratch, dirs_exist_ok=True)
         return {"module": module, "raft": "off", "adapter_from": "sft"}
 
-    from monGARS.mlops.training.raft import RaftConfig, train_raft
+    from monGARS.mlops.training.raft.train import train_raft
 
-    config = load_config(RaftConfig, _with_checkpoint_default(values))
     return train_raft(
-        config,
+        raft_config(parameters),
         resolve_model_dir(base_model_dir),
         Path(sft_dir),
         Path(encoder_dir) if encoder_dir else None,
@@ -300,25 +234,23 @@ def run_raft(
 def run_merge_adapter(
     base_model_dir: str, adapter_dir: str, module: str, out_dir: str
 ) -> dict[str, Any]:
-    from monGARS.mlops.training.modeling import merge_adapter_to_folder
+    from monGARS.mlops.modeling import merge_adapter_to_folder
 
     metadata = merge_adapter_to_folder(resolve_model_dir(base_model_dir), adapter_dir, out_dir)
     return {"module": module, **metadata}
 
 
 def run_export(
-    values: Mapping[str, Any],
+    parameters: Mapping[str, Any],
     chat_model_dir: str,
     encoder_dir: str | None,
     module: str,
     out_dir: str,
 ) -> dict[str, Any]:
-    from monGARS.mlops.export.config import ExportConfig
     from monGARS.mlops.export.export import export_module
 
-    config = load_config(ExportConfig, dict(values))
     return export_module(
-        config,
+        export_config(parameters),
         Path(chat_model_dir),
         None,
         Path(encoder_dir) if encoder_dir else None,

@@ -28,13 +28,13 @@ def main(base_artifact: str, datasets_dir: str, artifact_dir: str, module: str) 
     from transformers import AutoModelForCausalLM
 
     from monGARS.mlops.shared_cache import resolve_model_dir
-    from monGARS.mlops.training.chat_data import (
+    from monGARS.mlops.training.common.chat_data import (
         IGNORE_INDEX,
         ensure_chat_template,
         load_module_records,
         tokenize_chat,
     )
-    from monGARS.mlops.training.modeling import load_tokenizer
+    from monGARS.mlops.modeling import load_tokenizer
 
     base_dir = str(resolve_model_dir(base_artifact))
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from monGARS.mlops.training.backends import UNSLOTH_CPU_ENV
+from monGARS.mlops.training.common.backends import UNSLOTH_CPU_ENV
 
 pytestmark = pytest.mark.container
 

@@ -105,3 +105,17 @@ def test_raft_off_passes_the_sft_adapter_on(tmp_path: Path) -> None:
     assert metadata == {"module": "platform", "raft": "off", "adapter_from": "sft"}
     copied = tmp_path / "out" / "adapter" / "adapter_model.safetensors"
     assert copied.read_bytes() == b"weights"
+
+
+def test_hub_ids_are_keyed_by_their_pinned_commit(volume: Path) -> None:
+    """A pinned commit names the cache entry without asking the hub (offline here)."""
+    from monGARS.mlops.base_model import _cache_key, split_revision
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    key, revision = _cache_key(f"mistralai/Mistral-7B-v0.2@{commit}", "hub")
+    assert revision == commit and key.startswith("hub-mistralai--Mistral-7B-v0.2-")
+    other, _ = _cache_key(f"mistralai/Mistral-7B-v0.2@{'f' * 40}", "hub")
+    assert other != key
+    assert split_revision("org/name") == ("org/name", None)
+    with pytest.raises(MongarsError, match="downloads are off"):
+        _cache_key("mistralai/Mistral-7B-v0.2", "hub")  # a moving revision needs the hub

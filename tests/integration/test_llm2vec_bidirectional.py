@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from monGARS.mlops.errors import MongarsError
-from monGARS.mlops.training.bidirectional import (
+from monGARS.mlops.training.llm2vec.bidirectional import (
     enable_bidirectional,
     is_bidirectional,
     load_bidirectional,

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from monGARS.mlops.training.llm2vec_config import TINY_LLM2VEC_OVERRIDES
-from monGARS.mlops.training.llm2vec_data import load_retrieval_eval, load_training_texts
-from monGARS.mlops.training.llm2vec_supervised import load_contrastive_records
-from monGARS.mlops.training.llm2vec_upstream import load_llm2vec_config
+from monGARS.mlops.training.llm2vec.config import TINY_LLM2VEC_OVERRIDES
+from monGARS.mlops.training.llm2vec.data import load_retrieval_eval, load_training_texts
+from monGARS.mlops.training.llm2vec.supervised import load_contrastive_records
+from monGARS.mlops.training.llm2vec.upstream import load_llm2vec_config
 
 pytestmark = pytest.mark.integration
 

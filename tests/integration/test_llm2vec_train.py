@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from monGARS.mlops.errors import MongarsError
-from monGARS.mlops.training.bidirectional import is_bidirectional
-from monGARS.mlops.training.encoder import load_encoder
-from monGARS.mlops.training.llm2vec import train_llm2vec
-from monGARS.mlops.training.llm2vec_config import TINY_LLM2VEC_OVERRIDES
+from monGARS.mlops.training.llm2vec.bidirectional import is_bidirectional
+from monGARS.mlops.training.llm2vec.config import TINY_LLM2VEC_OVERRIDES
+from monGARS.mlops.training.llm2vec.encoder import load_encoder
+from monGARS.mlops.training.llm2vec.train import train_llm2vec
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +31,8 @@ MODULE = "demo"
 @pytest.fixture(scope="module")
 def sft_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The module's SFT output on the tiny model, as the pipeline's sft stage writes it."""
-    from monGARS.mlops.training.sft import train_sft
-    from monGARS.mlops.training.sft_config import TINY_SFT_OVERRIDES, load_sft_config
+    from monGARS.mlops.training.sft.config import TINY_SFT_OVERRIDES, load_sft_config
+    from monGARS.mlops.training.sft.train import train_sft
 
     out = tmp_path_factory.mktemp("sft") / "out"
     config = load_sft_config({**TINY_SFT_OVERRIDES, "backend": "hf"})
@@ -84,8 +84,8 @@ def test_both_adapters_are_merged_into_the_encoder(
 ) -> None:
     import torch
 
-    from monGARS.mlops.training.bidirectional import load_bidirectional
-    from monGARS.mlops.training.modeling import load_causal_lm
+    from monGARS.mlops.modeling import load_causal_lm
+    from monGARS.mlops.training.llm2vec.bidirectional import load_bidirectional
 
     out, _ = trained
     start = load_causal_lm(tiny_model_dir, sft_dir / "adapter", merge=True)
@@ -160,8 +160,8 @@ def test_output_layout_and_reload_as_bidirectional_encoder(
     same = load_encoder(out / "encoder").embed(texts, batch_size=1)
     assert np.allclose(same, vectors, atol=1e-5)
     # The stage's own figure is reproducible from the saved encoder.
-    from monGARS.mlops.training.llm2vec_data import load_retrieval_eval
-    from monGARS.mlops.training.retrieval_eval import evaluate_retrieval
+    from monGARS.mlops.training.common.retrieval_eval import evaluate_retrieval
+    from monGARS.mlops.training.llm2vec.data import load_retrieval_eval
 
     eval_set = load_retrieval_eval(DATASETS, 10)
     again = evaluate_retrieval(

@@ -111,15 +111,29 @@ def _bundle_hashes(outputs: dict) -> dict[str, str]:
     return hashes
 
 
+def _wait_for(folder: Path, pattern: str, process, limit_s: float = 900.0) -> bool:
+    """Poll until a file matching ``pattern`` exists under ``folder``; False if the run ended."""
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while not any(folder.glob(pattern)):
+        if process.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, f"no {pattern} appeared"
+        time.sleep(0.2)
+    return True
+
+
 def test_killed_runs_resume_to_the_same_outputs(first_run, runs_root: Path) -> None:
-    """SIGKILL the whole run at random points, three times; the next run completes from the
-    cache and its GGUF files equal the uninterrupted run's, byte for byte."""
+    """SIGKILL the whole run at three points of progress — right after build_datasets published
+    its output, after sft's first complete checkpoint, after the first llm2vec encoder — then the
+    next run completes from the cache and its GGUF files equal the uninterrupted run's."""
     import os
-    import random
     import signal
     import subprocess
     import sys
 
+    from monGARS.mlops.training.common.checkpoints import MARKER
     from pipelines.local_run import run_local
 
     config = runs_root / "fast.json"
@@ -128,9 +142,14 @@ def test_killed_runs_resume_to_the_same_outputs(first_run, runs_root: Path) -> N
         sys.executable, "-m", "monGARS.cli", "run", "--run-id", "killed",
         "--runs-root", str(runs_root), "--config", str(config),
     ]  # fmt: skip
-    rng = random.Random(20261126)
+    run_dir = runs_root / "killed"
+    progress_points = (
+        "kfp/*/build-datasets/datasets/modules.json",
+        f"model-cache/checkpoints/sft-*/checkpoint-*/{MARKER}",
+        "kfp/*/for-loop-1-iteration-*/llm2vec/encoder/*",
+    )
     kills = 0
-    for low, high in ((3.0, 12.0), (8.0, 30.0), (20.0, 45.0)):
+    for pattern in progress_points:
         process = subprocess.Popen(
             command,
             start_new_session=True,
@@ -138,13 +157,11 @@ def test_killed_runs_resume_to_the_same_outputs(first_run, runs_root: Path) -> N
             stderr=subprocess.DEVNULL,
             cwd=Path(__file__).resolve().parents[2],
         )
-        try:
-            process.wait(timeout=rng.uniform(low, high))
-        except subprocess.TimeoutExpired:
+        if _wait_for(run_dir, pattern, process):
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=60)
             kills += 1
-    assert kills >= 2, "the run finished before it could be killed; lower the delays"
+        process.wait(timeout=60)
+    assert kills == len(progress_points), "a run ended before its kill point"
 
     resumed = run_local("killed", dict(FAST), runs_root=runs_root)
     assert "build-datasets" in resumed.cached, "a stage finished before the kills must be cached"

@@ -14,22 +14,22 @@ from safetensors.torch import load_file
 from sft_data import MODULE, make_datasets
 
 from monGARS.mlops.errors import MongarsError
-from monGARS.mlops.training import raft
-from monGARS.mlops.training.backends import (
+from monGARS.mlops.modeling import load_causal_lm
+from monGARS.mlops.training.common.backends import (
     Environment,
     LoraSettings,
     MemoryPlan,
     load_for_training,
 )
-from monGARS.mlops.training.encoder import load_encoder
-from monGARS.mlops.training.loop import CountingTrainer
-from monGARS.mlops.training.modeling import load_causal_lm
-from monGARS.mlops.training.raft_config import TINY_RAFT_OVERRIDES, load_raft_config
-from monGARS.mlops.training.raft_data import load_questions
-from monGARS.mlops.training.raft_format import parse_answer
-from monGARS.mlops.training.retrieval_eval import cosine_similarity
-from monGARS.mlops.training.sft import train_sft
-from monGARS.mlops.training.sft_config import TINY_SFT_OVERRIDES
+from monGARS.mlops.training.common.loop import CountingTrainer
+from monGARS.mlops.training.common.retrieval_eval import cosine_similarity
+from monGARS.mlops.training.llm2vec.encoder import load_encoder
+from monGARS.mlops.training.raft import train as raft
+from monGARS.mlops.training.raft.config import TINY_RAFT_OVERRIDES, load_raft_config
+from monGARS.mlops.training.raft.data import load_questions
+from monGARS.mlops.training.raft.format import parse_answer
+from monGARS.mlops.training.sft.config import TINY_SFT_OVERRIDES
+from monGARS.mlops.training.sft.train import train_sft
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from monGARS.mlops import storage
-from monGARS.mlops.training.checkpoints import CheckpointStore, is_complete
+from monGARS.mlops.training.common.checkpoints import CheckpointStore, is_complete
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ import pytest
 from sft_data import MODULE, make_datasets
 
 from monGARS.mlops.errors import ConfigError, MongarsError
-from monGARS.mlops.training import sft
-from monGARS.mlops.training.backends import Environment
-from monGARS.mlops.training.sft_config import TINY_SFT_OVERRIDES
+from monGARS.mlops.training.common.backends import Environment
+from monGARS.mlops.training.sft import train as sft
+from monGARS.mlops.training.sft.config import TINY_SFT_OVERRIDES
 
 pytestmark = pytest.mark.integration
 

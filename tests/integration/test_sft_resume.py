@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 from sft_data import MODULE, make_datasets
 
-from monGARS.mlops.training.checkpoints import MARKER, complete_checkpoints
-from monGARS.mlops.training.sft import train_sft
+from monGARS.mlops.training.common.checkpoints import MARKER, complete_checkpoints
+from monGARS.mlops.training.sft.train import train_sft
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ SETTINGS = {
 
 
 def _command(base: Path, data: Path, out: Path, root: Path) -> list[str]:
-    command = [sys.executable, "-m", "monGARS.mlops.training.sft"]
+    command = [sys.executable, "-m", "monGARS.mlops.training.sft.train"]
     command += ["--base-model", str(base), "--datasets", str(data), "--module", MODULE]
     command += ["--out", str(out)]
     for key, value in {**SETTINGS, "checkpoint_root": str(root)}.items():

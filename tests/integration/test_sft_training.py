@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import load_file
 from sft_data import MODULE, make_datasets
 
-from monGARS.mlops.training import sft
-from monGARS.mlops.training.chat_data import IGNORE_INDEX
-from monGARS.mlops.training.checkpoints import hash_tree
-from monGARS.mlops.training.loop import CountingTrainer
-from monGARS.mlops.training.sft_config import TINY_SFT_OVERRIDES, load_sft_config
+from monGARS.mlops.training.common.chat_data import IGNORE_INDEX
+from monGARS.mlops.training.common.checkpoints import hash_tree
+from monGARS.mlops.training.common.loop import CountingTrainer
+from monGARS.mlops.training.sft import train as sft
+from monGARS.mlops.training.sft.config import TINY_SFT_OVERRIDES, load_sft_config
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +89,7 @@ def test_sft_learns_on_assistant_tokens_and_leaves_the_base_alone(
     assert all(isinstance(v, str | int | float) for v in metadata.values())
 
     # What was trained: every row's unmasked tokens are one record's assistant turns + <|im_end|>.
-    from monGARS.mlops.training.modeling import load_tokenizer
+    from monGARS.mlops.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model_dir)
     expected = _expected_targets(datasets_dir)
@@ -155,8 +155,8 @@ def _initial_adapter(base_dir: Path, config: Any) -> dict[str, torch.Tensor]:
     """The adapter as get_peft_model initialises it with the run's seed."""
     from peft import get_peft_model_state_dict
 
-    from monGARS.mlops.training.backends import Environment, LoraSettings, MemoryPlan
-    from monGARS.mlops.training.backends import load_for_training as real_load
+    from monGARS.mlops.training.common.backends import Environment, LoraSettings, MemoryPlan
+    from monGARS.mlops.training.common.backends import load_for_training as real_load
 
     lora = LoraSettings(
         config.lora_r,

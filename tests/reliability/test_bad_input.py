@@ -364,13 +364,13 @@ def _bad_conversation(sandbox: Path) -> None:
 
 
 def _sft_module_escape(sandbox: Path) -> None:
-    from monGARS.mlops.training.sft import train_sft
+    from monGARS.mlops.training.sft.train import train_sft
 
     train_sft({}, sandbox, sandbox, "../../etc", sandbox / "out")
 
 
 def _sft_missing_base(sandbox: Path) -> None:
-    from monGARS.mlops.training.sft import train_sft
+    from monGARS.mlops.training.sft.train import train_sft
 
     train_sft({}, sandbox / "no-model", sandbox, "core", sandbox / "out")
 
@@ -408,7 +408,7 @@ STAGE_CASES: dict[str, Callable[[Path], None]] = {
         "types", _line({"instruction": 42, "output": ["x"]}), "invalid_fields"
     ),
     "conversation with bad role order": _bad_conversation,
-    "zero usable records": _refused(_only_bad_sources, "empty"),
+    "zero usable records": _refused(_only_bad_sources, "sources: no usable record remains"),
     "module name with ../": _refused(_sft_module_escape, "module"),
     "missing base model for sft": _refused(_sft_missing_base, "base_model"),
     "gs:// base model that does not exist": _refused(_gcs_base_model, "gs://no-such-bucket"),

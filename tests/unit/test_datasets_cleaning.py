@@ -215,7 +215,7 @@ FRENCH = [
 @pytest.mark.parametrize("text", FRENCH)
 def test_french_is_identified(text: str) -> None:
     guess = identify(text)
-    assert guess.language == "fr" and guess.margin >= RULES.language_min_margin
+    assert guess.language == "fr" and guess.scores["fr"] >= RULES.language_min_probability
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import pytest
 
 from monGARS.mlops.configs import config_to_dict, load_config
 from monGARS.mlops.errors import ConfigError, MongarsError
-from monGARS.mlops.training.llm2vec_config import TINY_LLM2VEC_OVERRIDES, Llm2VecConfig
-from monGARS.mlops.training.llm2vec_upstream import (
+from monGARS.mlops.training.llm2vec.config import TINY_LLM2VEC_OVERRIDES, Llm2VecConfig
+from monGARS.mlops.training.llm2vec.upstream import (
     load_llm2vec_config,
     log_report,
     upstream_report,

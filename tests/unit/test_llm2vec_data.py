@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from monGARS.mlops.training.llm2vec_data import load_retrieval_eval, load_training_texts
+from monGARS.mlops.training.llm2vec.data import load_retrieval_eval, load_training_texts
 
 SOURCES = ["instruction", "retrieval"]
 

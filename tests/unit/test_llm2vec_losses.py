@@ -9,16 +9,16 @@ import pytest
 import torch
 
 from monGARS.mlops.errors import MongarsError
-from monGARS.mlops.training.encoder import mean_pool
-from monGARS.mlops.training.llm2vec_mntp import (
+from monGARS.mlops.training.common.retrieval_eval import cosine_similarity, retrieval_metrics
+from monGARS.mlops.training.llm2vec.encoder import mean_pool
+from monGARS.mlops.training.llm2vec.mntp import (
     IGNORE_INDEX,
     mask_tokens,
     mntp_loss,
     mntp_loss_from_hidden,
     prediction_positions,
 )
-from monGARS.mlops.training.llm2vec_simcse import info_nce
-from monGARS.mlops.training.retrieval_eval import cosine_similarity, retrieval_metrics
+from monGARS.mlops.training.llm2vec.simcse import info_nce
 
 
 def test_mntp_label_shift_predicts_masked_token_from_previous_position() -> None:

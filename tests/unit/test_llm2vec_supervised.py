@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from monGARS.mlops.errors import MongarsError
-from monGARS.mlops.training.llm2vec_data import holdout_key, load_retrieval_eval
-from monGARS.mlops.training.llm2vec_simcse import info_nce
-from monGARS.mlops.training.llm2vec_supervised import (
+from monGARS.mlops.training.llm2vec.data import holdout_key, load_retrieval_eval
+from monGARS.mlops.training.llm2vec.simcse import info_nce
+from monGARS.mlops.training.llm2vec.supervised import (
     ContrastiveBatch,
     ContrastiveRecord,
     contrastive_records,

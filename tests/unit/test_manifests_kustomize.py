@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kustomize_render import render
 
-from monGARS.deploy.kustomize import render
 from monGARS.mlops.errors import MongarsError
 
 CONFIGMAP = {

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-
-from monGARS.deploy.kustomize import render
+from kustomize_render import render
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from monGARS.mlops.errors import ConfigError, MongarsError
-from monGARS.mlops.training import raft
-from monGARS.mlops.training.raft_config import (
+from monGARS.mlops.training.raft import train as raft
+from monGARS.mlops.training.raft.config import (
     SHARED_SFT_FIELDS,
     TINY_RAFT_OVERRIDES,
     RaftConfig,
     load_raft_config,
 )
-from monGARS.mlops.training.sft_config import SFTConfig
+from monGARS.mlops.training.sft.config import SFTConfig
 
 
 def test_defaults_and_tiny_overrides_are_valid() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from monGARS.mlops.errors import MongarsError
-from monGARS.mlops.training.raft_data import (
+from monGARS.mlops.training.raft.data import (
     Question,
     build_examples,
     clip_document,
@@ -18,7 +18,7 @@ from monGARS.mlops.training.raft_data import (
     load_questions,
     render_fact,
 )
-from monGARS.mlops.training.raft_format import (
+from monGARS.mlops.training.raft.format import (
     BEGIN_QUOTE,
     DECLINE_ANSWER,
     SYSTEM_PROMPT,

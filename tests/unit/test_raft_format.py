@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monGARS.mlops.training.raft_format import (
+from monGARS.mlops.training.raft.format import (
     ABSENT_NOTE,
     ANSWER,
     BEGIN_QUOTE,

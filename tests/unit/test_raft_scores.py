@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from monGARS.mlops.training.raft_data import RaftExample
-from monGARS.mlops.training.raft_eval import score_answers
-from monGARS.mlops.training.raft_format import render_answer
+from monGARS.mlops.training.raft.data import RaftExample
+from monGARS.mlops.training.raft.eval import score_answers
+from monGARS.mlops.training.raft.format import render_answer
 
 ORACLE = "qualname: charger\ndocstring: charge le modèle"
 

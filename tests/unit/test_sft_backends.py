@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from monGARS.mlops.errors import MongarsError
-from monGARS.mlops.training.backends import (
+from monGARS.mlops.training.common.backends import (
     UNSLOTH_CPU_ENV,
     Environment,
     check_target_modules,

@@ -9,7 +9,7 @@ import pytest
 
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.tiny_model import build_tokenizer
-from monGARS.mlops.training.chat_data import (
+from monGARS.mlops.training.common.chat_data import (
     IGNORE_INDEX,
     ChatCollator,
     assistant_spans,

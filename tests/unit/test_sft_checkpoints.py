@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monGARS.mlops.training.checkpoints import (
+from monGARS.mlops.training.common.checkpoints import (
     MARKER,
     CheckpointStore,
     complete_checkpoints,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from monGARS.mlops.errors import ConfigError
-from monGARS.mlops.training.sft_config import (
+from monGARS.mlops.training.sft.config import (
     DEFAULT_TARGET_MODULES,
     TINY_SFT_OVERRIDES,
     SFTConfig,
@@ -19,7 +19,7 @@ def test_defaults_are_valid_and_cluster_sized() -> None:
     assert (config.lora_r, config.lora_alpha, config.lora_dropout) == (16, 32, 0.05)
     assert config.target_modules == DEFAULT_TARGET_MODULES
     assert config.max_seq_length == 2048
-    assert config.max_steps == -1 and config.epochs > 0
+    assert config.max_steps == -1 and config.epochs == 3.0  # docs/sft.md
     assert config.checkpoint_root == ""
 
 

@@ -121,6 +121,7 @@ class _CorpusBuilder:
                 stats.drop(cleaned.reason or "invalid_fields")
                 continue
             stats.redacted.update(cleaned.redacted)
+            stats.notes.update(cleaned.notes)
             batch.append(cleaned.record)
             if len(batch) >= BATCH_SIZE:
                 self._flush(spec, stats, batch)

@@ -8,10 +8,10 @@ the reason counts add up to the records dropped. Duplicate removal comes after, 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from monGARS.mlops.datasets.langid import identify
+from monGARS.mlops.datasets.langid import DEFAULT_MIN_PROBABILITY, REJECTED, UNDECIDED, judge
 from monGARS.mlops.datasets.normalize import normalize_text
 from monGARS.mlops.datasets.pii import find_pii, redact
 from monGARS.mlops.datasets.records import RecordError, check_record, content_text, map_texts
@@ -25,7 +25,8 @@ class CleaningRules:
     min_chars: int = 16
     max_chars: int = 20_000
     languages: tuple[str, ...] = ("fr",)
-    language_min_margin: float = 0.1
+    language_min_probability: float = DEFAULT_MIN_PROBABILITY
+    language_undecided: str = "keep"  # or "drop": records with too little prose to judge
     pii_drop: frozenset[str] = frozenset({"card", "iban", "nir", "secret"})
 
     @classmethod
@@ -34,18 +35,23 @@ class CleaningRules:
             min_chars=config.min_chars,
             max_chars=config.max_chars,
             languages=tuple(config.languages),
-            language_min_margin=config.language_min_margin,
+            language_min_probability=config.language_min_probability,
+            language_undecided=config.language_undecided,
             pii_drop=frozenset(config.pii_drop),
         )
 
 
 @dataclass
 class Cleaned:
-    """The outcome for one record: the cleaned record, or the reason it was dropped."""
+    """The outcome for one record: the cleaned record, or the reason it was dropped.
+
+    ``notes`` counts what was let through by a rule rather than a check (``language_undecided``).
+    """
 
     record: dict[str, Any] | None
     reason: str | None
     redacted: Counter[str]
+    notes: Counter[str] = field(default_factory=Counter)
 
 
 def _scrub(
@@ -77,9 +83,14 @@ def clean_record(kind: str, record: dict[str, Any], rules: CleaningRules) -> Cle
         if reason := spam_reason(text):
             raise RecordError(reason)
         record, redacted = _scrub(kind, record, rules)
-        guess = identify(content_text(kind, record))
-        if guess.language not in rules.languages or guess.margin < rules.language_min_margin:
+        notes: Counter[str] = Counter()
+        verdict = judge(content_text(kind, record), rules.languages, rules.language_min_probability)
+        if verdict == REJECTED:
             raise RecordError("language")
+        if verdict == UNDECIDED:
+            if rules.language_undecided == "drop":
+                raise RecordError("language_undecided")
+            notes["language_undecided"] += 1
     except RecordError as error:
         return Cleaned(None, error.reason, Counter())
-    return Cleaned(record, None, redacted)
+    return Cleaned(record, None, redacted, notes)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from monGARS.mlops.configs import Checks, load_config, read_config_file
-from monGARS.mlops.datasets.langid import SUPPORTED_LANGUAGES
+from monGARS.mlops.datasets.langid import DEFAULT_MIN_PROBABILITY, SUPPORTED_LANGUAGES
 from monGARS.mlops.datasets.pii import PII_KINDS
 from monGARS.mlops.datasets.records import KINDS
 from monGARS.mlops.errors import ConfigError
@@ -197,12 +197,15 @@ class DatasetsConfig:
     # fall back to the default of one module per sub-package.
     module_map: list[str] = field(default_factory=list)
     val_split: float = 0.1  # share of each kind/module held out for validation (hash of id + seed)
-    seed: int = 0
+    seed: int = 42  # the pipeline's split_seed default (monGARS.mlops.parameters)
     min_chars: int = 16  # a record's own text, all fields joined
     max_chars: int = 20_000
     languages: list[str] = field(default_factory=lambda: ["fr"])
-    # How far the accepted language must beat the runner-up: (best - second) / best.
-    language_min_margin: float = 0.1
+    # Share of the language model's probability (over the 7 supported languages) that the
+    # accepted languages need; measured on bench/bench_langid.py (docs/datasets.md).
+    language_min_probability: float = DEFAULT_MIN_PROBABILITY
+    # Records with too little prose to judge (too short, all code, all numbers): keep or drop.
+    language_undecided: str = "keep"
     near_dedup: bool = True
     near_dup_threshold: float = 0.8  # estimated Jaccard similarity of word shingles
     minhash_permutations: int = 128
@@ -267,7 +270,12 @@ class DatasetsConfig:
             f"unsupported {bad_languages}; "
             f"the offline identifier knows {', '.join(SUPPORTED_LANGUAGES)}",
         )
-        checks.fraction("language_min_margin", self.language_min_margin)
+        checks.fraction("language_min_probability", self.language_min_probability)
+        checks.require(
+            self.language_undecided in ("keep", "drop"),
+            "language_undecided",
+            f"must be 'keep' or 'drop' (got {self.language_undecided!r})",
+        )
         checks.require(
             0 < self.near_dup_threshold <= 1,
             "near_dup_threshold",

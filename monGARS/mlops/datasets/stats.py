@@ -23,6 +23,8 @@ class SourceStats:
     kept: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     redacted: Counter[str] = field(default_factory=Counter)
+    # Records kept by a rule rather than a check (language_undecided), counted at cleaning.
+    notes: Counter[str] = field(default_factory=Counter)
     error: str | None = None
     capped: bool = False
 
@@ -40,6 +42,7 @@ class SourceStats:
             "dropped": dict(sorted(self.dropped.items())),
             "dropped_total": sum(self.dropped.values()),
             "redacted": dict(sorted(self.redacted.items())),
+            "notes": dict(sorted(self.notes.items())),
             "error": self.error,
             "capped": self.capped,
         }

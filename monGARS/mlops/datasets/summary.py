@@ -29,7 +29,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "| --- | --- | --- | ---: | ---: | ---: | --- | --- | --- |",
     ]
     for source in summary["sources"]:
-        note = source["error"] or ("capped" if source["capped"] else "")
+        notes = [_reasons(source["notes"])] if source.get("notes") else []
+        note = source["error"] or ", ".join((["capped"] if source["capped"] else []) + notes)
         lines.append(
             "| "
             + " | ".join(

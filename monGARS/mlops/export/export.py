@@ -15,7 +15,7 @@ from typing import Any
 from monGARS.mlops.atomic import atomic_dir, sha256_file, write_json, write_text
 from monGARS.mlops.configs import config_to_dict, load_config
 from monGARS.mlops.errors import MongarsError
-from monGARS.mlops.export.config import QUANT_FTYPES, SAMPLE_TEXTS, ExportConfig
+from monGARS.mlops.export.config import SAMPLE_TEXTS, ExportConfig
 from monGARS.mlops.export.external import run_export_cmd
 from monGARS.mlops.export.merge import encoder_folder, merge_chat_model
 from monGARS.mlops.export.quantize import quantize_gguf
@@ -171,14 +171,11 @@ def export_module(
     """Write and verify one module's GGUF bundle into ``out_dir``; return flat artifact metadata."""
     from monGARS.mlops.export.modelfile import render_modelfile
     from monGARS.mlops.export.writer import read_encoder_pooling
-    from monGARS.mlops.training.modeling import load_tokenizer
+    from monGARS.mlops.modeling import load_tokenizer
 
     cfg = _as_config(config)
     check_safe_name("module", module)
-    quants = cfg.effective_quant_types()
-    unknown = [q for q in quants if q not in QUANT_FTYPES]
-    if unknown:
-        raise MongarsError(f"quant_types: unknown quantisation {unknown[0]!r}")
+    quants = cfg.effective_quant_types()  # validated with the config (ExportConfig.problems)
     target = Path(out_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     with (

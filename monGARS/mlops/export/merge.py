@@ -12,7 +12,7 @@ from pathlib import Path
 
 from monGARS.mlops.base_model import check_model_folder
 from monGARS.mlops.errors import MongarsError
-from monGARS.mlops.training.modeling import adapter_path, load_causal_lm
+from monGARS.mlops.modeling import adapter_path, check_not_prequantised, merge_adapter_to_folder
 
 _TOKENIZER_FILES = (
     "tokenizer.json",
@@ -26,15 +26,6 @@ ENCODER_SUBDIR = "encoder"
 ENCODER_JSON = "encoder.json"
 
 
-def _check_not_prequantised(folder: Path, config: dict) -> None:
-    if "quantization_config" in config:
-        raise MongarsError(
-            f"export: base model {folder} is stored quantised "
-            f"({config['quantization_config'].get('quant_method', '?')}); "
-            "merging into quantised weights loses precision: fetch the full-precision base model"
-        )
-
-
 def _copy_tokenizer(source: Path, target: Path) -> None:
     for name in _TOKENIZER_FILES:
         if (source / name).is_file():
@@ -44,10 +35,13 @@ def _copy_tokenizer(source: Path, target: Path) -> None:
 def merge_chat_model(
     base_model_dir: str | Path, chat_adapter_dir: str | Path | None, scratch: Path
 ) -> Path:
-    """The folder the chat GGUF is written from: the base itself, or base + adapter merged."""
+    """The folder the chat GGUF is written from: the base itself, or base + adapter merged.
+
+    The merge is the merge task's own (``modeling.merge_adapter_to_folder``), so a model exported
+    here and one merged in the pipeline are the same files.
+    """
     base = Path(base_model_dir)
-    config = check_model_folder(base, "base_model")
-    _check_not_prequantised(base, config)
+    check_not_prequantised(base, check_model_folder(base, "base_model"))
     if chat_adapter_dir is None:
         return base
     adapter = adapter_path(chat_adapter_dir)
@@ -57,16 +51,7 @@ def merge_chat_model(
             "folder that contains adapter/"
         )
     target = scratch / "chat-merged"
-    target.mkdir(parents=True, exist_ok=True)
-    model = load_causal_lm(base, adapter, merge=True)
-    model.save_pretrained(str(target), safe_serialization=True)
-    del model
-    _copy_tokenizer(base, target)
-    # An adapter saved with its own tokenizer (e.g. added tokens) wins over the base's.
-    if (adapter / "tokenizer.json").is_file():
-        _copy_tokenizer(adapter, target)
-    if (base / "generation_config.json").is_file():
-        shutil.copy2(base / "generation_config.json", target / "generation_config.json")
+    merge_adapter_to_folder(base, chat_adapter_dir, target)
     return target
 
 
@@ -86,7 +71,7 @@ def encoder_folder(
             "contains encoder/"
         )
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    _check_not_prequantised(folder, config)
+    check_not_prequantised(folder, config, "encoder")
     meta = root / ENCODER_JSON
     meta_path = meta if meta.is_file() else None
     if (folder / "tokenizer.json").is_file():

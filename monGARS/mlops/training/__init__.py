@@ -1,0 +1,1 @@
+"""Training stages: one package per stage (sft, llm2vec, raft) and what they share (common)."""

@@ -11,8 +11,8 @@ folder atomically::
     loss_curve.png         train/eval loss against the step
     loss_curve.html        the PNG embedded (base64) with a table, for a dsl.HTML artifact
 
-Run as ``python -m monGARS.mlops.training.sft --base-model DIR --datasets DIR --module M --out DIR
-[--config FILE] [--set key=value ...]``.
+Run as ``python -m monGARS.mlops.training.sft.train --base-model DIR --datasets DIR --module M
+--out DIR [--config FILE] [--set key=value ...]``.
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import resource
 import shutil
 import sys
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +31,9 @@ from monGARS.mlops.atomic import atomic_dir, sha256_file, write_json
 from monGARS.mlops.base_model import check_model_folder
 from monGARS.mlops.configs import config_to_dict, config_values_from_cli
 from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.modeling import ADAPTER_SUBDIR, load_tokenizer
 from monGARS.mlops.names import check_safe_name
-from monGARS.mlops.training.backends import (
+from monGARS.mlops.training.common.backends import (
     Environment,
     LoraSettings,
     MemoryPlan,
@@ -45,7 +44,7 @@ from monGARS.mlops.training.backends import (
     plan_memory,
     select_backend,
 )
-from monGARS.mlops.training.chat_data import (
+from monGARS.mlops.training.common.chat_data import (
     CORPUS_KINDS,
     ChatCollator,
     ChatDataset,
@@ -56,27 +55,17 @@ from monGARS.mlops.training.chat_data import (
     mix_records,
     tokenize_records,
 )
-from monGARS.mlops.training.checkpoints import (
+from monGARS.mlops.training.common.checkpoints import (
     CheckpointStore,
     checkpoint_callback,
     hash_tree,
     run_key,
 )
-from monGARS.mlops.training.modeling import ADAPTER_SUBDIR, load_tokenizer
-from monGARS.mlops.training.sft_config import SFTConfig, load_sft_config
+from monGARS.mlops.training.common.runtime import package_versions, peak_memory_mb
+from monGARS.mlops.training.sft.config import SFTConfig, load_sft_config
 
 # Fields that change where or how often things are written, not what is trained.
 _KEY_EXCLUDED = ("checkpoint_root", "logging_steps", "eval_steps", "save_steps")
-
-
-def _versions() -> dict[str, str]:
-    found = {}
-    for package in ("mongars-mlops", "torch", "transformers", "peft", "accelerate", "unsloth"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
 
 
 def _dataset_files(datasets_dir: Path, module: str, with_corpora: bool) -> list[Path]:
@@ -107,17 +96,8 @@ def _key_inputs(
         "config": resolved,
         "backend": backend,
         "plan": [plan.batch_size, plan.gradient_accumulation_steps, plan.gradient_checkpointing],
-        "code": _versions().get("mongars-mlops", "source"),
+        "code": package_versions().get("mongars-mlops", "source"),
     }
-
-
-def _peak_memory_mb(cuda: bool) -> tuple[float, str]:
-    if cuda:
-        import torch
-
-        return torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated"
-    # ru_maxrss is in KiB on Linux: the process's peak resident memory.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_peak_rss"
 
 
 def _prepare_data(
@@ -284,7 +264,7 @@ def _write_reports(
     scratch: Path,
 ) -> None:
     """metrics.json, training_config.json and the loss curve, next to the adapter."""
-    from monGARS.mlops.training.loss_curve import write_loss_curve
+    from monGARS.mlops.training.common.loss_curve import write_loss_curve
 
     train, val, plan = prepared.train, prepared.val, prepared.plan
     metrics.update(prepared.counts)
@@ -305,7 +285,7 @@ def _write_reports(
             "memory_plan": dataclasses.asdict(plan),
             "chat_template_installed": prepared.template_installed,
             "checkpoint_location": store.location if store else "",
-            "versions": _versions(),
+            "versions": package_versions(),
         },
     )
     write_loss_curve(
@@ -320,7 +300,7 @@ def _train(
     prepared: _Prepared, store: CheckpointStore | None, output_dir: Path, scratch: Path
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Load, train, evaluate and save the adapter into ``scratch``; return metrics and the log."""
-    from monGARS.mlops.training.loop import CountingTrainer, total_steps, training_arguments
+    from monGARS.mlops.training.common.loop import CountingTrainer, total_steps, training_arguments
 
     config, env, plan, backend = prepared.config, prepared.env, prepared.plan, prepared.backend
     train, val, tokenizer = prepared.train, prepared.val, prepared.tokenizer
@@ -369,7 +349,7 @@ def _train(
     if eval_before is not None:  # logged before train() reset the state: put it back at step 0
         history.insert(0, {"step": 0, "eval_loss": eval_before})
     losses = [(e["step"], e["loss"]) for e in history if "loss" in e]
-    peak_mb, peak_kind = _peak_memory_mb(env.cuda)
+    peak_mb, peak_kind = peak_memory_mb(env.cuda)
     metrics: dict[str, Any] = {
         "steps": int(trainer.state.global_step),
         "resumed_from_step": int(resume.name.rsplit("-", 1)[1]) if resume else 0,
@@ -394,7 +374,7 @@ def _train(
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry: train one module; print the metadata as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m monGARS.mlops.training.sft")
+    parser = argparse.ArgumentParser(prog="python -m monGARS.mlops.training.sft.train")
     parser.add_argument("--base-model", required=True, help="base model folder")
     parser.add_argument("--datasets", required=True, help="datasets artifact folder")
     parser.add_argument("--module", required=True)

@@ -14,8 +14,8 @@ from typing import Any
 
 from transformers import Trainer, TrainingArguments
 
-from monGARS.mlops.training.backends import Environment, MemoryPlan
-from monGARS.mlops.training.sft_config import SFTConfig
+from monGARS.mlops.training.common.backends import Environment, MemoryPlan
+from monGARS.mlops.training.sft.config import SFTConfig
 
 
 class CountingTrainer(Trainer):

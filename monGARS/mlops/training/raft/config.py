@@ -14,7 +14,7 @@ import dataclasses
 from typing import Any, ClassVar, Literal
 
 from monGARS.mlops.configs import Checks, load_config
-from monGARS.mlops.training.sft_config import (
+from monGARS.mlops.training.sft.config import (
     TINY_SFT_OVERRIDES,
     Backend,
     Scheduler,

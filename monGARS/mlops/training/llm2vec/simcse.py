@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from monGARS.mlops.training.encoder import encode_batch
+from monGARS.mlops.training.llm2vec.encoder import encode_batch
 
 
 def info_nce(first: Any, second: Any, temperature: float) -> Any:

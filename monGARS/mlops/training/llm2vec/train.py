@@ -8,9 +8,8 @@ each contrastive phase on the same queries and passage pool, so the gain is the 
 Output folder (written atomically):
 
 - ``encoder/``: the merged ``*ForCausalLM`` with ``is_causal: false`` in config.json, plus the
-  tokenizer. Reload with :func:`monGARS.mlops.training.bidirectional.load_bidirectional` or
-  :func:`monGARS.mlops.training.encoder.load_encoder` (they re-apply the per-layer switch that
-  config.json cannot carry);
+  tokenizer. Reload with ``bidirectional.load_bidirectional`` or ``encoder.load_encoder`` (both
+  in this package; they re-apply the per-layer switch that config.json cannot carry);
 - ``encoder.json``: pooling, normalisation, max_length, base model, module;
 - ``metrics.json``: loss curves, first/last losses, retrieval before/after each phase, text and
   pair counts;
@@ -31,26 +30,26 @@ from monGARS.mlops.atomic import atomic_dir, write_json
 from monGARS.mlops.configs import config_to_dict
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.names import check_safe_name
-from monGARS.mlops.training.bidirectional import check_supported, enable_bidirectional
-from monGARS.mlops.training.encoder import ENCODER_JSON, ENCODER_SUBDIR, embed_texts
-from monGARS.mlops.training.llm2vec_config import Llm2VecConfig, Phase
-from monGARS.mlops.training.llm2vec_data import (
+from monGARS.mlops.training.common.retrieval_eval import evaluate_retrieval
+from monGARS.mlops.training.llm2vec.bidirectional import check_supported, enable_bidirectional
+from monGARS.mlops.training.llm2vec.config import Llm2VecConfig, Phase
+from monGARS.mlops.training.llm2vec.data import (
     RetrievalSet,
     TrainingTexts,
     load_retrieval_eval,
     load_training_texts,
 )
-from monGARS.mlops.training.llm2vec_lora import add_lora, cycle_batches, merge_lora, train_steps
-from monGARS.mlops.training.llm2vec_mntp import make_mntp_step, resolve_mask_token_id
-from monGARS.mlops.training.llm2vec_simcse import make_simcse_step, simcse_dropout
-from monGARS.mlops.training.llm2vec_supervised import (
+from monGARS.mlops.training.llm2vec.encoder import ENCODER_JSON, ENCODER_SUBDIR, embed_texts
+from monGARS.mlops.training.llm2vec.lora import add_lora, cycle_batches, merge_lora, train_steps
+from monGARS.mlops.training.llm2vec.mntp import make_mntp_step, resolve_mask_token_id
+from monGARS.mlops.training.llm2vec.simcse import make_simcse_step, simcse_dropout
+from monGARS.mlops.training.llm2vec.supervised import (
     ContrastiveRecord,
     cycle_contrastive_batches,
     load_contrastive_records,
     make_supervised_step,
 )
-from monGARS.mlops.training.llm2vec_upstream import load_llm2vec_config, log_report, upstream_report
-from monGARS.mlops.training.retrieval_eval import evaluate_retrieval
+from monGARS.mlops.training.llm2vec.upstream import load_llm2vec_config, log_report, upstream_report
 
 LOG = logging.getLogger(__name__)
 
@@ -106,7 +105,7 @@ def _evaluate(
 
 
 def _resolve_sft_adapter(sft_dir: str | Path | None) -> Path | None:
-    from monGARS.mlops.training.modeling import adapter_path
+    from monGARS.mlops.modeling import adapter_path
 
     if sft_dir is None:
         return None
@@ -123,7 +122,7 @@ def _load_start_model(
     config: Llm2VecConfig, base_model_dir: str | Path, adapter: Path | None, device: str
 ) -> Any:
     """The module's SFT model (adapter merged), on ``device``, with bidirectional attention."""
-    from monGARS.mlops.training.modeling import load_causal_lm
+    from monGARS.mlops.modeling import load_causal_lm
 
     model = load_causal_lm(
         base_model_dir, adapter, merge=True, dtype=_torch_dtype(config.dtype, device), device=device
@@ -285,7 +284,7 @@ def train_llm2vec(
         len(pairs),
     )
 
-    from monGARS.mlops.training.modeling import load_tokenizer, pick_device
+    from monGARS.mlops.modeling import load_tokenizer, pick_device
 
     device = pick_device()
     generator = _seed_everything(config.seed)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from monGARS.mlops.errors import MongarsError
-from monGARS.mlops.training.encoder import encode_batch
-from monGARS.mlops.training.llm2vec_data import read_jsonl
+from monGARS.mlops.training.common.jsonl import read_jsonl
+from monGARS.mlops.training.llm2vec.encoder import encode_batch
 
 
 @dataclass(frozen=True)

@@ -129,8 +129,8 @@ def _locate(path: Path) -> tuple[Path, dict[str, Any]]:
 
 def load_encoder(path: str | Path, *, device: str | None = None, dtype: Any = None) -> Encoder:
     """Load the llm2vec stage output (or its ``encoder/`` folder) with bidirectional attention."""
-    from monGARS.mlops.training.bidirectional import load_bidirectional
-    from monGARS.mlops.training.modeling import load_tokenizer, pick_device
+    from monGARS.mlops.modeling import load_tokenizer, pick_device
+    from monGARS.mlops.training.llm2vec.bidirectional import load_bidirectional
 
     model_dir, settings = _locate(Path(path))
     model = load_bidirectional(model_dir, dtype=dtype, device=device or pick_device())

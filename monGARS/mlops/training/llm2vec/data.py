@@ -12,7 +12,6 @@ on text the encoder has not been trained on.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,33 +20,12 @@ from typing import Any
 
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.tiny_model import iter_strings
+from monGARS.mlops.training.common.jsonl import read_jsonl
 
 CORPUS_SOURCES = ("instruction", "reasoning", "conversation", "retrieval")
 MODULE_SOURCE = "module"
 # Strings from a module record's ``fact`` shorter than this are names and paths, not text.
 _MIN_FACT_CHARS = 20
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSONL file, with a one-line error naming the file and line when malformed."""
-    records = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise MongarsError(f"datasets: {path} cannot be read ({error})") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise MongarsError(
-                f"datasets: {path} line {number} is not JSON ({error.msg})"
-            ) from None
-        if not isinstance(record, dict):
-            raise MongarsError(f"datasets: {path} line {number} is not a JSON object")
-        records.append(record)
-    return records
 
 
 def _message_texts(record: dict[str, Any]) -> Iterator[str]:

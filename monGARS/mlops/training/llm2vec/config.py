@@ -9,7 +9,7 @@ and loss_scale 20 (temperature 0.05); supervised with lr 2e-4, batch 64 and loss
 the embedded tiny model on CPU in well under a minute; ``make run`` and the tests use it.
 
 Upstream JSON configs (``mntp_config`` / ``simcse_config`` / ``supervised_config``) are applied by
-:func:`monGARS.mlops.training.llm2vec_upstream.load_llm2vec_config`: values they set replace these
+:func:`monGARS.mlops.training.llm2vec.upstream.load_llm2vec_config`: values they set replace these
 defaults, and keys given directly in the stage config win over both.
 """
 

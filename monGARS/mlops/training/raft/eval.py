@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from monGARS.mlops.training.raft_data import RaftExample
-from monGARS.mlops.training.raft_format import (
+from monGARS.mlops.training.raft.data import RaftExample
+from monGARS.mlops.training.raft.format import (
     exact_match,
     parse_answer,
     quotes_grounded,

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from monGARS.mlops.configs import load_config
 from monGARS.mlops.errors import ConfigError, MongarsError
-from monGARS.mlops.training.llm2vec_config import Llm2VecConfig
+from monGARS.mlops.training.llm2vec.config import Llm2VecConfig
 
 LOG = logging.getLogger(__name__)
 

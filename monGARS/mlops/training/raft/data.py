@@ -27,15 +27,16 @@ from typing import Any
 import numpy as np
 
 from monGARS.mlops.errors import MongarsError
-from monGARS.mlops.training.chat_data import check_messages, french_count, read_jsonl
-from monGARS.mlops.training.raft_format import (
+from monGARS.mlops.training.common.chat_data import check_messages, french_count
+from monGARS.mlops.training.common.jsonl import read_jsonl
+from monGARS.mlops.training.common.retrieval_eval import cosine_similarity, rank_passages
+from monGARS.mlops.training.raft.format import (
     DECLINE_ANSWER,
     SYSTEM_PROMPT,
     neutralise,
     render_answer,
     select_quotes,
 )
-from monGARS.mlops.training.retrieval_eval import cosine_similarity, rank_passages
 
 Embed = Callable[[list[str]], np.ndarray]
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from monGARS.mlops.errors import MongarsError
-from monGARS.mlops.training.llm2vec_config import LORA_TARGET_MODULES
+from monGARS.mlops.training.llm2vec.config import LORA_TARGET_MODULES
 
 
 def add_lora(model: Any, r: int, alpha: int, dropout: float) -> Any:

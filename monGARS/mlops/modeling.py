@@ -1,4 +1,4 @@
-"""Loading models and adapters, shared by sft, llm2vec, raft and export."""
+"""Loading models and adapters, and the one LoRA merge: shared by sft, llm2vec, raft and export."""
 
 from __future__ import annotations
 
@@ -56,6 +56,18 @@ def load_causal_lm(
     return model
 
 
+def check_not_prequantised(folder: Path, config: dict[str, Any], label: str = "base_model") -> None:
+    """Refuse weights stored quantised: merging into them, or exporting them, loses precision."""
+    from monGARS.mlops.errors import MongarsError
+
+    if "quantization_config" in config:
+        method = config["quantization_config"].get("quant_method", "?")
+        raise MongarsError(
+            f"{label}: {folder} is stored quantised ({method}); merging into quantised weights "
+            "loses precision: fetch the full-precision base model"
+        )
+
+
 def adapter_path(stage_output_dir: str | Path) -> Path:
     """Where an sft/raft output keeps its PEFT adapter."""
     return Path(stage_output_dir) / ADAPTER_SUBDIR
@@ -85,6 +97,7 @@ def merge_adapter_to_folder(
         path = stage_dir / name
         if path.is_file():
             provenance[name.removesuffix(".json")] = json.loads(path.read_text(encoding="utf-8"))
+    check_not_prequantised(Path(base_model_dir), check_model_folder(Path(base_model_dir), "base"))
     model = load_causal_lm(base_model_dir, adapter, merge=True)
     # sft saves the tokenizer it trained with (a default chat template installed where the base
     # had none) next to the adapter; that is the one the chat model must ship with.

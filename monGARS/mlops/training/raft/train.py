@@ -15,23 +15,19 @@ Output folder (written atomically), the SFT adapter's layout::
     heldout_generations.jsonl  each held-out example with the SFT and RAFT greedy answers
     loss_curve.png / .html     train and held-out loss against the step
 
-Run as ``python -m monGARS.mlops.training.raft --base-model DIR --sft DIR [--encoder DIR]
+Run as ``python -m monGARS.mlops.training.raft.train --base-model DIR --sft DIR [--encoder DIR]
 --datasets DIR --module M --out DIR [--config FILE] [--set key=value ...]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import json
-import random
-import resource
 import shutil
 import sys
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +35,9 @@ from monGARS.mlops.atomic import atomic_dir, write_json, write_jsonl
 from monGARS.mlops.base_model import check_model_folder
 from monGARS.mlops.configs import config_to_dict, config_values_from_cli
 from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.modeling import ADAPTER_SUBDIR, load_tokenizer
 from monGARS.mlops.names import check_safe_name
-from monGARS.mlops.training.backends import (
+from monGARS.mlops.training.common.backends import (
     Environment,
     LoraSettings,
     detect_environment,
@@ -48,32 +45,43 @@ from monGARS.mlops.training.backends import (
     plan_memory,
     select_backend,
 )
-from monGARS.mlops.training.chat_data import (
+from monGARS.mlops.training.common.chat_data import (
     ChatCollator,
     ChatDataset,
     TokenizedChat,
     ensure_chat_template,
     tokenize_chat,
 )
-from monGARS.mlops.training.checkpoints import (
+from monGARS.mlops.training.common.checkpoints import (
     CheckpointStore,
     checkpoint_callback,
     hash_tree,
     run_key,
 )
-from monGARS.mlops.training.modeling import ADAPTER_SUBDIR, adapter_path, load_tokenizer
-from monGARS.mlops.training.raft_config import RaftConfig, load_raft_config
-from monGARS.mlops.training.raft_data import (
-    Embed,
-    QuestionSet,
-    RaftExample,
-    build_examples,
-    hard_negatives,
-    load_questions,
+from monGARS.mlops.training.common.runtime import (
+    package_versions,
+    peak_memory_mb,
 )
-from monGARS.mlops.training.raft_eval import generate_answers, prompt_ids, score_answers
+from monGARS.mlops.training.raft.config import RaftConfig, load_raft_config
+from monGARS.mlops.training.raft.data import (
+    Embed,
+    RaftExample,
+)
+from monGARS.mlops.training.raft.eval import generate_answers, prompt_ids, score_answers
+from monGARS.mlops.training.raft.prepare import (
+    load_sft_weights,
+    prepare_examples,
+    read_adapter_shape,
+)
 
-__all__ = ["RaftConfig", "load_raft_config", "train_raft"]
+__all__ = [
+    "RaftConfig",
+    "load_raft_config",
+    "load_sft_weights",
+    "prepare_examples",
+    "read_adapter_shape",
+    "train_raft",
+]
 
 # Fields that change where or how often things are written or measured, not what is trained.
 _KEY_EXCLUDED = (
@@ -86,196 +94,6 @@ _KEY_EXCLUDED = (
     "eval_batch_size",
     "encoder_batch_size",
 )
-
-
-def _versions() -> dict[str, str]:
-    found = {}
-    for package in ("mongars-mlops", "torch", "transformers", "peft", "unsloth"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            continue
-    return found
-
-
-# ---------------------------------------------------------------------------- inputs
-
-
-def read_adapter_shape(sft_dir: Path, module: str) -> tuple[Path, dict[str, Any]]:
-    """The SFT adapter folder and its LoRA shape; refuse another stage's or module's output."""
-    adapter = adapter_path(sft_dir)
-    config_path = adapter / "adapter_config.json"
-    if not config_path.is_file():
-        raise MongarsError(
-            f"sft_dir: {sft_dir} has no adapter/adapter_config.json; pass the sft stage's output"
-        )
-    try:
-        shape = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise MongarsError(f"sft_dir: {config_path} is not valid JSON ({error})") from None
-    targets = shape.get("target_modules")
-    if isinstance(targets, str) or not targets or "r" not in shape or "lora_alpha" not in shape:
-        raise MongarsError(
-            f"sft_dir: {config_path} is not a LoRA adapter with r, lora_alpha and a list of "
-            "target_modules; pass the sft stage's output"
-        )
-    trained = sft_dir / "training_config.json"
-    if trained.is_file():
-        recorded = json.loads(trained.read_text(encoding="utf-8")).get("module")
-        if recorded and recorded != module:
-            raise MongarsError(
-                f"sft_dir: {sft_dir} is the SFT adapter of module {recorded!r}, not {module!r}; "
-                "pass the same module's sft output"
-            )
-    return adapter, {
-        "r": int(shape["r"]),
-        "lora_alpha": int(shape["lora_alpha"]),
-        "target_modules": sorted(targets),
-    }
-
-
-def load_sft_weights(model: Any, adapter_dir: Path) -> int:
-    """Copy the SFT adapter's weights into ``model``'s LoRA layers (same shape); return their count.
-
-    Building the LoRA layers with the backend's own loader and then loading the weights works the
-    same for Unsloth and peft, so RAFT continues the SFT adapter on either backend.
-    """
-    from peft import set_peft_model_state_dict
-    from peft.utils import load_peft_weights
-
-    weights = load_peft_weights(str(adapter_dir), device="cpu")
-    try:
-        result = set_peft_model_state_dict(model, weights)
-    except RuntimeError as error:  # shape mismatch: another r, or another base model
-        problem = str(error).strip().splitlines()[-1].strip()[:200]
-        raise MongarsError(
-            f"sft_dir: the adapter in {adapter_dir} does not fit the model ({problem}); "
-            "pass the sft output trained on this base model"
-        ) from None
-    unexpected = [key for key in result.unexpected_keys if "lora_" in key]
-    missing = [key for key in result.missing_keys if "lora_" in key]
-    if unexpected or missing:
-        sample = (unexpected or missing)[0]
-        raise MongarsError(
-            f"sft_dir: the adapter in {adapter_dir} does not fit the model "
-            f"({len(unexpected)} unexpected, {len(missing)} missing LoRA weights, e.g. {sample}); "
-            "pass the sft output trained on this base model"
-        )
-    return len(weights)
-
-
-def _load_split(config: RaftConfig, datasets_dir: Path, module: str, split: str) -> QuestionSet:
-    return load_questions(
-        datasets_dir,
-        module,
-        split,
-        config.retrieval_source,
-        config.max_document_chars,
-        retrieval_mix_ratio=config.retrieval_mix_ratio,
-        seed=config.seed,
-    )
-
-
-def _embedder(
-    encoder_dir: Path | None, embed: Embed | None, batch_size: int
-) -> tuple[Embed | None, Any, str]:
-    """The function that embeds texts for hard negatives, the loaded encoder, and its name."""
-    if embed is not None:
-        return embed, None, "embed_function"
-    if encoder_dir is None:
-        return None, None, "random"
-    from monGARS.mlops.training.encoder import load_encoder
-
-    encoder = load_encoder(encoder_dir)
-    return (lambda texts: encoder.embed(texts, batch_size=batch_size)), encoder, "encoder"
-
-
-def prepare_examples(
-    config: RaftConfig,
-    datasets_dir: Path,
-    module: str,
-    encoder_dir: Path | None = None,
-    embed: Embed | None = None,
-) -> tuple[list[RaftExample], list[RaftExample], dict[str, Any]]:
-    """Training and held-out RAFT examples, and counts describing how they were made.
-
-    Training questions come from the train splits with the train documents as the distractor
-    pool; held-out questions from the val splits, with distractors from every document.
-    """
-    train = _load_split(config, datasets_dir, module, "train")
-    heldout = _load_split(config, datasets_dir, module, "val")
-    if not train.questions:
-        raise MongarsError(
-            f"module: no train record of {module} has a fact (the oracle document RAFT needs); "
-            "rebuild the datasets with build_datasets, which keeps each record's fact"
-        )
-    if not heldout.questions:
-        raise MongarsError(
-            f"module: the val splits of {module} give no held-out question; RAFT is evaluated "
-            "on them, so rebuild the datasets with a val split"
-        )
-    rng = random.Random(config.seed)
-    heldout_questions = list(heldout.questions)
-    rng.shuffle(heldout_questions)
-    heldout_questions = heldout_questions[: config.max_heldout_examples]
-    heldout_pool = list(dict.fromkeys([*train.documents, *heldout.documents]))
-
-    embed_fn, encoder, distractors = _embedder(encoder_dir, embed, config.encoder_batch_size)
-    ranked_train = ranked_heldout = None
-    if embed_fn is not None:
-        k = config.num_documents
-        ranked_train = hard_negatives(train.questions, train.documents, embed_fn, k)
-        ranked_heldout = hard_negatives(heldout_questions, heldout_pool, embed_fn, k)
-    if encoder is not None:  # free the encoder before the chat model loads
-        del encoder, embed_fn
-        gc.collect()
-        _empty_cuda_cache()
-
-    common = {
-        "k": config.num_documents,
-        "oracle_probability": config.oracle_probability,
-        "max_quotes": config.max_quotes,
-        "absent_answer": config.absent_answer,
-    }
-    train_examples = build_examples(
-        train.questions,
-        train.documents,
-        count=config.num_examples,
-        seed=config.seed,
-        ranked=ranked_train,
-        **common,
-    )
-    heldout_examples = build_examples(
-        heldout_questions,
-        heldout_pool,
-        count=0,
-        seed=config.seed + 1,
-        ranked=ranked_heldout,
-        **common,
-    )
-    with_oracle = sum(1 for e in train_examples if e.oracle_index is not None)
-    counts = {
-        "distractors": distractors,
-        "train_questions_module": sum(1 for q in train.questions if q.source == "module"),
-        "train_questions_retrieval": sum(1 for q in train.questions if q.source == "retrieval"),
-        "heldout_questions": len(heldout_questions),
-        "train_documents": len(train.documents),
-        "heldout_documents": len(heldout_pool),
-        "skipped": {
-            k: train.skipped.get(k, 0) + heldout.skipped.get(k, 0)
-            for k in sorted({*train.skipped, *heldout.skipped})
-        },
-        "train_examples_with_oracle": with_oracle,
-        "train_oracle_rate": round(with_oracle / len(train_examples), 4),
-    }
-    return train_examples, heldout_examples, counts
-
-
-def _empty_cuda_cache() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _tokenize(
@@ -299,14 +117,6 @@ def _examples_digest(examples: list[RaftExample]) -> str:
     for example in examples:
         digest.update(json.dumps(example.to_record(), sort_keys=True).encode("utf-8") + b"\n")
     return digest.hexdigest()
-
-
-def _peak_memory_mb(cuda: bool) -> float:
-    if cuda:
-        import torch
-
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 # ---------------------------------------------------------------------------- the stage
@@ -393,7 +203,7 @@ def train_raft(
                 "config": resolved,
                 "backend": backend,
                 "plan": [plan.batch_size, plan.gradient_accumulation_steps],
-                "code": _versions().get("mongars-mlops", "source"),
+                "code": package_versions().get("mongars-mlops", "source"),
             }
         )
         store = CheckpointStore(config.checkpoint_root, f"raft-{module}-{key}")
@@ -440,10 +250,10 @@ def train_raft(
                         "reason": plan.reason,
                     },
                     "checkpoint_location": store.location if store else "",
-                    "versions": _versions(),
+                    "versions": package_versions(),
                 },
             )
-            from monGARS.mlops.training.loss_curve import write_loss_curve
+            from monGARS.mlops.training.common.loss_curve import write_loss_curve
 
             write_loss_curve(
                 history,
@@ -504,7 +314,7 @@ def _train(
     scratch: Path,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Load the SFT adapter, score it, train it on RAFT examples, score again, save it."""
-    from monGARS.mlops.training.loop import CountingTrainer, total_steps, training_arguments
+    from monGARS.mlops.training.common.loop import CountingTrainer, total_steps, training_arguments
 
     if env.cuda:
         import torch
@@ -588,7 +398,7 @@ def _train(
         "tokens_per_second": round(trainer.trained_tokens / train_seconds, 1)
         if train_seconds > 0
         else 0.0,
-        "peak_memory_mb": _peak_memory_mb(env.cuda),
+        "peak_memory_mb": round(peak_memory_mb(env.cuda)[0], 1),
         "loss_history": [{"step": s, "loss": v} for s, v in losses],
         # The final evaluate() repeats the Trainer's own evaluation at the last step: keep one.
         "eval_history": [
@@ -610,7 +420,7 @@ def _train(
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry: RAFT-train one module; print the metadata as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m monGARS.mlops.training.raft")
+    parser = argparse.ArgumentParser(prog="python -m monGARS.mlops.training.raft.train")
     parser.add_argument("--base-model", required=True, help="base model folder")
     parser.add_argument("--sft", required=True, help="the module's sft output folder")
     parser.add_argument("--encoder", default=None, help="llm2vec output folder (hard negatives)")

@@ -9,7 +9,6 @@ every other token (system, user, role headers, padding) gets -100.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.training.common.jsonl import read_jsonl
 
 IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant")
@@ -64,28 +64,6 @@ def ensure_chat_template(tokenizer: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------- records
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read one JSON object per line, naming the file and line of the first bad one."""
-    records: list[dict[str, Any]] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise MongarsError(f"datasets: {path} is missing; run build_datasets first") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise MongarsError(f"datasets: {path} cannot be read ({error})") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise MongarsError(f"datasets: {path}:{number} is not JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise MongarsError(f"datasets: {path}:{number} is not a JSON object")
-        records.append(record)
-    return records
 
 
 def check_messages(messages: Any, where: str) -> list[dict[str, str]]:

@@ -1,0 +1,1 @@
+"""raft: retrieval-augmented fine-tuning on top of the module's SFT adapter."""

@@ -1,0 +1,1 @@
+"""sft: QLoRA supervised fine-tuning of one module (its config, training and command line)."""
