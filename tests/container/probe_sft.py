@@ -27,6 +27,7 @@ def main(base_artifact: str, datasets_dir: str, artifact_dir: str, module: str) 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from monGARS.mlops.modeling import load_tokenizer
     from monGARS.mlops.shared_cache import resolve_model_dir
     from monGARS.mlops.training.common.chat_data import (
         IGNORE_INDEX,
@@ -34,7 +35,6 @@ def main(base_artifact: str, datasets_dir: str, artifact_dir: str, module: str) 
         load_module_records,
         tokenize_chat,
     )
-    from monGARS.mlops.modeling import load_tokenizer
 
     base_dir = str(resolve_model_dir(base_artifact))
 
