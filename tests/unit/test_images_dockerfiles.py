@@ -203,3 +203,11 @@ def test_cuda_image_finds_the_node_driver() -> None:
     labels = " ".join(a for k, a in instructions if k == "LABEL")
     assert 'io.mongars.nvidia.driver.min="580"' in labels
     assert "torch.version.cuda.startswith('13')" in " ".join(a for k, a in instructions)
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_per_build_metadata_comes_after_every_run(name: str) -> None:
+    """ARG REVISION/CREATED change with every build: a RUN or COPY after them is never cached."""
+    final = _stages(DOCKERFILES[name])["runtime"]
+    first_arg = next(i for i, (k, a) in enumerate(final) if k == "ARG" and a.startswith("CREATED"))
+    assert not [k for k, _ in final[first_arg:] if k in ("RUN", "COPY", "ADD")]
