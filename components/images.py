@@ -27,6 +27,10 @@ SOURCE_ROOT = Path(__file__).resolve().parents[1]
 # What the images are built from (keep in step with .dockerignore and images/Dockerfile.*).
 IMAGE_SOURCES = ("pyproject.toml", "monGARS", "components", "pipelines", "requirements", "images")
 _NOT_IN_IMAGES = frozenset({"pipelines/mongars.yaml"})
+# What images/build.sh writes there per build (a proxy CA bundle, the CPU torch wheel), git-ignored:
+# build inputs pinned elsewhere, not image sources (and hashing a 190 MB wheel on import is slow).
+_BUILD_INPUTS = "images/build-extra/"
+_BUILD_INPUTS_KEPT = frozenset({"images/build-extra/README.md", "images/build-extra/.gitignore"})
 _SKIPPED_SUFFIXES = frozenset({".pyc", ".gguf", ".safetensors"})
 DIGEST_LENGTH = 12
 
@@ -59,6 +63,7 @@ def _image_files(root: Path) -> list[Path]:
             if (
                 path.is_file()
                 and relative not in _NOT_IN_IMAGES
+                and (not relative.startswith(_BUILD_INPUTS) or relative in _BUILD_INPUTS_KEPT)
                 and "__pycache__" not in path.parts
                 and path.suffix not in _SKIPPED_SUFFIXES
             ):

@@ -1,12 +1,21 @@
-"""Print the project's pinned dependencies (pyproject.toml) minus those an image overrides.
+"""Print the full set of pinned requirements an image installs, from pyproject.toml.
 
-pyproject.toml is the one source of truth for the CPU stack. The CUDA training image needs a
-different transformers/trl/datasets (Unsloth's pins) and no llama-cpp-python, so its Dockerfile
-installs ``requirements/cuda-train.txt`` first and then the rest of the project's pins, printed
-here with the overridden names left out. Standard library only: it runs before anything is
-installed.
+pyproject.toml is the one source of truth for the CPU stack; each image's set derives from it here,
+and the Dockerfiles install exactly what this prints (one pip resolution per image):
 
-Usage: python images/pyproject_deps.py pyproject.toml --exclude-from requirements/cuda-train.txt
+- ``--image runtime`` (the CPU image): pyproject's pins, with torch's pin turned into the PyTorch
+  CPU build (``torch==X`` -> ``torch==X+cpu``: a PyPI ``torch`` wheel for Linux is the CUDA build,
+  with GBs of nvidia-* wheels), without bitsandbytes (4-bit CUDA training only);
+- ``--image train-cuda``: ``requirements/cuda-train.txt`` (Unsloth's transformers/trl/datasets
+  and what they need, the CUDA torch stack), then pyproject's other pins, without the names that
+  file overrides and without llama-cpp-python (export runs in the CPU image).
+
+tests/unit/test_images_pins.py resolves both sets against the package index. Standard library
+only: it runs before anything is installed.
+
+Usage: python images/pyproject_deps.py pyproject.toml --image runtime
+       python images/pyproject_deps.py pyproject.toml --image train-cuda
+       python images/pyproject_deps.py pyproject.toml --exclude-from FILE --exclude NAME
 """
 
 from __future__ import annotations
@@ -48,6 +57,33 @@ def remaining_dependencies(pyproject: Path, excluded: set[str]) -> list[str]:
     return [dep for dep in project_dependencies(pyproject) if canonical_name(dep) not in excluded]
 
 
+def cpu_torch(requirement: str) -> str:
+    """``torch==2.13.0`` -> ``torch==2.13.0+cpu``; any other requirement unchanged."""
+    if canonical_name(requirement) != "torch":
+        return requirement
+    match = re.fullmatch(r"\s*torch\s*==\s*([0-9][0-9A-Za-z.]*)\s*", requirement)
+    if match is None:
+        raise ValueError(f"--cpu-torch needs an exact pin (torch==X.Y.Z), got {requirement!r}")
+    return f"torch=={match.group(1)}+cpu"
+
+
+# What each image leaves out of pyproject's pins, and what it adds before them.
+IMAGE_EXCLUDES = {"runtime": ("bitsandbytes",), "train-cuda": ("llama-cpp-python",)}
+CUDA_PINS = Path("requirements") / "cuda-train.txt"
+
+
+def image_requirements(pyproject: Path, image: str) -> list[str]:
+    """Every requirement ``image`` installs, in the order the Dockerfile passes them to pip."""
+    if image not in IMAGE_EXCLUDES:
+        raise ValueError(f"--image {image!r}: use one of {', '.join(sorted(IMAGE_EXCLUDES))}")
+    excluded = {canonical_name(name) for name in IMAGE_EXCLUDES[image]}
+    if image == "runtime":
+        return [cpu_torch(dep) for dep in remaining_dependencies(pyproject, excluded)]
+    overrides = requirement_lines(pyproject.parent / CUDA_PINS)
+    excluded.update(canonical_name(line) for line in overrides)
+    return overrides + remaining_dependencies(pyproject, excluded)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pyproject", type=Path)
@@ -61,12 +97,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--exclude", action="append", default=[], help="package name to leave out (repeatable)"
     )
+    parser.add_argument(
+        "--cpu-torch", action="store_true", help="pin the CPU build of torch (torch==X+cpu)"
+    )
+    parser.add_argument(
+        "--image",
+        choices=sorted(IMAGE_EXCLUDES),
+        help="print that image's whole requirement set (other options are then ignored)",
+    )
     args = parser.parse_args(argv)
+    if args.image:
+        print("\n".join(image_requirements(args.pyproject, args.image)))
+        return 0
     excluded = {canonical_name(name) for name in args.exclude}
     for path in args.exclude_from:
         excluded.update(canonical_name(line) for line in requirement_lines(path))
     for dependency in remaining_dependencies(args.pyproject, excluded):
-        print(dependency)
+        print(cpu_torch(dependency) if args.cpu_torch else dependency)
     return 0
 
 

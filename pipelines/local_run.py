@@ -56,8 +56,15 @@ def run_local(
     runs_root: str | Path = "runs",
     last_stage: str = "report",
     hf_token: str | None = None,
+    runner: Any = None,
 ) -> LocalRunResult:
-    """Validate, then run the pipeline up to ``last_stage`` locally; record ``state.json``."""
+    """Validate, then run the pipeline up to ``last_stage`` locally; record ``state.json``.
+
+    ``runner``: a kfp.local runner, default ``SubprocessRunner(use_venv=False)`` (this venv). The
+    container tier passes a ``DockerRunner`` (tests/container), which gives the tasks only what it
+    mounts and sets (no host variable reaches them, ``HF_TOKEN`` and ``MONGARS_CACHE_DIR``
+    included): it mounts the run's shared cache folder where the cluster mounts the PVC.
+    """
     check_safe_name("run_id", run_id)
     run_dir = Path(runs_root).resolve() / run_id
     load_state(run_dir)  # refuse a corrupted state before spending any time
@@ -71,7 +78,7 @@ def run_local(
     pipeline_root = run_dir / "kfp"
     pipeline_root.mkdir(parents=True, exist_ok=True)
     local.init(
-        runner=local.SubprocessRunner(use_venv=False),
+        runner=runner or local.SubprocessRunner(use_venv=False),
         pipeline_root=str(pipeline_root),
         enable_caching=True,
         cache_root=str(run_dir / "cache"),

@@ -129,3 +129,64 @@ def test_compiled_pipeline_names_only_images_that_make_images_builds() -> None:
     built = set(_built_tags(_plan()))
     assert named, "the compiled pipeline names no image"
     assert named <= built, f"images the YAML names but make images does not build: {named - built}"
+
+
+def test_one_image_with_a_base_image_and_the_torch_index() -> None:
+    from components.images import CPU_IMAGE
+
+    plan = _plan(
+        "--image",
+        "mongars-runtime",
+        "--base-image",
+        "registry.example.com/py:3.11",
+        "--torch-index",
+        "https://mirror.example.com/torch-cpu",
+    )
+    (command,) = plan
+    assert command[command.index("--tag") + 1] == CPU_IMAGE
+    assert "BASE_IMAGE=registry.example.com/py:3.11" in command
+    assert "TORCH_INDEX_URL=https://mirror.example.com/torch-cpu" in command
+
+
+def test_unknown_image_is_refused_with_the_known_names() -> None:
+    result = subprocess.run(
+        ["bash", str(REPO / "images" / "build.sh"), "--dry-run", "--image", "mongars-gpu"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    assert result.returncode == 2
+    assert "--image mongars-gpu" in result.stderr and "mongars-runtime" in result.stderr
+
+
+def test_dockerd_helper_stops_only_a_daemon_it_started(tmp_path: Path) -> None:
+    """Without its marker file, `stop` touches nothing: a daemon someone else runs stays up."""
+    state = tmp_path / "docker-state"
+    state.mkdir()
+    (state / "keep").write_text("x")
+    result = subprocess.run(
+        ["bash", str(REPO / "images" / "dockerd.sh"), "stop", str(state)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "did not start" in result.stdout
+    assert (state / "keep").is_file()
+    usage = subprocess.run(
+        ["bash", str(REPO / "images" / "dockerd.sh"), "restart", str(state)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+@pytest.mark.parametrize("script", ["build.sh", "base.sh", "dockerd.sh"])
+def test_shell_scripts_parse(script: str) -> None:
+    result = subprocess.run(
+        ["bash", "-n", str(REPO / "images" / script)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr

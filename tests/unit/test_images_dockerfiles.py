@@ -150,3 +150,64 @@ def test_dockerignore_sends_what_the_dockerfiles_copy_and_nothing_private() -> N
         ".env",
     ):
         assert _dockerignore_excludes(private, patterns), f"{private} must not reach the builder"
+
+
+def _stages(dockerfile: Path) -> dict[str, list[tuple[str, str]]]:
+    """Instructions by build stage name (``FROM x AS name``), in order; the last is the image."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    for keyword, args in _instructions(dockerfile):
+        if keyword == "FROM":
+            name = args.split()[-1] if " AS " in args.upper() else f"stage{len(stages)}"
+            stages[name] = []
+        if stages:
+            stages[next(reversed(stages))].append((keyword, args))
+    return stages
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_builds_without_a_registry_frontend_or_buildkit_only_syntax(name: str) -> None:
+    """A `# syntax=` line makes BuildKit pull a frontend image; RUN --mount needs BuildKit."""
+    text = DOCKERFILES[name].read_text(encoding="utf-8")
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE)
+    assert not any(
+        keyword == "RUN" and args.startswith("--mount")
+        for keyword, args in _instructions(DOCKERFILES[name])
+    )
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_build_ca_and_local_wheels_stay_in_the_build_stage(name: str) -> None:
+    stages = _stages(DOCKERFILES[name])
+    assert list(stages) == ["requirements", "build", "runtime"]
+    assert any(k == "COPY" and "images/build-extra/" in a for k, a in stages["build"])
+    final = stages["runtime"]
+    final_text = " ".join(a for _, a in final)
+    assert "build-extra" not in final_text and "pip.conf" not in final_text
+    copies = [a for k, a in final if k == "COPY"]
+    assert copies == ["--from=build /opt/venv /opt/venv"], "the final stage takes only the venv"
+
+
+def test_cpu_image_refuses_cuda_at_build_time() -> None:
+    final = _stages(DOCKERFILES["mongars-runtime"])["runtime"]
+    checks = " ".join(a for k, a in final if k == "RUN")
+    assert "torch.version.cuda is None" in checks
+    assert "nvidia-" in checks and "libcudart" in checks
+
+
+def test_cuda_image_finds_the_node_driver() -> None:
+    """GKE mounts the driver under /usr/local/nvidia/lib64; CUDA 13 needs driver >= 580."""
+    instructions = _instructions(DOCKERFILES["mongars-train-cuda"])
+    env = " ".join(a for k, a in instructions if k == "ENV")
+    path = re.search(r"LD_LIBRARY_PATH=(\S+)", env)
+    assert path and "/usr/local/nvidia/lib64" in path.group(1).split(":")
+    labels = " ".join(a for k, a in instructions if k == "LABEL")
+    assert 'io.mongars.nvidia.driver.min="580"' in labels
+    assert "torch.version.cuda.startswith('13')" in " ".join(a for k, a in instructions)
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_per_build_metadata_comes_after_every_run(name: str) -> None:
+    """ARG REVISION/CREATED change with every build: a RUN or COPY after them is never cached."""
+    final = _stages(DOCKERFILES[name])["runtime"]
+    first_arg = next(i for i, (k, a) in enumerate(final) if k == "ARG" and a.startswith("CREATED"))
+    assert not [k for k, _ in final[first_arg:] if k in ("RUN", "COPY", "ADD")]

@@ -1,13 +1,22 @@
-"""Pins of the images: pyproject.toml is the source of truth, cuda-train.txt only overrides it."""
+"""Pins of the images: pyproject.toml is the source of truth, cuda-train.txt only overrides it.
+
+The ``network`` tests resolve each image's whole requirement set (every dependency's own
+requirements, not only the pins written here) with pip against the package index, so a conflict
+such as transformers 5.17 (huggingface-hub<2) against huggingface-hub 2.4 fails here in seconds
+rather than in a build.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
@@ -75,6 +84,115 @@ def test_cuda_file_only_overrides_what_differs() -> None:
         if name == "torch":
             continue  # same version; listed so the CUDA build is chosen with torchvision/xformers
         assert cuda[name] != project[name], f"{name}: same pin as pyproject.toml; remove it here"
+
+
+def test_cuda_pins_satisfy_transformers_own_hub_requirement() -> None:
+    """transformers 5.17.0 declares huggingface-hub>=1.5.0,<2.0 (its wheel metadata)."""
+    cuda = _pins(deps.requirement_lines(CUDA_PINS))
+    effective = {**_pyproject_pins(), **cuda}
+    assert effective["transformers"] == Version("5.17.0")
+    assert effective["huggingface-hub"] in SpecifierSet(">=1.5.0,<2.0")
+
+
+def test_image_sets_are_what_the_dockerfiles_install() -> None:
+    runtime = deps.image_requirements(REPO / "pyproject.toml", "runtime")
+    cuda = deps.image_requirements(REPO / "pyproject.toml", "train-cuda")
+    runtime_pins = _pins(runtime)
+    assert runtime_pins["torch"].local == "cpu", "the CPU image pins the CPU build of torch"
+    assert "bitsandbytes" not in runtime_pins and "llama-cpp-python" in runtime_pins
+    cuda_pins = _pins(cuda)
+    assert "llama-cpp-python" not in cuda_pins and cuda_pins["torch"].local is None
+    assert len(cuda_pins) == len(cuda), "a name appears twice in the CUDA set"
+    for image in ("runtime", "train-cuda"):
+        dockerfile = (REPO / "images" / f"Dockerfile.{image}").read_text(encoding="utf-8")
+        assert f"pyproject_deps.py /src/pyproject.toml --image {image}" in dockerfile
+
+
+def _pip_cert_args() -> list[str]:
+    """``--isolated`` drops pip's config and PIP_* variables, so pass a proxy CA explicitly."""
+    for variable in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        path = os.environ.get(variable, "")
+        if path and Path(path).is_file():
+            return ["--cert", path]
+    return []
+
+
+def _resolve(requirements: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """pip's resolver on the whole set, against the public index only (no local wheels).
+
+    For this interpreter's platform (CPython 3.11 on x86-64 Linux in CI, as in the images);
+    llama-cpp-python's requirements come from its sdist's metadata, nothing is compiled.
+    """
+    requirements_file = tmp_path / "requirements.txt"
+    requirements_file.write_text("\n".join(requirements) + "\n", encoding="utf-8")
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--isolated",  # this machine's pip config (local wheel folders, caps) plays no part
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(tmp_path / "report.json"),
+            "--requirement",
+            str(requirements_file),
+            *_pip_cert_args(),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+
+
+def _resolved(tmp_path: Path) -> dict[str, Version]:
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    return {
+        deps.canonical_name(item["metadata"]["name"]): Version(item["metadata"]["version"])
+        for item in report["install"]
+    }
+
+
+@pytest.mark.network
+def test_cuda_image_set_resolves_against_the_index(tmp_path: Path) -> None:
+    requirements = deps.image_requirements(REPO / "pyproject.toml", "train-cuda")
+    result = _resolve(requirements, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resolved = _resolved(tmp_path)
+    for name, version in _pins(requirements).items():
+        assert resolved[name] == version, f"{name}: pinned {version}, resolved {resolved[name]}"
+    assert resolved["huggingface-hub"] < Version("2")
+    assert any(name.startswith("nvidia-") for name in resolved), "torch must be the CUDA build"
+
+
+@pytest.mark.network
+def test_runtime_image_set_resolves_against_the_index(tmp_path: Path) -> None:
+    """PyPI has no ``+cpu`` torch; its torch of the same version has the same requirements."""
+    requirements = [
+        line.replace("+cpu", "")
+        for line in deps.image_requirements(REPO / "pyproject.toml", "runtime")
+    ]
+    result = _resolve(requirements, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resolved = _resolved(tmp_path)
+    for name, version in _pins(requirements).items():
+        assert resolved[name] == version, f"{name}: pinned {version}, resolved {resolved[name]}"
+    assert "bitsandbytes" not in resolved
+
+
+@pytest.mark.network
+def test_resolution_catches_a_conflict_no_pin_shows(tmp_path: Path) -> None:
+    """The conflict the images once had: nothing pins huggingface-hub<2 but transformers itself."""
+    requirements = [
+        "huggingface-hub==2.4.0" if deps.canonical_name(line) == "huggingface-hub" else line
+        for line in deps.image_requirements(REPO / "pyproject.toml", "train-cuda")
+    ]
+    result = _resolve(requirements, tmp_path)
+    assert result.returncode != 0
+    assert "ResolutionImpossible" in result.stderr or "conflict" in result.stderr
 
 
 def test_remaining_dependencies_keep_pyproject_pins_verbatim() -> None:

@@ -6,8 +6,10 @@ import pytest
 
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.training.common.backends import (
+    UNSLOTH_CPU_ENV,
     Environment,
     check_target_modules,
+    detect_environment,
     estimate_memory_mb,
     plan_memory,
     select_backend,
@@ -16,6 +18,7 @@ from monGARS.mlops.training.common.backends import (
 CPU = Environment(cuda=False, unsloth=False, unsloth_error="no CUDA device")
 GPU_NO_UNSLOTH = Environment(cuda=True, unsloth=False, unsloth_error="No module named 'unsloth'")
 GPU_UNSLOTH = Environment(cuda=True, unsloth=True, bf16=True)
+CPU_UNSLOTH_OPT_IN = Environment(cuda=False, unsloth=True, unsloth_cpu=True)
 
 LLAMA_1B = {
     "hidden_size": 2048,
@@ -37,6 +40,8 @@ LLAMA_1B = {
         ("hf", GPU_UNSLOTH, "hf"),
         ("hf", CPU, "hf"),
         ("unsloth", GPU_UNSLOTH, "unsloth"),
+        ("unsloth", CPU_UNSLOTH_OPT_IN, "unsloth"),
+        ("auto", CPU_UNSLOTH_OPT_IN, "hf"),  # auto never picks Unsloth's CPU fallback
     ],
 )
 def test_select_backend(requested: str, env: Environment, expected: str) -> None:
@@ -50,6 +55,38 @@ def test_unsloth_requested_where_it_cannot_run(env: Environment) -> None:
     message = str(caught.value)
     assert message.startswith("backend: unsloth cannot run here")
     assert env.unsloth_error in message and "backend=hf" in message
+
+
+def test_unsloth_refusal_names_the_cpu_opt_in() -> None:
+    with pytest.raises(MongarsError, match=f"{UNSLOTH_CPU_ENV}=1"):
+        select_backend("unsloth", CPU)
+
+
+def _no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_cpu_opt_in_imports_unsloth_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the variable Unsloth is not even imported on CPU; with it, an import failure is
+    reported as the reason, and a working import allows the backend."""
+    import sys
+    import types
+
+    _no_cuda(monkeypatch)
+    monkeypatch.setitem(sys.modules, "unsloth", None)  # `import unsloth` raises ImportError
+    monkeypatch.delenv(UNSLOTH_CPU_ENV, raising=False)
+    assert detect_environment() == CPU
+    monkeypatch.setenv(UNSLOTH_CPU_ENV, "1")
+    broken = detect_environment()
+    assert (broken.unsloth, broken.unsloth_cpu) == (False, False)
+    assert "unsloth" in broken.unsloth_error
+    with pytest.raises(MongarsError, match="backend: unsloth cannot run here"):
+        select_backend("unsloth", broken)
+    assert detect_environment(probe_unsloth=False) == CPU  # backend=hf never imports it
+    monkeypatch.setitem(sys.modules, "unsloth", types.ModuleType("unsloth"))
+    assert detect_environment() == CPU_UNSLOTH_OPT_IN
 
 
 def test_unknown_target_module_lists_the_models_linear_modules() -> None:

@@ -7,30 +7,54 @@ Two backends build the same thing, a frozen base model with LoRA adapters on ``t
   fp32 precision on CPU.
 
 Availability is passed in as an ``Environment`` so selection is testable without a GPU.
+
+Tests opt in to Unsloth's CPU fallback with ``MONGARS_UNSLOTH_CPU=1`` (docs/sft.md): without
+CUDA, ``backend=unsloth`` then imports Unsloth, which trains on CPU, instead of being refused.
+``auto`` never picks Unsloth on CPU. The container tier uses it to run the unsloth code path in
+the CUDA image on a machine without a GPU; it is not meant for real training.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from monGARS.mlops.errors import MongarsError
 
+UNSLOTH_CPU_ENV = "MONGARS_UNSLOTH_CPU"
+"""Set to ``1`` to let ``backend=unsloth`` run on Unsloth's CPU fallback (tests only)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Environment:
-    """What the machine offers: CUDA, and whether ``import unsloth`` works (and why not)."""
+    """What the machine offers: CUDA, and whether ``import unsloth`` works (and why not).
+
+    ``unsloth_cpu``: no CUDA, but ``MONGARS_UNSLOTH_CPU=1`` asked for Unsloth's CPU fallback and
+    Unsloth imported.
+    """
 
     cuda: bool
     unsloth: bool
     unsloth_error: str = ""
     bf16: bool = False
+    unsloth_cpu: bool = False
+
+
+def _import_unsloth() -> str:
+    """Import Unsloth (it patches transformers for the process); the first error line, or ""."""
+    try:
+        import unsloth  # noqa: F401  (imported first so it can patch transformers)
+    except Exception as error:  # unsloth raises many kinds of errors on a bad install
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return reason[:200]
+    return ""
 
 
 def detect_environment(probe_unsloth: bool = True) -> Environment:
-    """Probe CUDA, then Unsloth (only with CUDA: Unsloth refuses to import without a GPU).
+    """Probe CUDA, then Unsloth (only with CUDA, unless ``MONGARS_UNSLOTH_CPU=1``).
 
     Importing unsloth patches transformers for the whole process, so a run that asked for the
     ``hf`` backend passes ``probe_unsloth=False`` and stays unpatched.
@@ -39,27 +63,29 @@ def detect_environment(probe_unsloth: bool = True) -> Environment:
 
     cuda = torch.cuda.is_available()
     if not cuda:
+        if probe_unsloth and os.environ.get(UNSLOTH_CPU_ENV) == "1":
+            error = _import_unsloth()
+            return Environment(
+                cuda=False, unsloth=not error, unsloth_error=error, unsloth_cpu=not error
+            )
         return Environment(cuda=False, unsloth=False, unsloth_error="no CUDA device")
     bf16 = bool(torch.cuda.is_bf16_supported())
     if not probe_unsloth:
         return Environment(cuda=True, unsloth=False, unsloth_error="not probed", bf16=bf16)
-    try:
-        import unsloth  # noqa: F401  (imported first so it can patch transformers)
-    except Exception as error:  # unsloth raises many kinds of errors on a bad install
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        return Environment(cuda=True, unsloth=False, unsloth_error=reason[:200], bf16=bf16)
-    return Environment(cuda=True, unsloth=True, bf16=bf16)
+    error = _import_unsloth()
+    return Environment(cuda=True, unsloth=not error, unsloth_error=error, bf16=bf16)
 
 
 def select_backend(requested: str, env: Environment) -> str:
     """Resolve ``auto`` and refuse ``unsloth`` where it cannot run."""
     if requested == "auto":
         return "unsloth" if env.cuda and env.unsloth else "hf"
-    if requested == "unsloth" and not (env.cuda and env.unsloth):
+    if requested == "unsloth" and not (env.unsloth and (env.cuda or env.unsloth_cpu)):
         raise MongarsError(
             f"backend: unsloth cannot run here "
             f"({env.unsloth_error or 'unsloth is not importable'}); "
-            "use backend=hf or auto, or run on the CUDA training image"
+            "use backend=hf or auto, or run on the CUDA training image "
+            f"({UNSLOTH_CPU_ENV}=1 lets tests use Unsloth's CPU fallback)"
         )
     if requested not in ("unsloth", "hf"):
         raise MongarsError(f"backend: {requested!r} is unknown; use auto, unsloth or hf")
