@@ -107,10 +107,14 @@ stop() {
             iptables -t "$table" -F "$chain" 2>/dev/null || true
             iptables -t "$table" -X "$chain" 2>/dev/null || true
         done
-        while iptables -t nat -S POSTROUTING | grep -q -- "-o docker0 -j MASQUERADE"; do
-            rule="$(iptables -t nat -S POSTROUTING | grep -- "docker0 -j MASQUERADE" | head -n 1 | sed 's/^-A /-D /')"
-            # shellcheck disable=SC2086
-            iptables -t nat $rule || break
+        # The bridge's own rules: masquerading out of it, forwarding to and from it.
+        for table_chain in "nat POSTROUTING" "filter FORWARD"; do
+            read -r table chain <<<"$table_chain"
+            while iptables -t "$table" -S "$chain" | grep -q -- "docker0"; do
+                rule="$(iptables -t "$table" -S "$chain" | grep -- "docker0" | head -n 1 | sed 's/^-A /-D /')"
+                # shellcheck disable=SC2086
+                iptables -t "$table" $rule || break
+            done
         done
     fi
     if awk -v root="$(realpath "$state_dir")" 'index($2, root) == 1 {found = 1} END {exit !found}' /proc/mounts; then
