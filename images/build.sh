@@ -69,7 +69,7 @@ docker_cmd="${DOCKER:-docker}"
 
 # One "name<TAB>reference" line per image, plus the package version, from components/images.py.
 image_lines="$(PYTHONPATH="$repo_root${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -c '
-from components import images
+from monGARS.components import images
 version = images.package_version() if hasattr(images, "package_version") else "0.0.0"
 print("version\t" + version)
 for name, ref in sorted(images.ALL_IMAGES.items()):

@@ -46,5 +46,5 @@ test-containers: setup
 check-train-image: setup image-train-cuda
 	docker run --rm --network none --read-only --tmpfs /tmp --tmpfs /var/cache/mongars:mode=1777 \
 		-e HF_HUB_OFFLINE=1 \
-		"$$(PYTHONPATH=. $(IMAGES_PYTHON) -c 'from components.images import GPU_IMAGE; print(GPU_IMAGE)')" \
+		"$$(PYTHONPATH=. $(IMAGES_PYTHON) -c 'from monGARS.components.images import GPU_IMAGE; print(GPU_IMAGE)')" \
 		python -c "import torch, unsloth, trl, transformers, peft, bitsandbytes, monGARS.mlops.training.sft.train; print('mongars-train-cuda imports: torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"

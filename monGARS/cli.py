@@ -16,10 +16,10 @@ from typing import Any
 
 from monGARS.mlops.errors import MongarsError, describe_write_error
 from monGARS.mlops.parameters import PARAMETERS
+from monGARS.pipelines.compile import COMPILED_PIPELINE
 
 DEFAULT_RUN_ID = "demo"
 DEFAULT_RUNS_ROOT = "runs"
-COMPILED_PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "mongars.yaml"
 # Stage flags: the furthest one given sets how far the DAG runs. --raft is not one of them: as in
 # the runbook, it turns the optional RAFT stage on for whatever the DAG reaches.
 STAGE_FLAGS = ("build_datasets", "sft", "llm2vec", "export")
@@ -158,7 +158,7 @@ def last_stage_from_args(args: argparse.Namespace) -> str:
 
 
 def _shown(path: str | Path) -> str:
-    from pipelines.local_run import shown_path
+    from monGARS.pipelines.local_run import shown_path
 
     return shown_path(path)
 
@@ -218,7 +218,7 @@ def _prepare_state(args: argparse.Namespace) -> None:
 
 
 def run_command(args: argparse.Namespace, *, require_base_model: bool) -> int:
-    from pipelines.local_run import run_local
+    from monGARS.pipelines.local_run import run_local
 
     if args.llm2vec_root:
         print(
@@ -246,9 +246,9 @@ def run_command(args: argparse.Namespace, *, require_base_model: bool) -> int:
 
 
 def compile_command(args: argparse.Namespace) -> int:
-    from components.images import ALL_IMAGES, uncommitted_image_sources
-    from pipelines.compile import BackendRuleError, compile_pipeline, is_up_to_date
-    from pipelines.options import PipelineOptions
+    from monGARS.components.images import ALL_IMAGES, uncommitted_image_sources
+    from monGARS.pipelines.compile import BackendRuleError, compile_pipeline, is_up_to_date
+    from monGARS.pipelines.options import PipelineOptions
 
     output = Path(args.output)
     if args.check:
@@ -281,7 +281,7 @@ def compile_command(args: argparse.Namespace) -> int:
 
 
 def _pipeline_option_defaults() -> Any:
-    from pipelines.options import PipelineOptions
+    from monGARS.pipelines.options import PipelineOptions
 
     return PipelineOptions()
 

@@ -49,8 +49,8 @@ def compile_pipeline(output: str | Path = COMPILED_PIPELINE, options: Any = None
     from kfp import compiler
 
     from monGARS.deploy.backend_rules import check_pipeline
-    from pipelines.mongars_pipeline import build_pipeline
-    from pipelines.options import PipelineOptions
+    from monGARS.pipelines.mongars_pipeline import build_pipeline
+    from monGARS.pipelines.options import PipelineOptions
 
     pipeline = build_pipeline(options=options or PipelineOptions())
     target = Path(output)

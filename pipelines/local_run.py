@@ -21,7 +21,7 @@ from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.names import check_safe_name
 from monGARS.mlops.shared_cache import CACHE_DIR_ENV
 from monGARS.mlops.state import load_state, save_state, state_path
-from pipelines.local_console import RunConsole
+from monGARS.pipelines.local_console import RunConsole
 
 SHARED_CACHE_DIRNAME = "model-cache"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -73,7 +73,7 @@ def run_local(
 
     from kfp import local
 
-    from pipelines.mongars_pipeline import build_pipeline
+    from monGARS.pipelines.mongars_pipeline import build_pipeline
 
     pipeline_root = run_dir / "kfp"
     pipeline_root.mkdir(parents=True, exist_ok=True)

@@ -18,16 +18,16 @@ from typing import Any
 
 from kfp import dsl
 
-from components.build_datasets import build_datasets
-from components.export import export
-from components.fetch_base_model import fetch_base_model
-from components.llm2vec import llm2vec
-from components.merge_adapter import merge_adapter
-from components.raft import raft as raft_component
-from components.report import report
-from components.sft import sft
-from pipelines import placement
-from pipelines.options import PipelineOptions
+from monGARS.components.build_datasets import build_datasets
+from monGARS.components.export import export
+from monGARS.components.fetch_base_model import fetch_base_model
+from monGARS.components.llm2vec import llm2vec
+from monGARS.components.merge_adapter import merge_adapter
+from monGARS.components.raft import raft as raft_component
+from monGARS.components.report import report
+from monGARS.components.sft import sft
+from monGARS.pipelines import placement
+from monGARS.pipelines.options import PipelineOptions
 
 PIPELINE_NAME = "mongars"
 STAGE_ORDER = ("build_datasets", "sft", "llm2vec", "raft", "export", "report")

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from monGARS.mlops.errors import MongarsError
+from monGARS.pipelines.compile import COMPILED_PIPELINE
 
 DEFAULT_EXPERIMENT = "mongars"
-COMPILED_PIPELINE = Path(__file__).resolve().parents[2] / "pipelines" / "mongars.yaml"
 
 
 def _add_target_arguments(parser: argparse.ArgumentParser) -> None:

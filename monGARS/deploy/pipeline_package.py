@@ -130,7 +130,7 @@ def _accelerator(executors: dict[str, Any]) -> tuple[str, int] | None:
 
 def compile_package(output: str | Path) -> PipelinePackage:
     """Compile the pipeline from the source tree into ``output`` (backend rules checked)."""
-    from pipelines.compile import BackendRuleError, compile_pipeline
+    from monGARS.pipelines.compile import BackendRuleError, compile_pipeline
 
     target = Path(output)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -62,7 +62,7 @@ def _docker_client():
 
 @pytest.fixture(scope="module")
 def images() -> dict[str, str]:
-    from components.images import ALL_IMAGES, CPU_IMAGE_NAME, GPU_IMAGE_NAME
+    from monGARS.components.images import ALL_IMAGES, CPU_IMAGE_NAME, GPU_IMAGE_NAME
 
     client = _docker_client()
     missing = []
@@ -88,7 +88,7 @@ def _task_user() -> str | None:
 
 def _shared_cache(run_dir: Path) -> Path:
     """The run's stand-in for the cluster's shared cache PVC (pipelines/local_run.py makes it)."""
-    from pipelines.local_run import SHARED_CACHE_DIRNAME
+    from monGARS.pipelines.local_run import SHARED_CACHE_DIRNAME
 
     folder = run_dir / SHARED_CACHE_DIRNAME
     folder.mkdir(mode=0o775, parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(runs_root: Path, run_id: str, parameters: dict, environment=None, **kwargs: Any):
-    from pipelines.local_run import run_local
+    from monGARS.pipelines.local_run import run_local
 
     run_dir = runs_root / run_id
     run_dir.mkdir(mode=0o775, exist_ok=True)

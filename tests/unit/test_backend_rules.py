@@ -32,7 +32,7 @@ from monGARS.deploy.backend_rules import (
     required_backend_version,
     used_features,
 )
-from pipelines.compile import COMPILED_PIPELINE
+from monGARS.pipelines.compile import COMPILED_PIPELINE
 
 BEFORE = Path(__file__).resolve().parents[1] / "data" / "mongars-before-backend-rules.yaml"
 MINIMUM_BACKEND = (2, 15)

@@ -6,8 +6,8 @@ import math
 
 import yaml
 
-from pipelines.compile import COMPILED_PIPELINE
-from pipelines.placement import RESOURCES
+from monGARS.pipelines.compile import COMPILED_PIPELINE
+from monGARS.pipelines.placement import RESOURCES
 
 
 def _cpus(quantity: str | float) -> float:

@@ -37,7 +37,7 @@ def _built_tags(plan: list[list[str]]) -> dict[str, str]:
 
 
 def _all_images(env: dict[str, str] | None = None) -> dict[str, str]:
-    code = "from components.images import ALL_IMAGES; import json; print(json.dumps(ALL_IMAGES))"
+    code = "from monGARS.components.images import ALL_IMAGES; import json; print(json.dumps(ALL_IMAGES))"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -63,7 +63,7 @@ def test_build_script_builds_every_image_with_its_dockerfile() -> None:
 
 
 def test_build_args_carry_the_package_version() -> None:
-    from components.images import package_version
+    from monGARS.components.images import package_version
 
     for command in _plan():
         if command[1] == "build":
@@ -132,7 +132,7 @@ def test_compiled_pipeline_names_only_images_that_make_images_builds() -> None:
 
 
 def test_one_image_with_a_base_image_and_the_torch_index() -> None:
-    from components.images import CPU_IMAGE
+    from monGARS.components.images import CPU_IMAGE
 
     plan = _plan(
         "--image",

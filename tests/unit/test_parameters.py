@@ -20,7 +20,7 @@ from monGARS.mlops.parameters import (
     stage_parameters,
     stage_values,
 )
-from pipelines.compile import COMPILED_PIPELINE
+from monGARS.pipelines.compile import COMPILED_PIPELINE
 
 # Arguments a stage's component takes besides its stage parameters (and its artifacts).
 TASK_ARGUMENTS = {"build_datasets": set(), "export": {"module"}, "raft": {"module", "enabled"}}
@@ -90,7 +90,7 @@ def test_the_compiled_pipeline_declares_exactly_the_parameters() -> None:
 def test_each_component_takes_exactly_its_stages_parameters(stage: str) -> None:
     import importlib
 
-    module = importlib.import_module(f"components.{stage}")
+    module = importlib.import_module(f"monGARS.components.{stage}")
     component = getattr(module, stage)
     arguments = {
         name
@@ -175,7 +175,7 @@ def test_sft_body_folds_its_parameters_into_the_validated_config(
 ) -> None:
     """Through the component body, without kfp.local: a bad flat value and a bad overrides key
     are both refused by the stage config, in one line, before any model is loaded."""
-    from components.sft import sft
+    from monGARS.components.sft import sft
 
     stage = {p.name: p.default for p in stage_parameters("sft")}
     stage.update(lora_r=0, sft_config={"warmup_ratio": 2.0})
@@ -198,7 +198,7 @@ def test_sft_body_folds_its_parameters_into_the_validated_config(
 
 
 def test_build_datasets_body_runs_the_stage_with_its_folded_config(tmp_path: Path) -> None:
-    from components.build_datasets import build_datasets
+    from monGARS.components.build_datasets import build_datasets
 
     datasets = _Artifact(tmp_path / "datasets")
     modules = _call_python_func(

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.images import ALL_IMAGES, CPU_IMAGE, GPU_IMAGE
-from pipelines.compile import COMPILED_PIPELINE, compile_pipeline, is_up_to_date
+from monGARS.components.images import ALL_IMAGES, CPU_IMAGE, GPU_IMAGE
+from monGARS.pipelines.compile import COMPILED_PIPELINE, compile_pipeline, is_up_to_date
 
 GPU_TASKS = {"sft", "llm2vec", "raft"}
 ALL_TASKS = {
