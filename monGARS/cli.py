@@ -158,7 +158,7 @@ def last_stage_from_args(args: argparse.Namespace) -> str:
 
 
 def _shown(path: str | Path) -> str:
-    from monGARS.pipelines.local_run import shown_path
+    from monGARS.deploy.local_run import shown_path
 
     return shown_path(path)
 
@@ -218,7 +218,7 @@ def _prepare_state(args: argparse.Namespace) -> None:
 
 
 def run_command(args: argparse.Namespace, *, require_base_model: bool) -> int:
-    from monGARS.pipelines.local_run import run_local
+    from monGARS.deploy.local_run import run_local
 
     if args.llm2vec_root:
         print(

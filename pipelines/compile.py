@@ -43,12 +43,12 @@ def compile_pipeline(output: str | Path = COMPILED_PIPELINE, options: Any = None
     """Compile the full pipeline to ``output``, refusing YAML the KFP backend could not run.
 
     ``options`` is a ``PipelineOptions`` (accelerator, fan-out); the committed YAML uses the
-    defaults. The result is checked with ``monGARS.deploy.backend_rules`` before it is written.
+    defaults. The result is checked with ``monGARS.pipelines.backend_rules`` before it is written.
     """
     import yaml
     from kfp import compiler
 
-    from monGARS.deploy.backend_rules import check_pipeline
+    from monGARS.pipelines.backend_rules import check_pipeline
     from monGARS.pipelines.mongars_pipeline import build_pipeline
     from monGARS.pipelines.options import PipelineOptions
 

@@ -1,7 +1,7 @@
 """Where tasks run on a cluster: GPU placement, resources, retries, secrets and caches.
 
 Kubernetes settings are ignored by ``kfp.local``; tests assert them on the compiled YAML and
-``monGARS.deploy.backend_rules`` reads them the way the KFP driver does.
+``monGARS.pipelines.backend_rules`` reads them the way the KFP driver does.
 
 The accelerator (resource name and count) is fixed when the pipeline is compiled: the driver
 resolves an accelerator placeholder only from the task's own string inputs, and the SDK does not

@@ -71,7 +71,7 @@ def server_version(host: str, token: str | None) -> str | None:
 
 def check_server_version(host: str, token: str | None, minimum: tuple[int, int]) -> str:
     """Refuse, in one line, a KFP backend older than ``minimum``; return what it reported."""
-    from monGARS.deploy.backend_rules import parse_version
+    from monGARS.pipelines.backend_rules import parse_version
 
     reported = server_version(host, token)
     parsed = parse_version(reported) if reported else None

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from monGARS.deploy.backend_rules import check_pipeline, required_backend_version
 from monGARS.mlops.errors import MongarsError
+from monGARS.pipelines.backend_rules import check_pipeline, required_backend_version
 
 # parameterType in the compiled IR -> the Python types a value may have.
 _PARAMETER_TYPES: dict[str, tuple[type, ...]] = {

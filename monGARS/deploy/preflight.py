@@ -472,7 +472,7 @@ def run_preflight(
 
 def check_kfp_version(reported: str | None, minimum: tuple[int, int]) -> Finding:
     """Is the KFP backend recent enough for the compiled pipeline?"""
-    from monGARS.deploy.backend_rules import parse_version
+    from monGARS.pipelines.backend_rules import parse_version
 
     wanted = f"{minimum[0]}.{minimum[1]}"
     parsed = parse_version(reported) if reported else None

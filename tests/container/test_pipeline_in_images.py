@@ -87,8 +87,8 @@ def _task_user() -> str | None:
 
 
 def _shared_cache(run_dir: Path) -> Path:
-    """The run's stand-in for the cluster's shared cache PVC (pipelines/local_run.py makes it)."""
-    from monGARS.pipelines.local_run import SHARED_CACHE_DIRNAME
+    """The run's stand-in for the cluster's shared cache PVC (``local_run`` makes it)."""
+    from monGARS.deploy.local_run import SHARED_CACHE_DIRNAME
 
     folder = run_dir / SHARED_CACHE_DIRNAME
     folder.mkdir(mode=0o775, parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(runs_root: Path, run_id: str, parameters: dict, environment=None, **kwargs: Any):
-    from monGARS.pipelines.local_run import run_local
+    from monGARS.deploy.local_run import run_local
 
     run_dir = runs_root / run_id
     run_dir.mkdir(mode=0o775, exist_ok=True)

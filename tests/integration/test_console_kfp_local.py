@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from kfp import dsl, local
 
-from monGARS.pipelines.local_console import RunConsole
+from monGARS.deploy.local_console import RunConsole
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def first_run(runs_root: Path):
-    from monGARS.pipelines.local_run import run_local
+    from monGARS.deploy.local_run import run_local
 
     return run_local("itest", dict(FAST), runs_root=runs_root, hf_token=KNOWN_TOKEN)
 
@@ -70,7 +70,7 @@ def test_sft_lowered_the_training_loss(first_run) -> None:
 
 
 def test_identical_rerun_is_all_cache_hits(first_run, runs_root: Path) -> None:
-    from monGARS.pipelines.local_run import run_local
+    from monGARS.deploy.local_run import run_local
 
     again = run_local("itest", dict(FAST), runs_root=runs_root)
     assert again.executed == []
@@ -81,7 +81,7 @@ def test_identical_rerun_is_all_cache_hits(first_run, runs_root: Path) -> None:
 
 
 def test_changed_sft_parameter_reruns_only_downstream(first_run, runs_root: Path) -> None:
-    from monGARS.pipelines.local_run import run_local
+    from monGARS.deploy.local_run import run_local
 
     changed = run_local("itest", {**FAST, "lora_r": 4}, runs_root=runs_root)
     assert {"fetch-base-model", "build-datasets"} <= set(changed.cached)
@@ -133,8 +133,8 @@ def test_killed_runs_resume_to_the_same_outputs(first_run, runs_root: Path) -> N
     import subprocess
     import sys
 
+    from monGARS.deploy.local_run import run_local
     from monGARS.mlops.training.common.checkpoints import MARKER
-    from monGARS.pipelines.local_run import run_local
 
     config = runs_root / "fast.json"
     config.write_text(json.dumps(FAST))
@@ -170,7 +170,7 @@ def test_killed_runs_resume_to_the_same_outputs(first_run, runs_root: Path) -> N
 
 def test_raft_on_hands_the_raft_model_to_export(first_run, runs_root: Path) -> None:
     """raft=true runs RAFT and merges its adapter; export converts that (one DAG, no condition)."""
-    from monGARS.pipelines.local_run import run_local
+    from monGARS.deploy.local_run import run_local
 
     with_raft = run_local(
         "itest",

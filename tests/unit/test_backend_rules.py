@@ -1,6 +1,6 @@
 """The compiled YAML read the way the KFP v2 backend's driver reads it.
 
-The rules live in ``monGARS.deploy.backend_rules``; each comes from kubeflow/pipelines'
+The rules live in ``monGARS.pipelines.backend_rules``; each comes from kubeflow/pipelines'
 ``backend/src/v2/driver``:
 
 * ``resolve.go: resolveInputs`` — a task's ``componentInputParameter``/``componentInputArtifact``
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monGARS.deploy.backend_rules import (
+from monGARS.pipelines.backend_rules import (
     FEATURE_VERSIONS,
     check_pipeline,
     parse_version,

@@ -223,3 +223,21 @@ def test_default_root_is_the_installed_monGARS_package(tmp_path: Path) -> None:
     modules = {s.module for s in iter_source_files(root)}
     assert "monGARS.mlops.datasets.build" in modules
     assert not any(".tests" in m for m in modules)
+
+
+def test_default_root_mines_the_same_files_installed_or_checked_out(tmp_path: Path) -> None:
+    """A wheel puts components/ and pipelines/ inside monGARS/; the default root skips them."""
+    (default,) = resolve_roots([], tmp_path / "scratch")
+    installed = tmp_path / "site-packages" / "monGARS"
+    shutil.copytree(default.path, installed, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("components", "pipelines"):
+        (installed / name).mkdir()
+        (installed / name / "__init__.py").write_text("", encoding="utf-8")
+        (installed / name / "stage.py").write_text("def run():\n    pass\n", encoding="utf-8")
+    (installed / "mlops" / "components.py").write_text("X = 1\n", encoding="utf-8")
+    as_installed = type(default)(default.name, installed, True, skipped=default.skipped)
+
+    checked_out = {s.relative for s in iter_source_files(default)}
+    mined = {s.relative for s in iter_source_files(as_installed)}
+    assert mined == checked_out | {"mlops/components.py"}  # skipped at the root only
+    assert not any(r.startswith(("components/", "pipelines/")) for r in checked_out)

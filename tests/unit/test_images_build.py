@@ -37,7 +37,7 @@ def _built_tags(plan: list[list[str]]) -> dict[str, str]:
 
 
 def _all_images(env: dict[str, str] | None = None) -> dict[str, str]:
-    code = "from monGARS.components.images import ALL_IMAGES; import json; print(json.dumps(ALL_IMAGES))"
+    code = "import json, monGARS.components.images as i; print(json.dumps(i.ALL_IMAGES))"
     out = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from monGARS.pipelines.local_console import RunConsole, key_figure, stage_of
+from monGARS.deploy.local_console import RunConsole, key_figure, stage_of
 
 # Metadata as the stages write it (taken from a tiny run), trimmed to what the figures read.
 DATASETS = {"records_kept": 190.0, "module_count": 2.0, "modules": "platform,training"}

@@ -51,6 +51,7 @@ class CodeRoot:
     name: str
     path: Path
     is_package: bool  # the root itself is a package: its name prefixes dotted module names
+    skipped: tuple[str, ...] = ()  # folders directly under the root that are not mined
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,17 @@ def extract_archive(archive: Path, destination: Path, label: str) -> Path:
     return destination
 
 
-def _default_root() -> Path:
+def _default_root() -> CodeRoot:
+    """The monGARS package, mined alike from a checkout and from an installed wheel.
+
+    The wheel installs the KFP components and the pipeline definition inside the package
+    (``monGARS.components``, ``monGARS.pipelines``); a checkout keeps them beside it. They are
+    left out in both, so the default datasets do not depend on how the project was installed.
+    """
     import monGARS
 
-    return Path(monGARS.__file__).resolve().parent
+    folder = Path(monGARS.__file__).resolve().parent
+    return CodeRoot(folder.name, folder, True, skipped=monGARS.ROOT_PACKAGES)
 
 
 def resolve_roots(roots: list[str], workdir: Path) -> list[CodeRoot]:
@@ -113,8 +121,9 @@ def resolve_roots(roots: list[str], workdir: Path) -> list[CodeRoot]:
     for index, uri in enumerate(roots or [""]):
         label = f"code_roots[{index}]" if roots else "code_roots (default: monGARS)"
         if not uri:
-            folder = _default_root()
-        elif storage.is_gcs(uri):
+            resolved.append(_default_root())
+            continue
+        if storage.is_gcs(uri):
             target = workdir / f"root{index}"
             if _is_archive(uri):
                 fs, path = storage.filesystem_for(uri)
@@ -185,7 +194,7 @@ def iter_source_files(root: CodeRoot) -> Iterator[SourceFile]:
 
     def walk(folder: Path) -> Iterator[Path]:
         for entry in sorted(folder.iterdir(), key=lambda p: p.name):
-            if entry.is_symlink():
+            if entry.is_symlink() or (folder == root.path and entry.name in root.skipped):
                 continue
             if entry.is_dir():
                 if not _excluded_dir(entry):

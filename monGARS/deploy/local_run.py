@@ -16,12 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from monGARS.deploy.local_console import RunConsole
 from monGARS.mlops import stages
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.names import check_safe_name
 from monGARS.mlops.shared_cache import CACHE_DIR_ENV
 from monGARS.mlops.state import load_state, save_state, state_path
-from monGARS.pipelines.local_console import RunConsole
 
 SHARED_CACHE_DIRNAME = "model-cache"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
