@@ -10,6 +10,7 @@ from sft_data import MODULE, make_datasets
 
 from monGARS.mlops.errors import ConfigError, MongarsError
 from monGARS.mlops.training.common.backends import Environment
+from monGARS.mlops.training.sft import cli as sft_cli
 from monGARS.mlops.training.sft import train as sft
 from monGARS.mlops.training.sft.config import TINY_SFT_OVERRIDES
 
@@ -143,7 +144,7 @@ def test_sequences_too_short_for_any_answer(
 def test_cli_prints_one_error_line(
     tiny_model_dir: Path, datasets_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = sft.main(
+    code = sft_cli.main(
         [
             "--base-model", str(tiny_model_dir),
             "--datasets", str(datasets_dir),

@@ -39,7 +39,7 @@ SETTINGS = {
 
 
 def _command(base: Path, data: Path, out: Path, root: Path) -> list[str]:
-    command = [sys.executable, "-m", "monGARS.mlops.training.sft.train"]
+    command = [sys.executable, "-m", "monGARS.mlops.training.sft.cli"]
     command += ["--base-model", str(base), "--datasets", str(data), "--module", MODULE]
     command += ["--out", str(out)]
     for key, value in {**SETTINGS, "checkpoint_root": str(root)}.items():

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from monGARS.mlops.errors import ConfigError, MongarsError
+from monGARS.mlops.training.raft import cli as raft_cli
 from monGARS.mlops.training.raft import train as raft
 from monGARS.mlops.training.raft.config import (
     SHARED_SFT_FIELDS,
@@ -135,16 +136,16 @@ def test_cli_reports_user_mistakes_as_one_error_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     common = ["--sft", str(tmp_path), "--datasets", str(tmp_path), "--out", str(tmp_path / "o")]
-    code = raft.main(["--base-model", str(tmp_path / "none"), "--module", "m", *common])
+    code = raft_cli.main(["--base-model", str(tmp_path / "none"), "--module", "m", *common])
     assert code == 2
     assert capsys.readouterr().err.strip() == (
         f"error: base_model: {tmp_path / 'none'} does not exist; give the fetched model folder"
     )
-    code = raft.main(["--base-model", str(tmp_path), "--module", "m", "--set", "k", *common])
+    code = raft_cli.main(["--base-model", str(tmp_path), "--module", "m", "--set", "k", *common])
     assert code == 2 and "--set 'k': expected key=value" in capsys.readouterr().err
-    code = raft.main(["--base-model", str(tmp_path), "--module", "../x", *common])
+    code = raft_cli.main(["--base-model", str(tmp_path), "--module", "../x", *common])
     assert code == 2 and "module: '../x' is not a safe name" in capsys.readouterr().err
-    code = raft.main(
+    code = raft_cli.main(
         ["--base-model", str(tmp_path), "--module", "m", "--set", "num_documents=1", *common]
     )
     err = capsys.readouterr().err

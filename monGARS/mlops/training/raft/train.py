@@ -15,17 +15,15 @@ Output folder (written atomically), the SFT adapter's layout::
     heldout_generations.jsonl  each held-out example with the SFT and RAFT greedy answers
     loss_curve.png / .html     train and held-out loss against the step
 
-Run as ``python -m monGARS.mlops.training.raft.train --base-model DIR --sft DIR [--encoder DIR]
+Run as ``python -m monGARS.mlops.training.raft.cli --base-model DIR --sft DIR [--encoder DIR]
 --datasets DIR --module M --out DIR [--config FILE] [--set key=value ...]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +31,7 @@ from typing import Any
 
 from monGARS.mlops.atomic import atomic_dir, write_json, write_jsonl
 from monGARS.mlops.base_model import check_model_folder
-from monGARS.mlops.configs import config_to_dict, config_values_from_cli
+from monGARS.mlops.configs import config_to_dict
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.modeling import ADAPTER_SUBDIR, load_tokenizer
 from monGARS.mlops.names import check_safe_name
@@ -413,40 +411,3 @@ def _train(
         for example, sft_text, raft_text in zip(heldout, sft_answers, raft_answers, strict=True)
     ]
     return metrics, history, generations
-
-
-# ---------------------------------------------------------------------------- command line
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry: RAFT-train one module; print the metadata as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m monGARS.mlops.training.raft.train")
-    parser.add_argument("--base-model", required=True, help="base model folder")
-    parser.add_argument("--sft", required=True, help="the module's sft output folder")
-    parser.add_argument("--encoder", default=None, help="llm2vec output folder (hard negatives)")
-    parser.add_argument("--datasets", required=True, help="datasets artifact folder")
-    parser.add_argument("--module", required=True)
-    parser.add_argument("--out", required=True, help="output folder (written atomically)")
-    parser.add_argument("--config", help="YAML/JSON file of RaftConfig fields")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args(argv)
-    try:
-        values = config_values_from_cli(args.config, args.set)
-        metadata = train_raft(
-            load_raft_config(values),
-            args.base_model,
-            args.sft,
-            args.encoder,
-            args.datasets,
-            args.module,
-            args.out,
-        )
-    except MongarsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(metadata, sort_keys=True))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,17 +11,14 @@ folder atomically::
     loss_curve.png         train/eval loss against the step
     loss_curve.html        the PNG embedded (base64) with a table, for a dsl.HTML artifact
 
-Run as ``python -m monGARS.mlops.training.sft.train --base-model DIR --datasets DIR --module M
+Run as ``python -m monGARS.mlops.training.sft.cli --base-model DIR --datasets DIR --module M
 --out DIR [--config FILE] [--set key=value ...]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +26,7 @@ from typing import Any
 
 from monGARS.mlops.atomic import atomic_dir, sha256_file, write_json
 from monGARS.mlops.base_model import check_model_folder
-from monGARS.mlops.configs import config_to_dict, config_values_from_cli
+from monGARS.mlops.configs import config_to_dict
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.modeling import ADAPTER_SUBDIR, load_tokenizer
 from monGARS.mlops.names import check_safe_name
@@ -370,35 +367,3 @@ def _train(
         ],
     }
     return metrics, history
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry: train one module; print the metadata as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m monGARS.mlops.training.sft.train")
-    parser.add_argument("--base-model", required=True, help="base model folder")
-    parser.add_argument("--datasets", required=True, help="datasets artifact folder")
-    parser.add_argument("--module", required=True)
-    parser.add_argument("--out", required=True, help="output folder (written atomically)")
-    parser.add_argument("--config", help="YAML/JSON file of SFTConfig fields")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--base-model-name", default=None)
-    args = parser.parse_args(argv)
-    try:
-        values = config_values_from_cli(args.config, args.set)
-        metadata = train_sft(
-            load_sft_config(values),
-            args.base_model,
-            args.datasets,
-            args.module,
-            args.out,
-            base_model_name=args.base_model_name,
-        )
-    except MongarsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(metadata, sort_keys=True))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
