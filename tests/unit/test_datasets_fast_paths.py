@@ -36,7 +36,7 @@ def _scored_proses(texts: list[str]) -> list[str]:
 
 
 def test_batched_byte_model_scores_are_py3langids_own() -> None:
-    proses = _scored_proses(_bench_texts(300)) + ["ÉCRIT TOUT EN CAPITALES, PAR EXEMPLE."]
+    proses = [*_scored_proses(_bench_texts(300)), "ÉCRIT TOUT EN CAPITALES, PAR EXEMPLE."]
     batch = langid._byte_model_logits(proses)
     model = langid._model()
     for prose, row in zip(proses, batch, strict=True):
@@ -46,7 +46,7 @@ def test_batched_byte_model_scores_are_py3langids_own() -> None:
 
 
 def test_batched_ngram_scores_equal_each_text_scored_alone() -> None:
-    proses = _scored_proses(_bench_texts(200)) + ["a", "ab", "été"]
+    proses = [*_scored_proses(_bench_texts(200)), "a", "ab", "été"]
     weights = langid.ngram_model().weights
     batch = langid._ngram_logits(proses)
     for prose, row in zip(proses, batch, strict=True):
