@@ -200,7 +200,7 @@ def test_benchmark_rates_meet_the_goal() -> None:
 
 def test_shipped_ngram_model_fits_the_code_and_its_calibration() -> None:
     model = ngram_model()
-    assert model.weights.shape == (len(SUPPORTED_LANGUAGES), 2**HASH_BITS)
+    assert model.weights.shape == (2**HASH_BITS, len(SUPPORTED_LANGUAGES))
     assert abs(model.min_probability - DEFAULT_MIN_PROBABILITY) < 1e-4
     assert NGRAM_MODEL_FILE.stat().st_size < 5_000_000
     # Hashing is deterministic (no salted hash()): the same buckets in every process.

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from monGARS.mlops.datasets.langid import DEFAULT_MIN_PROBABILITY, REJECTED, UNDECIDED, judge
+from monGARS.mlops.datasets.langid import DEFAULT_MIN_PROBABILITY, REJECTED, UNDECIDED, judge_all
 from monGARS.mlops.datasets.normalize import normalize_text
 from monGARS.mlops.datasets.pii import find_pii, redact
 from monGARS.mlops.datasets.records import RecordError, check_record, content_text, map_texts
@@ -70,8 +70,8 @@ def _scrub(
     return map_texts(kind, record, transform), redacted
 
 
-def clean_record(kind: str, record: dict[str, Any], rules: CleaningRules) -> Cleaned:
-    """Normalise and filter one candidate record (already in the ``kind`` schema's shape)."""
+def _filter_record(kind: str, record: dict[str, Any], rules: CleaningRules) -> Cleaned:
+    """Every filter but language: normalise, schema, length, spam, then PII redaction."""
     try:
         record = map_texts(kind, record, normalize_text)
         check_record(kind, record)
@@ -83,14 +83,35 @@ def clean_record(kind: str, record: dict[str, Any], rules: CleaningRules) -> Cle
         if reason := spam_reason(text):
             raise RecordError(reason)
         record, redacted = _scrub(kind, record, rules)
-        notes: Counter[str] = Counter()
-        verdict = judge(content_text(kind, record), rules.languages, rules.language_min_probability)
-        if verdict == REJECTED:
-            raise RecordError("language")
-        if verdict == UNDECIDED:
-            if rules.language_undecided == "drop":
-                raise RecordError("language_undecided")
-            notes["language_undecided"] += 1
     except RecordError as error:
         return Cleaned(None, error.reason, Counter())
-    return Cleaned(record, None, redacted, notes)
+    return Cleaned(record, None, redacted)
+
+
+def clean_batch(kind: str, records: list[dict[str, Any]], rules: CleaningRules) -> list[Cleaned]:
+    """Normalise and filter candidate records (already in the ``kind`` schema's shape).
+
+    The language models score the batch's survivors together (much cheaper than one by one,
+    same verdicts); each record's outcome is what ``clean_record`` gives it alone.
+    """
+    outcomes = [_filter_record(kind, record, rules) for record in records]
+    survivors = [outcome for outcome in outcomes if outcome.record is not None]
+    verdicts = judge_all(
+        [content_text(kind, outcome.record) for outcome in survivors],  # type: ignore[arg-type]
+        rules.languages,
+        rules.language_min_probability,
+    )
+    for outcome, verdict in zip(survivors, verdicts, strict=True):
+        if verdict == REJECTED:
+            outcome.record, outcome.reason, outcome.redacted = None, "language", Counter()
+        elif verdict == UNDECIDED and rules.language_undecided == "drop":
+            outcome.record, outcome.reason = None, "language_undecided"
+            outcome.redacted = Counter()
+        elif verdict == UNDECIDED:
+            outcome.notes["language_undecided"] += 1
+    return outcomes
+
+
+def clean_record(kind: str, record: dict[str, Any], rules: CleaningRules) -> Cleaned:
+    """Normalise and filter one candidate record (already in the ``kind`` schema's shape)."""
+    return clean_batch(kind, [record], rules)[0]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from monGARS.mlops.datasets.minhash import LshBands, LshIndex, MinHasher
-from monGARS.mlops.datasets.normalize import dedup_key
+from monGARS.mlops.datasets.normalize import dedup_words
 
 
 @dataclass
@@ -46,13 +46,14 @@ class DedupKeyer:
         self.banding = LshBands(near_threshold, num_perm, seed)
 
     def keys(self, texts: Sequence[str]) -> DedupKeys:
-        normalised = [dedup_key(text) for text in texts]
+        tokens = [dedup_words(text) for text in texts]
         digests = [
-            hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest() for key in normalised
+            hashlib.blake2b(" ".join(words).encode("utf-8"), digest_size=16).digest()
+            for words in tokens
         ]
         if not self.near:
             return DedupKeys(digests, None, None)
-        signatures = self.hasher.signatures([key.split() for key in normalised])
+        signatures = self.hasher.signatures(tokens)
         return DedupKeys(digests, self.banding.tags(signatures), self.banding.short(signatures))
 
 

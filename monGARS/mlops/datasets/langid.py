@@ -23,13 +23,17 @@ paragraph. Deterministic: fixed weights, no salted hashing. Measured figures: do
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.sparse import csr_matrix
+
+RAW_FLOOR = float(np.finfo(np.float32).min)  # py3langid's score for a featureless text
 
 SUPPORTED_LANGUAGES = ("de", "en", "es", "fr", "it", "nl", "pt")
 DEFAULT_MIN_PROBABILITY = 0.00916  # calibrated on the dev split by bench/train_langid_model.py
@@ -87,6 +91,10 @@ _CODE_LINE = re.compile(
     r"|var)\b.*[:)]\s*|.*[^\s;{}][;{}]\s*)$",
     re.MULTILINE,
 )
+_CODE_KEYWORDS = (
+    *("def", "class", "import", "from", "return", "if", "elif", "for", "while", "function"),
+    *("const", "let", "var"),
+)
 
 
 def _prose_pieces(chunk: str) -> list[str]:
@@ -105,16 +113,45 @@ def _prose_pieces(chunk: str) -> list[str]:
     return words
 
 
+def _chunk_prose(chunk: str) -> tuple[str, ...]:
+    """The prose pieces of one whitespace-separated chunk (the chunk itself for a plain word)."""
+    # Fast path: a plain lower-case or capitalised word (edge punctuation aside) is prose.
+    core = chunk.strip(_EDGE_PUNCTUATION)
+    if core.isalpha() and (core.islower() or core.istitle()):
+        return (chunk,)
+    return tuple(_prose_pieces(chunk))
+
+
+class _ChunkMemo(dict[str, tuple[str, ...]]):
+    """``_chunk_prose`` remembered per chunk: words recur, and a hit is one dict lookup.
+
+    Bounded: past ``LIMIT`` chunks, new ones are computed without being stored.
+    """
+
+    LIMIT = 200_000
+
+    def __missing__(self, chunk: str) -> tuple[str, ...]:
+        pieces = _chunk_prose(chunk)
+        if len(self) < self.LIMIT:
+            self[chunk] = pieces
+        return pieces
+
+
+_CHUNKS = _ChunkMemo()
+
+
 def _strip_code(text: str) -> str:
-    words = []
-    for chunk in text.split():
-        # Fast path: a plain lower-case or capitalised word (edge punctuation aside) is prose.
-        core = chunk.strip(_EDGE_PUNCTUATION)
-        if core.isalpha() and (core.islower() or core.istitle()):
-            words.append(chunk)
-        else:
-            words.extend(_prose_pieces(chunk))
-    return " ".join(words)
+    return " ".join(chain.from_iterable(map(_CHUNKS.__getitem__, text.split())))
+
+
+def _may_hold_code_lines(text: str) -> bool:
+    """False only when ``_CODE_LINE`` cannot match: no ``;{}``, tab, double space or keyword line.
+
+    Most prose settles here, without the pattern's backtracking over every line.
+    """
+    if "  " in text or any(mark in text for mark in ";{}\t"):
+        return True
+    return any(line.lstrip().startswith(_CODE_KEYWORDS) for line in text.split("\n"))
 
 
 def prose_text(text: str) -> str:
@@ -123,10 +160,17 @@ def prose_text(text: str) -> str:
     camelCase/dotted/snake_case names, options, placeholders, `backticked` spans and acronyms
     are code or names, whatever the language of the sentence around them.
     """
-    text = _CODE_LINE.sub(" ", _BACKTICKS.sub(" ", text[:MAX_TEXT_CHARS]))
+    text = text[:MAX_TEXT_CHARS]
+    if "`" in text:
+        text = _BACKTICKS.sub(" ", text)
+    if _may_hold_code_lines(text):
+        text = _CODE_LINE.sub(" ", text)
     if "://" in text or "www." in text or "WWW." in text:
         text = _URLS.sub(" ", text)
-    text = _PLACEHOLDER.sub(" ", _TAGS.sub(" ", text))
+    if "<" in text:
+        text = _TAGS.sub(" ", text)
+    if "%" in text or "{" in text or "@" in text:
+        text = _PLACEHOLDER.sub(" ", text)
     unquoted = _strip_code(_QUOTED.sub(" ", text))
     if enough_prose(unquoted):
         return unquoted
@@ -150,20 +194,65 @@ _SHIFT = np.uint64(64 - HASH_BITS)
 _ORDER_SALT = [np.uint64((n * 0x632BE59BD9B4E019) % 2**64) for n in range(NGRAM_MAX + 1)]
 
 
+def _padded(prose: str) -> str:
+    """``prose`` case-folded, words joined by one space, a space on each side (n-gram input)."""
+    return " " + " ".join(prose.casefold().split()) + " "
+
+
 def ngram_buckets(prose: str) -> np.ndarray:
     """Hash buckets of the 1- to NGRAM_MAX-grams of ``prose`` (case-folded, space-padded words).
 
     Deterministic across processes and platforms (arithmetic on unsigned 64-bit code points, no
     salted ``hash()``), so the shipped weights index the same buckets everywhere.
     """
-    text = " " + " ".join(prose.casefold().split()) + " "
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    parts = []
+    buckets, _ = _batch_buckets([_padded(prose)])
+    return np.concatenate(buckets).astype(np.uint64)
+
+
+def _batch_buckets(padded: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per n-gram order: the buckets of every text's n-grams and the text each belongs to.
+
+    The texts are hashed as one array of code points; an n-gram that would run past the end of
+    its text into the next is left out, so each text gets exactly the buckets it gets alone.
+    """
+    lengths = np.fromiter(map(len, padded), dtype=np.int64, count=len(padded))
+    codes = np.frombuffer("".join(padded).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    owner = np.repeat(np.arange(len(padded)), lengths)
+    room = np.cumsum(lengths)[owner] - np.arange(len(codes))  # code points left in the text
+    buckets, owners = [], []
     hashed = np.zeros(len(codes), dtype=np.uint64)
-    for n in range(1, min(NGRAM_MAX, len(codes)) + 1):
+    for n in range(1, NGRAM_MAX + 1):
+        if len(codes) < n:
+            break
         hashed = hashed[: len(codes) - n + 1] * _PRIME + codes[n - 1 :]
-        parts.append(((hashed ^ _ORDER_SALT[n]) * _MIX) >> _SHIFT)
-    return np.concatenate(parts)
+        fits = room[: len(hashed)] >= n
+        buckets.append((((hashed ^ _ORDER_SALT[n]) * _MIX) >> _SHIFT)[fits].astype(np.intp))
+        owners.append(owner[: len(hashed)][fits])
+    return buckets, owners
+
+
+def _row_sums(
+    weights: np.ndarray, owners: np.ndarray, rows: np.ndarray, count: int, scale: np.ndarray | None
+) -> np.ndarray:
+    """``sum(scale[i] * weights[rows[i]])`` per owner (``owners`` ascending), in float64.
+
+    A sparse (owners x rows) matrix times the weights: one pass in C over the gathered rows,
+    with no (entries x languages) temporary.
+    """
+    sizes = np.bincount(owners, minlength=count)
+    pointers = np.concatenate(([0], np.cumsum(sizes)))
+    values = np.ones(len(rows)) if scale is None else scale.astype(np.float64)
+    matrix = csr_matrix((values, rows, pointers), shape=(count, len(weights)))
+    return np.asarray(matrix @ weights, dtype=np.float64)
+
+
+def _ngram_logits(proses: list[str]) -> np.ndarray:
+    """The n-gram model's log-likelihoods, one row per prose, one column per language."""
+    weights = ngram_model().weights
+    logits = np.zeros((len(proses), len(SUPPORTED_LANGUAGES)), dtype=np.float64)
+    for buckets, owners in zip(*_batch_buckets([_padded(p) for p in proses]), strict=True):
+        logits += _row_sums(weights, owners, buckets, len(proses), None)
+    return logits
 
 
 @lru_cache(maxsize=1)
@@ -177,10 +266,87 @@ def _model() -> Any:
 
 
 @dataclass(frozen=True)
+class _ByteModel:
+    """py3langid's model as arrays: its byte automaton and naive Bayes weights.
+
+    Walking the automaton over a text's UTF-8 bytes visits states; a state may emit one feature
+    (a byte n-gram). A text's score is ``log1p(count) @ feature weights + prior`` over the
+    features it emitted, as ``LanguageIdentifier.rank`` computes it.
+    """
+
+    next_state: np.ndarray  # (states * 256,) uint32, indexed by row_start[state] + byte
+    row_start: np.ndarray  # (states,)
+    feature: np.ndarray  # (states,) the feature a state emits, -1 for none
+    weights: np.ndarray  # (features, languages)
+    prior: np.ndarray  # (languages,) float32
+    features: int
+
+
+def _uint32_view(table: Any) -> np.ndarray:
+    """py3langid's transition table as uint32, shared rather than copied when it already is."""
+    if getattr(table, "itemsize", 0) == 4 and getattr(table, "typecode", "") in "IL":
+        return np.frombuffer(table, dtype=np.uint32)
+    return np.asarray(table, dtype=np.uint32)
+
+
+@lru_cache(maxsize=1)
+def _byte_model() -> _ByteModel:
+    model = _model()
+    if list(model.nb_classes) != list(SUPPORTED_LANGUAGES):
+        raise ValueError(f"py3langid's classes {model.nb_classes} are not {SUPPORTED_LANGUAGES}")
+    weights = np.asarray(model.nb_ptc, dtype=np.float64)
+    return _ByteModel(
+        next_state=_uint32_view(model.tk_nextmove),
+        row_start=np.asarray(model.tk_row, dtype=np.intp) << 8,
+        feature=np.asarray(model.tk_output, dtype=np.intp),
+        weights=weights,
+        prior=np.asarray(model.nb_pc, dtype=np.float32),
+        features=len(weights),
+    )
+
+
+def _utf8_for_py3langid(prose: str) -> bytes:
+    """The bytes py3langid scores: all-capital texts lowered, NFC, UTF-8."""
+    if prose.isupper():
+        prose = prose.lower()
+    return unicodedata.normalize("NFC", prose).encode("utf-8", "surrogatepass")
+
+
+def _byte_model_logits(proses: list[str]) -> np.ndarray:
+    """py3langid's raw log-likelihoods for each prose (rows) and language (columns).
+
+    The automaton runs over every text at once, one byte position a step. A text that emits no
+    feature scores ``RAW_FLOOR`` everywhere, as in py3langid.
+    """
+    model = _byte_model()
+    encoded = [_utf8_for_py3langid(p) for p in proses]
+    lengths = np.fromiter(map(len, encoded), dtype=np.intp, count=len(encoded))
+    count, width = len(encoded), int(lengths.max(initial=0))
+    data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    owner = np.repeat(np.arange(count), lengths)
+    column = np.arange(len(data)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    by_position = np.zeros((width, count), dtype=np.intp)
+    by_position[column, owner] = data
+    state = np.zeros(count, dtype=np.uint32)
+    emitted = np.empty((width, count), dtype=np.intp)
+    for position in range(width):
+        state = model.next_state[model.row_start[state] + by_position[position]]
+        emitted[position] = model.feature[state]
+    emitted[np.arange(width)[:, None] >= lengths[None, :]] = -1  # past each text's end
+    keys = (np.arange(count, dtype=np.intp) * model.features + emitted)[emitted >= 0]
+    keys, visits = np.unique(keys, return_counts=True)
+    owners, features = np.divmod(keys, model.features)
+    scale = np.log1p(visits.astype(np.float32))
+    logits = _row_sums(model.weights, owners, features, count, scale) + model.prior
+    logits[np.bincount(owners, minlength=count) == 0] = RAW_FLOOR
+    return logits
+
+
+@dataclass(frozen=True)
 class NgramModel:
     """The shipped naive Bayes weights and the temperature calibrated on the dev split."""
 
-    weights: np.ndarray  # (len(SUPPORTED_LANGUAGES), 2**HASH_BITS) log-probabilities
+    weights: np.ndarray  # (2**HASH_BITS, len(SUPPORTED_LANGUAGES)) log-probabilities
     temperature: float
     min_probability: float  # the dev split's calibrated threshold (DEFAULT_MIN_PROBABILITY)
 
@@ -199,8 +365,8 @@ def ngram_model() -> NgramModel:
                 "bench/train_langid_model.py"
             )
         return NgramModel(
-            # One row per language: gathering along a contiguous row is the fast way round.
-            weights=np.ascontiguousarray(data["weights"].T, dtype=np.float32),
+            # One row per bucket, float64: the sparse product gathers whole rows.
+            weights=np.ascontiguousarray(data["weights"], dtype=np.float64),
             temperature=float(data["temperature"]),
             min_probability=float(data["min_probability"]),
         )
@@ -220,25 +386,56 @@ class LanguageGuess:
     scores: dict[str, float]
 
 
+_UNDECIDED_GUESS = LanguageGuess(UNKNOWN, 0.0, 0.0, {})
+
+
+def probabilities(texts: list[str]) -> list[np.ndarray | None]:
+    """Each text's probability per supported language, or None when it has too little prose.
+
+    Both models' log-likelihoods are added (a product of the two models), then a softmax at the
+    calibrated temperature; a batch is scored at once, with the same result as one by one.
+    """
+    proses = [prose_text(text) for text in texts]
+    decided = [index for index, prose in enumerate(proses) if enough_prose(prose)]
+    out: list[np.ndarray | None] = [None] * len(texts)
+    if not decided:
+        return out
+    scored = [proses[index][:MAX_PROSE_CHARS] for index in decided]
+    logits = _ngram_logits(scored) + _byte_model_logits(scored).astype(np.float64)
+    logits /= ngram_model().temperature
+    logits = np.exp(logits - logits.max(axis=1, keepdims=True))
+    logits /= logits.sum(axis=1, keepdims=True)
+    for row, index in enumerate(decided):
+        out[index] = logits[row]
+    return out
+
+
 def identify(text: str) -> LanguageGuess:
     """Probability of each supported language for the prose of ``text``."""
-    prose = prose_text(text)
-    if not enough_prose(prose):
-        return LanguageGuess(UNKNOWN, 0.0, 0.0, {})
-    # rank() without normalisation gives py3langid's raw log-likelihoods; the n-gram model's
-    # are added (a product of the two models), then a softmax at the calibrated temperature.
-    prose = prose[:MAX_PROSE_CHARS]
-    model = ngram_model()
-    py3 = dict(_model().rank(prose))
-    logits = model.weights.take(ngram_buckets(prose), axis=1).sum(1, dtype=np.float64)
-    logits += np.array([py3[lang] for lang in SUPPORTED_LANGUAGES])
-    logits /= model.temperature
-    probabilities = np.exp(logits - logits.max())
-    probabilities /= probabilities.sum()
-    scores = {lang: float(p) for lang, p in zip(SUPPORTED_LANGUAGES, probabilities, strict=True)}
+    (probability,) = probabilities([text])
+    if probability is None:
+        return _UNDECIDED_GUESS
+    scores = {lang: float(p) for lang, p in zip(SUPPORTED_LANGUAGES, probability, strict=True)}
     ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))
     (best, best_score), (_, second_score) = ranked[0], ranked[1]
     return LanguageGuess(best, best_score, (best_score - second_score) / best_score, scores)
+
+
+def judge_all(
+    texts: list[str],
+    languages: tuple[str, ...] | list[str],
+    min_probability: float = DEFAULT_MIN_PROBABILITY,
+) -> list[str]:
+    """``judge`` for a batch of texts, scored together."""
+    columns = [SUPPORTED_LANGUAGES.index(lang) for lang in languages if lang in SUPPORTED_LANGUAGES]
+    verdicts = []
+    for probability in probabilities(texts):
+        if probability is None:
+            verdicts.append(UNDECIDED)
+        else:
+            share = float(probability[columns].sum())
+            verdicts.append(ACCEPTED if share >= min_probability else REJECTED)
+    return verdicts
 
 
 def judge(
@@ -251,11 +448,7 @@ def judge(
     Accepted when the languages in ``languages`` hold at least ``min_probability`` of the
     probability between them.
     """
-    guess = identify(text)
-    if guess.language == UNKNOWN:
-        return UNDECIDED
-    share = sum(guess.scores.get(lang, 0.0) for lang in languages)
-    return ACCEPTED if share >= min_probability else REJECTED
+    return judge_all([text], languages, min_probability)[0]
 
 
 def keeps_language(

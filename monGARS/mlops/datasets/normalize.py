@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 # Zero-width and bidi control characters, and the BOM: invisible, and they break dedup.
 _INVISIBLE = re.compile(
@@ -49,12 +50,22 @@ def normalize_text(text: str) -> str:
     return text.strip()
 
 
+def dedup_words(text: str) -> tuple[str, ...]:
+    """The word tokens exact and near dedup compare: ``words`` of the NFKC form of ``text``."""
+    if unicodedata.is_normalized("NFKC", text):
+        return words(text)  # the spam check usually tokenised this very text already
+    return tuple(_WORD_TOKEN.findall(unicodedata.normalize("NFKC", text).casefold()))
+
+
 def dedup_key(text: str) -> str:
     """The text as exact dedup sees it: case, Unicode forms, punctuation and spacing ignored."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    return " ".join(_WORD_TOKEN.findall(folded))
+    return " ".join(dedup_words(text))
 
 
-def words(text: str) -> list[str]:
-    """Lowercased word tokens (letters and digits), the unit of shingles and spam checks."""
-    return _WORD_TOKEN.findall(text.casefold())
+@lru_cache(maxsize=4096)
+def words(text: str) -> tuple[str, ...]:
+    """Lowercased word tokens (letters and digits), the unit of shingles and spam checks.
+
+    Remembered for the last few thousand texts: cleaning and dedup tokenise the same record.
+    """
+    return tuple(_WORD_TOKEN.findall(text.casefold()))

@@ -21,7 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from monGARS.mlops.datasets.cleaning import CleaningRules, clean_record
+from monGARS.mlops.datasets.cleaning import CleaningRules, clean_batch
 from monGARS.mlops.datasets.dedup import DedupKeyer, DedupKeys
 from monGARS.mlops.datasets.records import content_text
 from monGARS.mlops.datasets.split import dumps, split_score
@@ -75,8 +75,7 @@ class BatchCleaner:
     def run(self, kind: str, candidates: list[dict[str, Any]]) -> CleanedBatch:
         out = CleanedBatch()
         texts = []
-        for candidate in candidates:
-            cleaned = clean_record(kind, candidate, self.plan.rules)
+        for cleaned in clean_batch(kind, candidates, self.plan.rules):
             record = cleaned.record
             if record is None:
                 out.reasons.append(cleaned.reason or "invalid_fields")

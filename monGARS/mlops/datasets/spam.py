@@ -40,28 +40,84 @@ MIN_SPAM_PHRASES = 2  # one phrase alone can be innocent ("cliquez ici pour ouvr
 
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _CHAR_RUN = re.compile(rf"(\S)\1{{{MAX_CHAR_RUN - 1},}}")
+_CHAR_RUN_EVERY_FIFTH = re.compile(rf"(\S)\1{{{MAX_CHAR_RUN // 5 - 1}}}")
 # Symbols are counted against visible characters, so code indentation does not dilute them.
 _SYMBOL = re.compile(r"[^\w\s]", re.UNICODE)
 _NON_LETTERS = re.compile(r"[\W\d_]+")
 _ASCII_CAPITALS = bytes(range(ord("A"), ord("Z") + 1))
 _ASCII_LETTERS = _ASCII_CAPITALS + _ASCII_CAPITALS.lower()
+_ASCII_PUNCTUATION = bytes(  # ASCII characters that are neither word characters nor spaces
+    code
+    for code in range(128)
+    if not (chr(code).isalnum() or chr(code) == "_" or chr(code).isspace())
+)
 
 
-def _uppercase_heavy(compact: str) -> bool:
+def _has_char_run(text: str) -> bool:
+    """Whether ``text`` repeats one non-space character ``MAX_CHAR_RUN`` times in a row."""
+    # Exact shortcut: a run of 20 covers 4 consecutive multiples of 5, so every fifth character
+    # then holds the character 4 times in a row; that short scan rules out nearly all prose.
+    return bool(_CHAR_RUN_EVERY_FIFTH.search(text[::5])) and bool(_CHAR_RUN.search(text))
+
+
+class _AsciiCounts:
+    """Counts of ASCII classes in one text, from its UTF-8 bytes (C speed, no per-char loop).
+
+    ``non_ascii`` bounds the number of non-ASCII characters from above (each takes 2+ bytes).
+    """
+
+    def __init__(self, text: str) -> None:
+        encoded = text.encode("utf-8", "surrogatepass")
+        self.letters = len(encoded) - len(encoded.translate(None, _ASCII_LETTERS))
+        self.capitals = len(encoded) - len(encoded.translate(None, _ASCII_CAPITALS))
+        self.punctuation = len(encoded) - len(encoded.translate(None, _ASCII_PUNCTUATION))
+        self.non_ascii = len(encoded) - len(text)
+
+
+def _uppercase_heavy(compact: str, counts: _AsciiCounts) -> bool:
     """Over ``MAX_UPPERCASE_RATIO`` capitals among at least 40 letters (digits and _ excluded)."""
     # Exact shortcut for ordinary text: ASCII capitals plus every non-ASCII character bound the
     # capitals from above, ASCII letters bound the letters from below; most prose settles here
     # without looking at each character in Python.
-    encoded = compact.encode("utf-8", "surrogatepass")
-    ascii_letters = len(encoded) - len(encoded.translate(None, _ASCII_LETTERS))
-    ascii_capitals = len(encoded) - len(encoded.translate(None, _ASCII_CAPITALS))
-    non_ascii = len(encoded) - len(compact)  # >= the number of non-ASCII characters
-    if ascii_letters >= 40 and ascii_capitals + non_ascii <= MAX_UPPERCASE_RATIO * ascii_letters:
+    if (
+        counts.letters >= 40
+        and counts.capitals + counts.non_ascii <= MAX_UPPERCASE_RATIO * counts.letters
+    ):
         return False
     letters = _NON_LETTERS.sub("", compact)
     return len(letters) >= 40 and sum(map(str.isupper, letters)) > MAX_UPPERCASE_RATIO * len(
         letters
     )
+
+
+def _symbol_heavy(compact: str, counts: _AsciiCounts) -> bool:
+    """Symbols (neither word characters nor spaces) over ``MAX_SYMBOL_RATIO`` of visible ones."""
+    # Exact shortcut: symbols are at most the ASCII punctuation plus the non-ASCII characters,
+    # and visible characters at least the symbols plus the ASCII letters; when even that bound
+    # keeps the ratio clearly under the limit (one character of slack against rounding), stop.
+    most = counts.punctuation + counts.non_ascii
+    if (1 - MAX_SYMBOL_RATIO) * most < MAX_SYMBOL_RATIO * counts.letters - 1:
+        return False
+    visible = sum(map(len, compact.split()))  # str.split() and \s agree on what whitespace is
+    return bool(visible) and len(_SYMBOL.findall(compact)) > MAX_SYMBOL_RATIO * visible
+
+
+def _repetitive(tokens: tuple[str, ...]) -> bool:
+    """The most frequent word, or repeated word trigrams, over their limits (20+ words)."""
+    if len(tokens) < 20:
+        return False
+    distinct = len(set(tokens))
+    # Exact shortcuts: no word occurs more than (tokens - distinct + 1) times, and every word's
+    # first occurrence (but the last two words') starts a trigram no earlier one repeats.
+    if (len(tokens) - distinct + 1) / len(tokens) > MAX_TOP_WORD_SHARE and (
+        max(Counter(tokens).values()) / len(tokens) > MAX_TOP_WORD_SHARE
+    ):
+        return True
+    trigrams = len(tokens) - 2
+    if trigrams - (distinct - 2) <= MAX_REPEATED_TRIGRAM_SHARE * trigrams:
+        return False
+    repeated = trigrams - len(set(zip(tokens, tokens[1:], tokens[2:], strict=False)))
+    return repeated > MAX_REPEATED_TRIGRAM_SHARE * trigrams
 
 
 def spam_reason(text: str) -> str | None:
@@ -77,23 +133,16 @@ def spam_reason(text: str) -> str | None:
         or (len(urls) >= 3 and url_share > MAX_URL_CHAR_RATIO_MANY)
     ):
         return "spam_urls"
-    if _CHAR_RUN.search(text):
+    if _has_char_run(text) or _repetitive(words(text)):
         return "spam_repetition"
-    tokens = words(text)
-    if len(tokens) >= 20:
-        top_share = max(Counter(tokens).values()) / len(tokens)
-        trigrams = len(tokens) - 2
-        repeated = trigrams - len(set(zip(tokens, tokens[1:], tokens[2:], strict=False)))
-        if top_share > MAX_TOP_WORD_SHARE or repeated > MAX_REPEATED_TRIGRAM_SHARE * trigrams:
-            return "spam_repetition"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) >= 4 and (len(lines) - len(set(lines))) > MAX_DUPLICATE_LINE_SHARE * len(lines):
         return "spam_repetition"
     compact = _URL.sub("", text) if urls else text
-    visible = sum(map(len, compact.split()))  # str.split() and \s agree on what whitespace is
-    if visible and len(_SYMBOL.findall(compact)) > MAX_SYMBOL_RATIO * visible:
+    counts = _AsciiCounts(compact)
+    if _symbol_heavy(compact, counts):
         return "spam_symbols"
-    if _uppercase_heavy(compact):
+    if _uppercase_heavy(compact, counts):
         return "spam_uppercase"
     if sum(phrase in lowered for phrase in SPAM_PHRASES) >= MIN_SPAM_PHRASES:
         return "spam_keywords"
