@@ -38,7 +38,7 @@ def _scored_proses(texts: list[str]) -> list[str]:
 def test_batched_byte_model_scores_are_py3langids_own() -> None:
     proses = [*_scored_proses(_bench_texts(300)), "ÉCRIT TOUT EN CAPITALES, PAR EXEMPLE."]
     batch = langid._byte_model_logits(proses)
-    model = langid._model()
+    model = langid.py3langid_identifier()
     for prose, row in zip(proses, batch, strict=True):
         expected = dict(model.rank(prose))
         reference = [expected[lang] for lang in langid.SUPPORTED_LANGUAGES]

@@ -26,12 +26,11 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import chain, islice
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.sparse import csr_matrix
 
 RAW_FLOOR = float(np.finfo(np.float32).min)  # py3langid's score for a featureless text
 
@@ -113,35 +112,16 @@ def _prose_pieces(chunk: str) -> list[str]:
     return words
 
 
-def _chunk_prose(chunk: str) -> tuple[str, ...]:
-    """The prose pieces of one whitespace-separated chunk (the chunk itself for a plain word)."""
-    # Fast path: a plain lower-case or capitalised word (edge punctuation aside) is prose.
-    core = chunk.strip(_EDGE_PUNCTUATION)
-    if core.isalpha() and (core.islower() or core.istitle()):
-        return (chunk,)
-    return tuple(_prose_pieces(chunk))
-
-
-class _ChunkMemo(dict[str, tuple[str, ...]]):
-    """``_chunk_prose`` remembered per chunk: words recur, and a hit is one dict lookup.
-
-    Bounded: past ``LIMIT`` chunks, new ones are computed without being stored.
-    """
-
-    LIMIT = 200_000
-
-    def __missing__(self, chunk: str) -> tuple[str, ...]:
-        pieces = _chunk_prose(chunk)
-        if len(self) < self.LIMIT:
-            self[chunk] = pieces
-        return pieces
-
-
-_CHUNKS = _ChunkMemo()
-
-
 def _strip_code(text: str) -> str:
-    return " ".join(chain.from_iterable(map(_CHUNKS.__getitem__, text.split())))
+    words = []
+    for chunk in text.split():
+        # Fast path: a plain lower-case or capitalised word (edge punctuation aside) is prose.
+        core = chunk.strip(_EDGE_PUNCTUATION)
+        if core.isalpha() and (core.islower() or core.istitle()):
+            words.append(chunk)
+        else:
+            words.extend(_prose_pieces(chunk))
+    return " ".join(words)
 
 
 def _may_hold_code_lines(text: str) -> bool:
@@ -239,6 +219,8 @@ def _row_sums(
     A sparse (owners x rows) matrix times the weights: one pass in C over the gathered rows,
     with no (entries x languages) temporary.
     """
+    from scipy.sparse import csr_matrix  # here: a writer process that never scores skips it
+
     sizes = np.bincount(owners, minlength=count)
     pointers = np.concatenate(([0], np.cumsum(sizes)))
     values = np.ones(len(rows)) if scale is None else scale.astype(np.float64)
@@ -255,9 +237,8 @@ def _ngram_logits(proses: list[str]) -> np.ndarray:
     return logits
 
 
-@lru_cache(maxsize=1)
-def _model() -> Any:
-    """py3langid's shipped model, restricted to the supported languages (loaded once a process)."""
+def py3langid_identifier() -> Any:
+    """py3langid's shipped model, restricted to the supported languages."""
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
     model = LanguageIdentifier.from_model_file(MODEL_FILE)
@@ -291,7 +272,8 @@ def _uint32_view(table: Any) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _byte_model() -> _ByteModel:
-    model = _model()
+    """py3langid's model as arrays (loaded once a process; the identifier itself is dropped)."""
+    model = py3langid_identifier()
     if list(model.nb_classes) != list(SUPPORTED_LANGUAGES):
         raise ValueError(f"py3langid's classes {model.nb_classes} are not {SUPPORTED_LANGUAGES}")
     weights = np.asarray(model.nb_ptc, dtype=np.float64)

@@ -62,10 +62,10 @@ def dedup_key(text: str) -> str:
     return " ".join(dedup_words(text))
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)  # two batches of texts
 def words(text: str) -> tuple[str, ...]:
     """Lowercased word tokens (letters and digits), the unit of shingles and spam checks.
 
-    Remembered for the last few thousand texts: cleaning and dedup tokenise the same record.
+    Remembered for the last 1,024 texts: cleaning and dedup tokenise the same record.
     """
     return tuple(_WORD_TOKEN.findall(text.casefold()))
