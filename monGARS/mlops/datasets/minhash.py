@@ -156,7 +156,7 @@ class LshIndex:
     """Banded LSH over MinHash signatures with candidate confirmation; keeps the first seen.
 
     Memory is a few flat numpy arrays, so millions of records fit: one open-addressing table
-    (linear probing, load <= 1/2) from bucket tag to the newest entry in that bucket, a chain
+    (linear probing, load <= 0.7) from bucket tag to the newest entry in that bucket, a chain
     array linking each (record, band) entry to the previous one in its bucket, and the stored
     16-bit signatures (``bands * rows * 2`` bytes per record). About 0.6 KB per indexed record
     with the default 12 bands x 10 rows.
@@ -221,7 +221,9 @@ class LshIndex:
         self._occupied += len(tags)
 
     def _grow(self, extra: int) -> None:
-        while 2 * (self._occupied + extra) > (1 << self._bits):
+        # The table doubles past a load of 0.7 (rehashing needs the old and the new table at
+        # once, so a lower bound costs twice the memory at the moment it matters most).
+        while 10 * (self._occupied + extra) > 7 * (1 << self._bits):
             live = np.flatnonzero(self._tags)
             tags, heads = self._tags[live], self._heads[live]
             self._bits += 1
@@ -229,15 +231,13 @@ class LshIndex:
             self._heads = np.zeros(1 << self._bits, dtype=np.int32)
             self._occupied = 0
             self._claim(tags, heads)
-        needed = self.size + extra
+        needed = self.size + extra // self.bands
         if needed > len(self._stored):
-            capacity = max(needed, 2 * len(self._stored))
-            stored = np.empty((capacity, self._stored.shape[1]), dtype=np.uint16)
-            stored[: self.size] = self._stored[: self.size]
-            self._stored = stored
-            chains = np.empty(capacity * self.bands, dtype=np.int32)
-            chains[: self.size * self.bands] = self._next[: self.size * self.bands]
-            self._next = chains
+            # Grown in place (realloc: large blocks are remapped, not copied) by a quarter, so
+            # the stored rows never exist twice and at most a quarter of them is spare.
+            capacity = max(needed, len(self._stored) + len(self._stored) // 4)
+            self._stored.resize((capacity, self._stored.shape[1]), refcheck=False)
+            self._next.resize(capacity * self.bands, refcheck=False)
 
     # -- queries and inserts ------------------------------------------------------------------
 
