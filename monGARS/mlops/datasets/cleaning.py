@@ -70,6 +70,14 @@ def _scrub(
     return map_texts(kind, record, transform), redacted
 
 
+# The drop reason of a language verdict under the ``language_undecided`` rule (none: kept).
+_LANGUAGE_REASONS = {
+    (REJECTED, "keep"): "language",
+    (REJECTED, "drop"): "language",
+    (UNDECIDED, "drop"): "language_undecided",
+}
+
+
 def _filter_record(kind: str, record: dict[str, Any], rules: CleaningRules) -> Cleaned:
     """Every filter but language: normalise, schema, length, spam, then PII redaction."""
     try:
@@ -102,11 +110,9 @@ def clean_batch(kind: str, records: list[dict[str, Any]], rules: CleaningRules) 
         rules.language_min_probability,
     )
     for outcome, verdict in zip(survivors, verdicts, strict=True):
-        if verdict == REJECTED:
-            outcome.record, outcome.reason, outcome.redacted = None, "language", Counter()
-        elif verdict == UNDECIDED and rules.language_undecided == "drop":
-            outcome.record, outcome.reason = None, "language_undecided"
-            outcome.redacted = Counter()
+        reason = _LANGUAGE_REASONS.get((verdict, rules.language_undecided))
+        if reason:
+            outcome.record, outcome.reason, outcome.redacted = None, reason, Counter()
         elif verdict == UNDECIDED:
             outcome.notes["language_undecided"] += 1
     return outcomes

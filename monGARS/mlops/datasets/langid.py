@@ -260,7 +260,6 @@ class _ByteModel:
     feature: np.ndarray  # (states,) the feature a state emits, -1 for none
     weights: np.ndarray  # (features, languages)
     prior: np.ndarray  # (languages,) float32
-    features: int
 
 
 def _uint32_view(table: Any) -> np.ndarray:
@@ -283,7 +282,6 @@ def _byte_model() -> _ByteModel:
         feature=np.asarray(model.tk_output, dtype=np.intp),
         weights=weights,
         prior=np.asarray(model.nb_pc, dtype=np.float32),
-        features=len(weights),
     )
 
 
@@ -315,11 +313,12 @@ def _byte_model_logits(proses: list[str]) -> np.ndarray:
         state = model.next_state[model.row_start[state] + by_position[position]]
         emitted[position] = model.feature[state]
     emitted[np.arange(width)[:, None] >= lengths[None, :]] = -1  # past each text's end
-    keys = (np.arange(count, dtype=np.intp) * model.features + emitted)[emitted >= 0]
+    features = len(model.weights)
+    keys = (np.arange(count, dtype=np.intp) * features + emitted)[emitted >= 0]
     keys, visits = np.unique(keys, return_counts=True)
-    owners, features = np.divmod(keys, model.features)
+    owners, emitted_features = np.divmod(keys, features)
     scale = np.log1p(visits.astype(np.float32))
-    logits = _row_sums(model.weights, owners, features, count, scale) + model.prior
+    logits = _row_sums(model.weights, owners, emitted_features, count, scale) + model.prior
     logits[np.bincount(owners, minlength=count) == 0] = RAW_FLOOR
     return logits
 

@@ -7,11 +7,9 @@ one ``error:`` line and exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from monGARS.mlops.configs import config_values_from_cli
-from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.training.common.cli import add_config_options, run_training_cli
 from monGARS.mlops.training.raft.config import load_raft_config
 from monGARS.mlops.training.raft.train import train_raft
 
@@ -25,12 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", required=True, help="datasets artifact folder")
     parser.add_argument("--module", required=True)
     parser.add_argument("--out", required=True, help="output folder (written atomically)")
-    parser.add_argument("--config", help="YAML/JSON file of RaftConfig fields")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_config_options(parser, "RaftConfig")
     args = parser.parse_args(argv)
-    try:
-        values = config_values_from_cli(args.config, args.set)
-        metadata = train_raft(
+    return run_training_cli(
+        args,
+        lambda values: train_raft(
             load_raft_config(values),
             args.base_model,
             args.sft,
@@ -38,12 +35,8 @@ def main(argv: list[str] | None = None) -> int:
             args.datasets,
             args.module,
             args.out,
-        )
-    except MongarsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(metadata, sort_keys=True))
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":

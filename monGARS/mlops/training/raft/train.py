@@ -30,11 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from monGARS.mlops.atomic import atomic_dir, write_json, write_jsonl
-from monGARS.mlops.base_model import check_model_folder
 from monGARS.mlops.configs import config_to_dict
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.modeling import ADAPTER_SUBDIR, load_tokenizer
-from monGARS.mlops.names import check_safe_name
 from monGARS.mlops.training.common.backends import (
     Environment,
     LoraSettings,
@@ -56,6 +54,7 @@ from monGARS.mlops.training.common.checkpoints import (
     hash_tree,
     run_key,
 )
+from monGARS.mlops.training.common.inputs import check_training_inputs
 from monGARS.mlops.training.common.runtime import (
     package_versions,
     peak_memory_mb,
@@ -140,14 +139,9 @@ def train_raft(
     """
     if not isinstance(config, RaftConfig):
         config = load_raft_config(config)
-    check_safe_name("module", module)
     base, sft, datasets = Path(base_model_dir), Path(sft_dir), Path(datasets_dir)
-    if not base.exists():
-        raise MongarsError(f"base_model: {base} does not exist; give the fetched model folder")
-    model_config = check_model_folder(base, "base_model")
+    model_config = check_training_inputs(base, datasets, module)
     adapter_dir, shape = read_adapter_shape(sft, module)
-    if not (datasets / "modules").is_dir():
-        raise MongarsError(f"datasets: {datasets} has no modules/ folder; run build_datasets first")
     if encoder_dir is not None and not Path(encoder_dir).exists():
         raise MongarsError(f"encoder_dir: {encoder_dir} does not exist; pass the llm2vec output")
     sft_config = config.to_sft_config(shape["r"], shape["lora_alpha"], shape["target_modules"])

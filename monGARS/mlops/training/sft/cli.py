@@ -7,11 +7,9 @@ one ``error:`` line and exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from monGARS.mlops.configs import config_values_from_cli
-from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.training.common.cli import add_config_options, run_training_cli
 from monGARS.mlops.training.sft.config import load_sft_config
 from monGARS.mlops.training.sft.train import train_sft
 
@@ -23,25 +21,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", required=True, help="datasets artifact folder")
     parser.add_argument("--module", required=True)
     parser.add_argument("--out", required=True, help="output folder (written atomically)")
-    parser.add_argument("--config", help="YAML/JSON file of SFTConfig fields")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_config_options(parser, "SFTConfig")
     parser.add_argument("--base-model-name", default=None)
     args = parser.parse_args(argv)
-    try:
-        values = config_values_from_cli(args.config, args.set)
-        metadata = train_sft(
+    return run_training_cli(
+        args,
+        lambda values: train_sft(
             load_sft_config(values),
             args.base_model,
             args.datasets,
             args.module,
             args.out,
             base_model_name=args.base_model_name,
-        )
-    except MongarsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(metadata, sort_keys=True))
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":

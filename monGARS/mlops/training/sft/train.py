@@ -25,11 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from monGARS.mlops.atomic import atomic_dir, sha256_file, write_json
-from monGARS.mlops.base_model import check_model_folder
 from monGARS.mlops.configs import config_to_dict
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.modeling import ADAPTER_SUBDIR, load_tokenizer
-from monGARS.mlops.names import check_safe_name
 from monGARS.mlops.training.common.backends import (
     Environment,
     LoraSettings,
@@ -58,6 +56,7 @@ from monGARS.mlops.training.common.checkpoints import (
     hash_tree,
     run_key,
 )
+from monGARS.mlops.training.common.inputs import check_training_inputs
 from monGARS.mlops.training.common.runtime import package_versions, peak_memory_mb
 from monGARS.mlops.training.sft.config import SFTConfig, load_sft_config
 
@@ -150,12 +149,7 @@ def _prepare(
     config: SFTConfig, base: Path, datasets: Path, module: str, env: Environment | None
 ) -> _Prepared:
     """Every check that can refuse the input, in the order docs/sft.md lists them."""
-    check_safe_name("module", module)
-    if not base.exists():
-        raise MongarsError(f"base_model: {base} does not exist; give the fetched model folder")
-    model_config = check_model_folder(base, "base_model")
-    if not (datasets / "modules").is_dir():
-        raise MongarsError(f"datasets: {datasets} has no modules/ folder; run build_datasets first")
+    model_config = check_training_inputs(base, datasets, module)
     # Probed before transformers is imported, so Unsloth can patch it.
     env = env or detect_environment(probe_unsloth=config.backend != "hf")
     backend = select_backend(config.backend, env)
