@@ -112,15 +112,31 @@ def _prose_pieces(chunk: str) -> list[str]:
     return words
 
 
-def _strip_code(text: str) -> str:
-    words = []
-    for chunk in text.split():
-        # Fast path: a plain lower-case or capitalised word (edge punctuation aside) is prose.
-        core = chunk.strip(_EDGE_PUNCTUATION)
-        if core.isalpha() and (core.islower() or core.istitle()):
-            words.append(chunk)
-        else:
-            words.extend(_prose_pieces(chunk))
+_CHUNKS_PER_STEP = 24  # words of text between two checks of a ``_strip_code`` limit
+
+
+def _strip_code(text: str, limit: int | None = None) -> str:
+    """The prose words of ``text``, joined by single spaces.
+
+    With a ``limit``, it may stop early: the result is then a prefix of the whole one, at least
+    ``limit`` characters long and with ``enough_prose`` (so both questions scoring asks of it,
+    its first ``limit`` characters and whether it holds enough prose, get the whole one's answer).
+    """
+    chunks = text.split()
+    words: list[str] = []
+    for step in range(0, len(chunks), _CHUNKS_PER_STEP):
+        for chunk in chunks[step : step + _CHUNKS_PER_STEP]:
+            # Fast path: a plain lower-case or capitalised word (edge punctuation aside) is prose.
+            core = chunk.strip(_EDGE_PUNCTUATION)
+            if core.isalpha() and (core.islower() or core.istitle()):
+                words.append(chunk)
+            else:
+                words.extend(_prose_pieces(chunk))
+        if limit is not None and sum(map(len, words)) + len(words) - 1 >= limit:
+            prefix = " ".join(words)
+            if enough_prose(prefix):
+                return prefix
+            limit = None  # letters are missing: the whole text decides
     return " ".join(words)
 
 
@@ -134,11 +150,12 @@ def _may_hold_code_lines(text: str) -> bool:
     return any(line.lstrip().startswith(_CODE_KEYWORDS) for line in text.split("\n"))
 
 
-def prose_text(text: str) -> str:
+def prose_text(text: str, limit: int | None = None) -> str:
     """The words of ``text`` that are prose: code, numbers, URLs (and quotes, if prose remains) out.
 
     camelCase/dotted/snake_case names, options, placeholders, `backticked` spans and acronyms
-    are code or names, whatever the language of the sentence around them.
+    are code or names, whatever the language of the sentence around them. With a ``limit``, the
+    result may be cut after ``limit`` characters, where scoring stops reading (``_strip_code``).
     """
     text = text[:MAX_TEXT_CHARS]
     if "`" in text:
@@ -151,10 +168,10 @@ def prose_text(text: str) -> str:
         text = _TAGS.sub(" ", text)
     if "%" in text or "{" in text or "@" in text:
         text = _PLACEHOLDER.sub(" ", text)
-    unquoted = _strip_code(_QUOTED.sub(" ", text))
+    unquoted = _strip_code(_QUOTED.sub(" ", text), limit)
     if enough_prose(unquoted):
         return unquoted
-    return _strip_code(text)
+    return _strip_code(text, limit)
 
 
 def enough_prose(text: str) -> bool:
@@ -376,7 +393,7 @@ def probabilities(texts: list[str]) -> list[np.ndarray | None]:
     Both models' log-likelihoods are added (a product of the two models), then a softmax at the
     calibrated temperature; a batch is scored at once, with the same result as one by one.
     """
-    proses = [prose_text(text) for text in texts]
+    proses = [prose_text(text, MAX_PROSE_CHARS) for text in texts]
     decided = [index for index, prose in enumerate(proses) if enough_prose(prose)]
     out: list[np.ndarray | None] = [None] * len(texts)
     if not decided:

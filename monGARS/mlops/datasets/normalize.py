@@ -24,6 +24,11 @@ _INNER_SPACES = re.compile(r"(?<=\S)[ \t]{2,}(?=\S)")
 _TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _WORD_TOKEN = re.compile(r"\w+", re.UNICODE)
+# UTF-8 bytes -> the same bytes, but every ASCII byte that is not a word character -> a space.
+_ASCII_NON_WORD_TO_SPACE = bytes(
+    code if code >= 0x80 or chr(code).isalnum() or code == ord("_") else ord(" ")
+    for code in range(256)
+)
 
 
 def normalize_text(text: str) -> str:
@@ -54,7 +59,7 @@ def dedup_words(text: str) -> tuple[str, ...]:
     """The word tokens exact and near dedup compare: ``words`` of the NFKC form of ``text``."""
     if unicodedata.is_normalized("NFKC", text):
         return words(text)  # the spam check usually tokenised this very text already
-    return tuple(_WORD_TOKEN.findall(unicodedata.normalize("NFKC", text).casefold()))
+    return word_tokens(unicodedata.normalize("NFKC", text).casefold())
 
 
 def dedup_key(text: str) -> str:
@@ -68,4 +73,25 @@ def words(text: str) -> tuple[str, ...]:
 
     Remembered for the last 1,024 texts: cleaning and dedup tokenise the same record.
     """
-    return tuple(_WORD_TOKEN.findall(text.casefold()))
+    return word_tokens(text.casefold())
+
+
+def word_tokens(text: str) -> tuple[str, ...]:
+    """``re.findall(r"\\w+", text)``, about twice as fast on prose.
+
+    ASCII separators become spaces in one C pass over the UTF-8 bytes and a split cuts there;
+    the pieces are the tokens when they are all word characters (``str.isalnum`` is ``\\w``
+    without ``_``), which is the rule for French prose. Pieces holding another separator (``«``,
+    ``’``, an em dash) or an underscore are tokenised by the pattern itself.
+    """
+    encoded = text.encode("utf-8", "surrogatepass").translate(_ASCII_NON_WORD_TO_SPACE)
+    pieces = encoded.decode("utf-8", "surrogatepass").split()
+    if "".join(pieces).isalnum():
+        return tuple(pieces)
+    tokens: list[str] = []
+    for piece in pieces:
+        if piece.isalnum():
+            tokens.append(piece)
+        else:
+            tokens.extend(_WORD_TOKEN.findall(piece))
+    return tuple(tokens)
