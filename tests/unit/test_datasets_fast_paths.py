@@ -19,7 +19,7 @@ import numpy as np
 
 from monGARS.mlops.datasets import langid, spam
 from monGARS.mlops.datasets.cleaning import CleaningRules, clean_batch, clean_record
-from monGARS.mlops.datasets.normalize import dedup_key, dedup_words, words
+from monGARS.mlops.datasets.normalize import dedup_key, dedup_words, word_tokens, words
 
 BENCH = Path(__file__).resolve().parents[1] / "fixtures" / "langid" / "bench.jsonl"
 
@@ -133,3 +133,38 @@ def test_dedup_tokens_are_those_of_the_nfkc_form() -> None:
         folded = unicodedata.normalize("NFKC", text).casefold()
         assert dedup_words(text) == tuple(re.findall(r"\w+", folded))
         assert dedup_key(text) == " ".join(re.findall(r"\w+", folded))
+
+
+# ---- word tokens and prose extraction ---------------------------------------------------------
+
+
+def test_word_tokens_are_exactly_findalls() -> None:
+    # Every code point, alone between separators: the split path and \w agree on each one.
+    every = " ".join(chr(code) for code in range(0x110000))
+    assert word_tokens(every) == tuple(re.findall(r"\w+", every))
+    pieces = [*_ALPHABET, "’", "'", "œ", "ǅ", "٣", "漢字", "e\u0301", "\ud800", "\x1f", "\x85"]
+    rng = random.Random(5)
+    texts = ["", " ", "_", "déjà_vu", "l’été", "«oui»", "a\u2028b", *_bench_texts(200)]
+    texts += ["".join(rng.choices(pieces, k=rng.randint(1, 60))) for _ in range(3000)]
+    for text in texts:
+        assert word_tokens(text) == tuple(re.findall(r"\w+", text)), repr(text)
+
+
+def test_prose_cut_at_a_limit_answers_what_scoring_asks_as_the_whole_does() -> None:
+    limit = langid.MAX_PROSE_CHARS
+    bench = _bench_texts(300)
+    texts = [
+        *bench,
+        *("\n".join(bench[start : start + 20]) for start in range(0, 300, 10)),  # long ones
+        "« " * 400 + "mais voici enfin une phrase française",  # letters only after the limit
+        "mot " * 400,
+        "Appelle `f(x)` puis " * 60,
+    ]
+    cut_short = 0
+    for text in texts:
+        whole, cut = langid.prose_text(text), langid.prose_text(text, limit)
+        assert whole.startswith(cut), text
+        assert cut[:limit] == whole[:limit], text
+        assert langid.enough_prose(cut) == langid.enough_prose(whole), text
+        cut_short += len(cut) < len(whole)
+    assert cut_short > 20  # the limit did cut texts short
