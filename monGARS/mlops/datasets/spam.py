@@ -106,15 +106,13 @@ def _repetitive(tokens: tuple[str, ...]) -> bool:
     """The most frequent word, or repeated word trigrams, over their limits (20+ words)."""
     if len(tokens) < 20:
         return False
-    distinct = len(set(tokens))
-    # Exact shortcuts: no word occurs more than (tokens - distinct + 1) times, and every word's
-    # first occurrence (but the last two words') starts a trigram no earlier one repeats.
-    if (len(tokens) - distinct + 1) / len(tokens) > MAX_TOP_WORD_SHARE and (
-        max(Counter(tokens).values()) / len(tokens) > MAX_TOP_WORD_SHARE
-    ):
+    counts = Counter(tokens)  # one C pass gives the distinct words and the top count
+    if max(counts.values()) / len(tokens) > MAX_TOP_WORD_SHARE:
         return True
+    # Exact shortcut: every word's first occurrence (but the last two words') starts a trigram
+    # no earlier one repeats, so at most (trigrams - distinct + 2) trigrams are repeats.
     trigrams = len(tokens) - 2
-    if trigrams - (distinct - 2) <= MAX_REPEATED_TRIGRAM_SHARE * trigrams:
+    if trigrams - (len(counts) - 2) <= MAX_REPEATED_TRIGRAM_SHARE * trigrams:
         return False
     repeated = trigrams - len(set(zip(tokens, tokens[1:], tokens[2:], strict=False)))
     return repeated > MAX_REPEATED_TRIGRAM_SHARE * trigrams
