@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -561,3 +562,31 @@ def test_output_bytes_do_not_depend_on_the_worker_count(
         assert synthetic["dropped"].get(reason, 0) > 0, reason
     assert synthetic["redacted"].get("email", 0) > 0
     assert "workers" not in summary["config"]
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [(signal.SIGKILL, "out-of-memory killer: lower workers"), (signal.SIGTERM, "signal SIGTERM")],
+)
+def test_a_worker_that_dies_stops_the_build_saying_why(sent: int, expected: str) -> None:
+    from monGARS.mlops.datasets import parallel
+    from monGARS.mlops.datasets.cleaning import CleaningRules
+
+    plan = parallel.WorkPlan(
+        rules=CleaningRules(), seed=0, near=True, near_threshold=0.8, num_perm=128, shingle_size=3
+    )
+    runner = parallel.BatchRunner(plan, workers=2)
+    rows = synthetic_french_rows(32, 3)
+
+    def batches() -> Any:
+        for index in range(40):
+            if index == 4:  # the pool is running by now: one of its workers goes
+                os.kill(runner.worker_pids()[0], sent)
+            yield rows, index
+
+    try:
+        with pytest.raises(MongarsError, match=expected):
+            for _ in runner.map("instruction", batches()):
+                pass
+    finally:
+        runner.close()

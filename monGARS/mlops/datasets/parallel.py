@@ -14,6 +14,7 @@ reader, and nothing holds more than a batch of records.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -172,14 +173,30 @@ class BatchRunner:
                 try:
                     result = future.result()
                 except BrokenProcessPool as error:
-                    raise MongarsError(
-                        f"workers: a cleaning worker process died ({error}); it was probably "
-                        "killed for memory: lower workers or raise the task's memory limit"
-                    ) from error
+                    raise MongarsError(f"workers: {self._death_cause()}") from error
                 yield result, tag
         finally:
             for future, _ in pending:
                 future.cancel()
+
+    def _death_cause(self) -> str:
+        """Why the pool broke, from its processes' exit codes, as an actionable sentence."""
+        processes = list(self._pool._processes.values()) if self._pool is not None else []
+        codes = [process.exitcode for process in processes if process.exitcode is not None]
+        if -signal.SIGKILL in codes:
+            return (
+                "a cleaning worker process was killed (SIGKILL), most likely by the kernel's "
+                "out-of-memory killer: lower workers or raise the task's memory limit"
+            )
+        ended = ", ".join(
+            f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            for code in codes
+            if code != 0
+        )
+        return (
+            f"a cleaning worker process ended early ({ended or 'no exit code'}); its own error, "
+            "if it printed one, is in the log above"
+        )
 
     def worker_pids(self) -> list[int]:
         """Process ids of the running workers (none before a pool starts), for monitoring."""
