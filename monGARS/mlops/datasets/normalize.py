@@ -12,14 +12,17 @@ import unicodedata
 from functools import lru_cache
 
 # Zero-width and bidi control characters, and the BOM: invisible, and they break dedup.
-_INVISIBLE = re.compile(
-    "[\u200b\u200c\u200d\u200e\u200f\u2060\u2066-\u2069\u202a-\u202e\ufeff\u00ad]"
-)
+_INVISIBLE_CHARS = "\u200b\u200c\u200d\u200e\u200f\u2060\u2066-\u2069\u202a-\u202e\ufeff\u00ad"
 # C0/C1 controls except tab and newline.
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_ASCII_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_CHARS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
 # Non-breaking, narrow and other typographic spaces (French typography uses U+202F before ;:!?).
-_SPACES = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+_SPACE_CHARS = "\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+_INVISIBLE = re.compile(f"[{_INVISIBLE_CHARS}]")
+_CONTROL = re.compile(f"[{_CONTROL_CHARS}]")
+_SPACES = re.compile(f"[{_SPACE_CHARS}]")
+# Any of the three: one pass tells whether the three rewrites have anything to do.
+_REWRITTEN = re.compile(f"[{_INVISIBLE_CHARS}{_CONTROL_CHARS}{_SPACE_CHARS}]")
+_ASCII_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _INNER_SPACES = re.compile(r"(?<=\S)[ \t]{2,}(?=\S)")
 _TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
 _BLANK_RUNS = re.compile(r"\n{3,}")
@@ -41,9 +44,10 @@ def normalize_text(text: str) -> str:
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.isascii():
-        text = _INVISIBLE.sub("", text)
-        text = _CONTROL.sub("", text)
-        text = _SPACES.sub(" ", text)
+        if _REWRITTEN.search(text):
+            text = _INVISIBLE.sub("", text)
+            text = _CONTROL.sub("", text)
+            text = _SPACES.sub(" ", text)
     elif _ASCII_CONTROL.search(text):
         text = _CONTROL.sub("", text)
     if " \n" in text or "\t\n" in text or text.endswith((" ", "\t")):
