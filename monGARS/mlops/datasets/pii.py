@@ -120,7 +120,7 @@ _DIGIT = re.compile(r"\d")
 
 def _secret_spans(text: str, has_digit: bool) -> list[PiiMatch]:
     spans = []
-    if any(marker in text for marker in _KNOWN_SECRET_MARKERS):
+    if any(map(text.__contains__, _KNOWN_SECRET_MARKERS)):  # a C loop, no generator frames
         spans = [PiiMatch("secret", m.start(), m.end()) for m in _KNOWN_SECRET.finditer(text)]
     if not has_digit:  # the checks below all require a digit in the secret
         return spans
