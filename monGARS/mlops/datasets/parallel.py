@@ -115,6 +115,16 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+def _exit_status(code: int) -> str:
+    """``exit code 3`` or ``signal SIGTERM`` (a number when the signal has no name here)."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"signal {-code}"
+
+
 class BatchRunner:
     """Ordered map of ``BatchCleaner.run`` over batches, on ``workers`` processes.
 
@@ -188,11 +198,7 @@ class BatchRunner:
                 "a cleaning worker process was killed (SIGKILL), most likely by the kernel's "
                 "out-of-memory killer: lower workers or raise the task's memory limit"
             )
-        ended = ", ".join(
-            f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            for code in codes
-            if code != 0
-        )
+        ended = ", ".join(_exit_status(code) for code in codes if code != 0)
         return (
             f"a cleaning worker process ended early ({ended or 'no exit code'}); its own error, "
             "if it printed one, is in the log above"
