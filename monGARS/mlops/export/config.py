@@ -89,12 +89,13 @@ class ExportConfig:
     # Parity bounds. Logit bounds compare llama.cpp next-token logits with the merged HF model's
     # at every position of the sample texts; "rel" is max |diff| / max |HF logit|, "cosine" the
     # worst per-position cosine. Measured on the tiny random model, with and without a LoRA merged
-    # (docs/export.md): f16 rel <= 8.2e-4, cos >= 0.9999994; q8_0 rel <= 0.020, cos >= 0.9996;
+    # (docs/export.md): f16 rel <= 8.2e-4, cos >= 0.9999994; q8_0 rel <= 0.020, cos >= 0.99764
+    # (one position of a RAFT-trained tiny module, whose logits are nearly flat);
     # q6_k..q4_0 rel <= 0.235, cos >= 0.943; q3_k_m/q2_k rel <= 0.59, cos >= 0.71.
     # Each bound leaves >= 2.5x margin on rel and on (1 - cos).
     f16_min_cosine: float = 0.9999
     f16_max_rel_diff: float = 0.005
-    q8_min_cosine: float = 0.998
+    q8_min_cosine: float = 0.994
     q8_max_rel_diff: float = 0.08
     kquant_min_cosine: float = 0.85
     kquant_max_rel_diff: float = 0.6
