@@ -150,3 +150,19 @@ def test_a_rank_error_comes_back_as_one_line() -> None:
     with pytest.raises(MongarsError, match=r"^batch_size: the global batch .* 2 ranks") as caught:
         launch(entry, arguments, 2)
     assert "\n" not in str(caught.value)
+
+
+def test_several_ranks_pick_hf_unless_unsloth_is_asked_for() -> None:
+    from monGARS.mlops.training.common.backends import (
+        Environment,
+        probes_unsloth,
+        select_backend,
+    )
+
+    gpu = Environment(cuda=True, unsloth=True, bf16=True)
+    assert select_backend("auto", gpu, 1) == "unsloth"
+    assert select_backend("auto", gpu, 2) == "hf"
+    assert select_backend("unsloth", gpu, 8) == "unsloth"
+    # Unsloth patches transformers when imported: only a run that may use it imports it.
+    assert probes_unsloth("auto", 1) and probes_unsloth("unsloth", 4)
+    assert not probes_unsloth("auto", 2) and not probes_unsloth("hf", 1)

@@ -76,10 +76,20 @@ def detect_environment(probe_unsloth: bool = True) -> Environment:
     return Environment(cuda=True, unsloth=not error, unsloth_error=error, bf16=bf16)
 
 
-def select_backend(requested: str, env: Environment) -> str:
-    """Resolve ``auto`` and refuse ``unsloth`` where it cannot run."""
+def probes_unsloth(requested: str, ranks: int) -> bool:
+    """Whether the run may pick Unsloth, so ``detect_environment`` must import (probe) it."""
+    return requested == "unsloth" or (requested == "auto" and ranks == 1)
+
+
+def select_backend(requested: str, env: Environment, ranks: int = 1) -> str:
+    """Resolve ``auto`` and refuse ``unsloth`` where it cannot run.
+
+    With several data-parallel ranks ``auto`` is ``hf``: Unsloth documents DDP under torchrun,
+    but it is not verified on this project's image yet (docs/sft.md, "Several GPUs");
+    ``backend=unsloth`` opts in.
+    """
     if requested == "auto":
-        return "unsloth" if env.cuda and env.unsloth else "hf"
+        return "unsloth" if env.cuda and env.unsloth and ranks == 1 else "hf"
     if requested == "unsloth" and not (env.unsloth and (env.cuda or env.unsloth_cpu)):
         raise MongarsError(
             f"backend: unsloth cannot run here "

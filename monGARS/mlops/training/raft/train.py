@@ -38,6 +38,7 @@ from monGARS.mlops.training.common.backends import (
     detect_environment,
     load_for_training,
     plan_memory,
+    probes_unsloth,
     select_backend,
 )
 from monGARS.mlops.training.common.chat_data import (
@@ -175,8 +176,8 @@ def train_raft(
     if encoder_dir is not None and not Path(encoder_dir).exists():
         raise MongarsError(f"encoder_dir: {encoder_dir} does not exist; pass the llm2vec output")
     sft_config = config.to_sft_config(shape["r"], shape["lora_alpha"], shape["target_modules"])
-    env = env or detect_environment(probe_unsloth=config.backend != "hf")
-    backend = select_backend(config.backend, env)
+    env = env or detect_environment(probe_unsloth=probes_unsloth(config.backend, world.size))
+    backend = select_backend(config.backend, env, world.size)
     micro, accumulation = split_batch(
         config.batch_size, config.gradient_accumulation_steps, world.size
     )

@@ -36,6 +36,7 @@ from monGARS.mlops.training.common.backends import (
     linear_module_names,
     load_for_training,
     plan_memory,
+    probes_unsloth,
     select_backend,
 )
 from monGARS.mlops.training.common.chat_data import (
@@ -172,8 +173,8 @@ def _prepare(
     """Every check that can refuse the input, in the order docs/sft.md lists them."""
     model_config = check_training_inputs(base, datasets, module)
     # Probed before transformers is imported, so Unsloth can patch it.
-    env = env or detect_environment(probe_unsloth=config.backend != "hf")
-    backend = select_backend(config.backend, env)
+    env = env or detect_environment(probe_unsloth=probes_unsloth(config.backend, world.size))
+    backend = select_backend(config.backend, env, world.size)
     check_target_modules(
         config.target_modules, linear_module_names(base), str(model_config["model_type"])
     )
