@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ from monGARS.mlops.training.common.checkpoints import MARKER, CheckpointStore, c
 from monGARS.mlops.training.common.distributed import (
     World,
     current_world,
-    launch,
     main_writes,
     shard,
     split_batch,
@@ -122,34 +120,6 @@ def test_only_rank_zero_marks_a_checkpoint(tmp_path: Path) -> None:
     assert not (checkpoint / MARKER).exists()
     checkpoint_callback(store, World(2, 0, 0)).on_save(_Args(), _State(), None)
     assert (checkpoint / MARKER).is_file()
-
-
-@pytest.fixture
-def worker_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    here = str(Path(__file__).parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]))
-
-
-def test_gathered_contrastive_loss_gives_the_global_gradient(worker_on_path: None) -> None:
-    """2 gloo ranks, 5 pairs (3 + 2 rows): with gathered embeddings, the summed gradients and
-    the summed loss shares are the whole batch's; with each rank's shard alone they are not."""
-    result = launch("dp_gather_worker:run", {"batch": 5, "gather": True}, 2)
-    assert result["world_size"] == 2 and result["rows"] == [5]
-    assert result["loss"] == pytest.approx(result["expected_loss"], rel=1e-6)
-    assert result["max_grad_error"] <= 1e-6 * max(1.0, result["max_grad"])
-
-    local = launch("dp_gather_worker:run", {"batch": 5, "gather": False}, 2)
-    assert local["rows"] == [3]
-    assert local["max_grad_error"] > 1e-3 * local["max_grad"]
-
-
-def test_a_rank_error_comes_back_as_one_line() -> None:
-    """A user mistake raised in the ranks is the launcher's ``MongarsError``, not a traceback."""
-    entry = "monGARS.mlops.training.common.distributed:split_batch"
-    arguments = {"batch_size": 3, "accumulation": 1, "world_size": 2}
-    with pytest.raises(MongarsError, match=r"^batch_size: the global batch .* 2 ranks") as caught:
-        launch(entry, arguments, 2)
-    assert "\n" not in str(caught.value)
 
 
 def test_several_ranks_pick_hf_unless_unsloth_is_asked_for() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import importlib
 import json
 import logging
@@ -49,6 +50,7 @@ SCRATCH_ENV = "MONGARS_DDP_SCRATCH"
 _WORKER_MODULE = "monGARS.mlops.training.common.distributed"
 _CALL_FILE = "call.json"
 _RESULT_FILE = "result.json"
+_COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +222,9 @@ def init(world: World) -> None:
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(world.local_rank)
-    dist.init_process_group("nccl" if cuda else "gloo")
+    # Ranks wait while rank 0 alone works (raft mines its examples, a gs:// checkpoint downloads):
+    # a long collective timeout. A rank that dies is caught by torchrun at once, not by this.
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=_COLLECTIVE_TIMEOUT)
 
 
 def shutdown() -> None:
