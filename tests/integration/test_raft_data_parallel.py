@@ -23,8 +23,18 @@ from monGARS.mlops.training.sft.train import train_sft
 
 pytestmark = pytest.mark.integration
 
-# Global batch 4 (2 per rank), dropout off: its noise is drawn per rank.
-SETTINGS = {**TINY_RAFT_OVERRIDES, "max_steps": 4, "eval_steps": 2, "lora_dropout": 0.0}
+# Global batch 4: one process 2 x accumulation 2, two ranks 2 each (the same micro batches, so
+# the same padding). Dropout off: its noise is drawn per rank. Short answers: the test checks who
+# answers what, not the answers' quality.
+SETTINGS = {
+    **TINY_RAFT_OVERRIDES,
+    "batch_size": 2,
+    "gradient_accumulation_steps": 2,
+    "max_steps": 4,
+    "eval_steps": 2,
+    "lora_dropout": 0.0,
+    "eval_max_new_tokens": 8,
+}
 ADAPTER_ATOL = 1e-6  # measured: identical on CPU fp32
 LOSS_RTOL = 1e-5
 EVAL_RTOL = 1e-3  # evaluation shards the held-out set: per-batch means weigh differently
@@ -35,7 +45,8 @@ def test_two_ranks_match_one_process(
 ) -> None:
     data = make_datasets(tmp_path / "data", sample_corpus_dir)
     sft = tmp_path / "sft"
-    train_sft({**TINY_SFT_OVERRIDES, "french_mix_ratio": 0.0}, tiny_model_dir, data, MODULE, sft)
+    values = {**TINY_SFT_OVERRIDES, "french_mix_ratio": 0.0, "max_steps": 4}  # a short SFT
+    train_sft(values, tiny_model_dir, data, MODULE, sft)
     encoder = tmp_path / "encoder"  # an llm2vec-layout output holding the tiny model itself
     shutil.copytree(tiny_model_dir, encoder / "encoder")
     (encoder / "encoder.json").write_text(json.dumps({"pooling": "mean", "max_length": 128}))
