@@ -10,16 +10,23 @@ patches transformers for the whole process, so the hf run must never see it):
 * 4-bit base weights, LoRA r=16 on all attention and MLP projections, gradient checkpointing,
   the project's own ``backends.load_for_training`` and Trainer loop.
 
+``--gpus 1,8`` also runs each backend as data-parallel ranks on several GPUs of the machine, the
+way the stages run in a multi-GPU pod (torchrun, one rank and one 4-bit copy of the model per GPU,
+the project's ``common/distributed.py`` and the Trainer's DDP): every rank trains ``--batch-size``
+sequences per step (weak scaling), and the figures count all ranks' tokens. The scaling
+efficiency is tokens/s on N GPUs / (N x tokens/s on 1 GPU).
+
 For each backend it prints tokens/s (over the steps after ``--warmup-steps``), peak VRAM (allocated
-and reserved) and model FLOPs utilisation, MFU = 6 * N * tokens/s / peak bf16 FLOPs, where N counts
-the matmul weights (decoder linears + LM head, 1.24e9 here; embeddings do no matmul). 6N is the
-dense fine-tuning convention; a LoRA step skips the frozen weights' gradients (~4N), so this MFU
-is the conventional, comparable figure rather than the hardware's busy fraction. Then it prints the
-unsloth/hf ratios.
+and reserved, rank 0's) and model FLOPs utilisation, MFU = 6 * N * tokens/s / (GPUs x peak bf16
+FLOPs), where N counts the matmul weights (decoder linears + LM head, 1.24e9 here; embeddings do
+no matmul). 6N is the dense fine-tuning convention; a LoRA step skips the frozen weights'
+gradients (~4N), so this MFU is the conventional, comparable figure rather than the hardware's
+busy fraction. Then it prints the unsloth/hf ratios (1 GPU) and the scaling efficiencies.
 
     python bench/bench_sft_gpu.py                       # both backends, H100 peak (989 TFLOPS)
     python bench/bench_sft_gpu.py --peak-tflops 989     # H200 has the same dense bf16 peak
     python bench/bench_sft_gpu.py --backends hf --steps 10
+    python bench/bench_sft_gpu.py --backends hf --gpus 1,8      # 1 GPU, then 8 ranks
 
 Needs a CUDA GPU; ``--help`` works anywhere.
 """
@@ -100,7 +107,10 @@ def run_backend(args: argparse.Namespace) -> dict[str, Any]:
         load_for_training,
         select_backend,
     )
+    from monGARS.mlops.training.common.distributed import current_world, init
 
+    world = current_world()  # torchrun's ranks when run with --gpus N > 1
+    init(world)
     env = detect_environment(probe_unsloth=args.child == "unsloth")
     backend = select_backend(args.child, env)  # a clear error when unsloth cannot run
     from transformers import TrainerCallback
@@ -130,12 +140,12 @@ def run_backend(args: argparse.Namespace) -> dict[str, Any]:
     plan = MemoryPlan(args.batch_size, 1, True, 0, "bench")
     lora = LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout, TARGETS, 0, args.seq)
     torch.cuda.reset_peak_memory_stats()
-    model = load_for_training(backend, model_dir, lora, plan, env)
+    local_rank = world.local_rank if world.distributed else None
+    model = load_for_training(backend, model_dir, lora, plan, env, local_rank=local_rank)
 
     generator = torch.Generator().manual_seed(1234)
-    ids = torch.randint(
-        3, shape["vocab_size"], (args.batch_size * total, args.seq), generator=generator
-    )
+    rows = args.batch_size * total * world.size  # each rank trains batch_size rows a step
+    ids = torch.randint(3, shape["vocab_size"], (rows, args.seq), generator=generator)
     examples = [TokenizedChat(row.tolist(), row.tolist()) for row in ids]
 
     marks: list[float] = []
@@ -149,7 +159,15 @@ def run_backend(args: argparse.Namespace) -> dict[str, Any]:
         trainer = CountingTrainer(
             model=model,
             args=training_arguments(
-                config, plan, env, backend, Path(scratch), steps=total, save=False, evaluate=False
+                config,
+                plan,
+                env,
+                backend,
+                Path(scratch),
+                steps=total,
+                save=False,
+                evaluate=False,
+                world_size=world.size,
             ),
             train_dataset=ChatDataset(examples),
             data_collator=ChatCollator(pad_token_id=2),
@@ -159,28 +177,44 @@ def run_backend(args: argparse.Namespace) -> dict[str, Any]:
     timed = marks[args.warmup_steps - 1 :] if args.warmup_steps else marks
     seconds = timed[-1] - timed[0]
     steps = len(timed) - 1
-    tokens_per_second = steps * args.batch_size * args.seq / seconds
+    tokens_per_second = steps * args.batch_size * args.seq * world.size / seconds
     flops = 6 * matmul_parameters(shape) * tokens_per_second
     return {
         "backend": backend,
+        "gpus": world.size,
         "tokens_per_second": round(tokens_per_second, 1),
         "seconds_per_step": round(seconds / steps, 4),
         "peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2),
-        "mfu": round(flops / (args.peak_tflops * 1e12), 4),
+        "mfu": round(flops / (args.peak_tflops * 1e12 * world.size), 4),
         "device": torch.cuda.get_device_name(0),
     }
 
 
+def scaling_efficiency(results: list[dict[str, Any]]) -> dict[tuple[str, int], float]:
+    """tokens/s on N GPUs / (N x tokens/s on 1 GPU), per backend and N (weak scaling)."""
+    single = {r["backend"]: r["tokens_per_second"] for r in results if r.get("gpus", 1) == 1}
+    return {
+        (r["backend"], r["gpus"]): r["tokens_per_second"] / (r["gpus"] * single[r["backend"]])
+        for r in results
+        if r.get("gpus", 1) > 1 and single.get(r["backend"])
+    }
+
+
 def _table(results: list[dict[str, Any]]) -> str:
+    efficiency = scaling_efficiency(results)
     lines = [
-        f"{'backend':<9} {'tokens/s':>10} {'s/step':>8} {'peak alloc GiB':>15} "
-        f"{'peak reserved GiB':>18} {'MFU':>7}"
+        f"{'backend':<9} {'GPUs':>4} {'tokens/s':>10} {'s/step':>8} {'peak alloc GiB':>15} "
+        f"{'peak reserved GiB':>18} {'MFU':>7} {'scaling':>8}"
     ]
     for r in results:
+        gpus = r.get("gpus", 1)
+        scaling = efficiency.get((r["backend"], gpus))
         lines.append(
-            f"{r['backend']:<9} {r['tokens_per_second']:>10.0f} {r['seconds_per_step']:>8.3f} "
-            f"{r['peak_allocated_gib']:>15.2f} {r['peak_reserved_gib']:>18.2f} {r['mfu']:>7.1%}"
+            f"{r['backend']:<9} {gpus:>4} {r['tokens_per_second']:>10.0f} "
+            f"{r['seconds_per_step']:>8.3f} {r['peak_allocated_gib']:>15.2f} "
+            f"{r['peak_reserved_gib']:>18.2f} {r['mfu']:>7.1%} "
+            f"{f'{scaling:.0%}' if scaling is not None else '':>8}"
         )
     return "\n".join(lines)
 
@@ -205,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
         default=H100_BF16_DENSE_TFLOPS,
         help="the GPU's dense bf16 peak in TFLOPS for MFU (H100 SXM / H200: 989)",
     )
+    parser.add_argument(
+        "--gpus",
+        default="1",
+        help="comma list of GPU counts to run each backend on, e.g. 1,8 (data-parallel ranks)",
+    )
     parser.add_argument("--work-dir", help="where the model is written (default: a temp folder)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -222,18 +261,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.child:
         from monGARS.mlops.errors import MongarsError
+        from monGARS.mlops.training.common.distributed import current_world
 
         try:
             result = run_backend(args)
         except MongarsError as error:
             result = {"backend": args.child, "error": str(error)}
-        Path(args.result_file).write_text(json.dumps(result))
+        if current_world().is_main:
+            Path(args.result_file).write_text(json.dumps(result))
         return 0
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = sorted(set(backends) - {"unsloth", "hf"})
     if unknown or not backends:
         print(f"error: --backends: {unknown or 'empty'}; use unsloth and/or hf", file=sys.stderr)
+        return 2
+    try:
+        gpu_counts = [int(n) for n in args.gpus.split(",") if n.strip()]
+    except ValueError:
+        gpu_counts = []
+    available = torch.cuda.device_count()
+    if not gpu_counts or any(n < 1 or n > available for n in gpu_counts):
+        print(f"error: --gpus {args.gpus!r}: give counts from 1 to {available}", file=sys.stderr)
         return 2
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-sft-"))
     try:
@@ -244,19 +293,24 @@ def main(argv: list[str] | None = None) -> int:
             )
             build_model(model_dir, LLAMA_32_1B)
         results = []
-        for backend in backends:
-            result_file = work / f"result-{backend}.json"
+        for backend, gpus in [(b, n) for b in backends for n in gpu_counts]:
+            result_file = work / f"result-{backend}-{gpus}.json"
             result_file.unlink(missing_ok=True)
-            command = [sys.executable, __file__, "--child", backend, "--model-dir", str(model_dir)]
+            launcher = [sys.executable]
+            if gpus > 1:  # the stages' own launch: torchrun, one rank per GPU
+                launcher += ["-m", "torch.distributed.run", "--standalone"]
+                launcher += [f"--nproc-per-node={gpus}"]
+            command = [*launcher, __file__, "--child", backend, "--model-dir", str(model_dir)]
             command += ["--result-file", str(result_file), "--seq", str(args.seq)]
             command += ["--batch-size", str(args.batch_size), "--steps", str(args.steps)]
             command += ["--warmup-steps", str(args.warmup_steps), "--lora-r", str(args.lora_r)]
             command += ["--lora-dropout", str(args.lora_dropout)]
             command += ["--peak-tflops", str(args.peak_tflops)]
-            print(f"running {backend} ...", flush=True)
+            print(f"running {backend} on {gpus} GPU(s) ...", flush=True)
             completed = subprocess.run(command, check=False)
             if completed.returncode != 0 or not result_file.is_file():
-                results.append({"backend": backend, "error": f"exit code {completed.returncode}"})
+                error = f"exit code {completed.returncode}"
+                results.append({"backend": backend, "gpus": gpus, "error": error})
                 continue
             results.append(json.loads(result_file.read_text()))
     finally:
@@ -274,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_table(ok))
     for r in results:
         if "error" in r:
-            print(f"{r['backend']}: not run ({r['error']})")
-    by_name = {r["backend"]: r for r in ok}
+            print(f"{r['backend']} on {r.get('gpus', 1)} GPU(s): not run ({r['error']})")
+    by_name = {r["backend"]: r for r in ok if r.get("gpus", 1) == 1}
     if {"unsloth", "hf"} <= by_name.keys():
         u, h = by_name["unsloth"], by_name["hf"]
         print(

@@ -94,6 +94,7 @@ def build_pipeline(
 
         def on_gpu(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
             _cached(task, stage)
+            placement.set_resources(task, stage, options.accelerator_count)  # one rank per GPU
             placement.place_on_gpu(
                 task,
                 options.accelerator_type,

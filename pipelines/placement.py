@@ -37,10 +37,21 @@ MODEL_CACHE_MOUNT = "/var/cache/mongars"
 SHM_MOUNT = "/dev/shm"
 
 
-def set_resources(task: dsl.PipelineTask, stage: str) -> None:
-    cpu_request, cpu_limit, memory_request, memory_limit = RESOURCES[stage]
+def set_resources(task: dsl.PipelineTask, stage: str, ranks: int = 1) -> None:
+    """CPU and memory of ``stage``'s task; a GPU task with N GPUs trains as N processes, one per
+    GPU (docs/sft.md, "Several GPUs"), each loading its own copy of the model: N times the
+    one-GPU figures."""
+    cpu_request, cpu_limit, memory_request, memory_limit = (
+        _times(quantity, ranks) for quantity in RESOURCES[stage]
+    )
     task.set_cpu_request(cpu_request).set_cpu_limit(cpu_limit)
     task.set_memory_request(memory_request).set_memory_limit(memory_limit)
+
+
+def _times(quantity: str, factor: int) -> str:
+    """A quantity with a plain, ``G`` or ``m`` suffix, multiplied: ``32G`` x 2 = ``64G``."""
+    number = quantity.rstrip("Gm")
+    return f"{int(number) * factor}{quantity[len(number) :]}"
 
 
 def place_on_gpu(

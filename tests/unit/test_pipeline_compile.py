@@ -186,3 +186,22 @@ def test_the_token_reaches_pods_only_through_the_secret(
         "exec-build-datasets",
         "exec-fetch-base-model",
     }
+
+
+def test_several_gpus_get_cpu_and_memory_for_one_rank_each(tmp_path: Path) -> None:
+    from monGARS.pipelines.options import PipelineOptions
+    from monGARS.pipelines.placement import RESOURCES
+
+    path = compile_pipeline(tmp_path / "two.yaml", PipelineOptions(accelerator_count=2))
+    spec, _ = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+    executors = spec["deploymentSpec"]["executors"]
+    tasks = _all_tasks(spec)
+    for name in (*GPU_TASKS, "export"):
+        label = spec["components"][tasks[name]["componentRef"]["name"]]["executorLabel"]
+        resources = executors[label]["container"]["resources"]
+        _, cpu_limit, _, memory_limit = RESOURCES[name]
+        ranks = 2 if name in GPU_TASKS else 1
+        assert resources["cpuLimit"] == int(cpu_limit) * ranks, name
+        assert resources["memoryLimit"] == int(memory_limit.rstrip("G")) * ranks, name  # in GB
+        if name in GPU_TASKS:
+            assert resources["accelerator"]["resourceCount"] == "2"

@@ -76,10 +76,20 @@ def detect_environment(probe_unsloth: bool = True) -> Environment:
     return Environment(cuda=True, unsloth=not error, unsloth_error=error, bf16=bf16)
 
 
-def select_backend(requested: str, env: Environment) -> str:
-    """Resolve ``auto`` and refuse ``unsloth`` where it cannot run."""
+def probes_unsloth(requested: str, ranks: int) -> bool:
+    """Whether the run may pick Unsloth, so ``detect_environment`` must import (probe) it."""
+    return requested == "unsloth" or (requested == "auto" and ranks == 1)
+
+
+def select_backend(requested: str, env: Environment, ranks: int = 1) -> str:
+    """Resolve ``auto`` and refuse ``unsloth`` where it cannot run.
+
+    With several data-parallel ranks ``auto`` is ``hf``: Unsloth documents DDP under torchrun,
+    but it is not verified on this project's image yet (docs/sft.md, "Several GPUs");
+    ``backend=unsloth`` opts in.
+    """
     if requested == "auto":
-        return "unsloth" if env.cuda and env.unsloth else "hf"
+        return "unsloth" if env.cuda and env.unsloth and ranks == 1 else "hf"
     if requested == "unsloth" and not (env.unsloth and (env.cuda or env.unsloth_cpu)):
         raise MongarsError(
             f"backend: unsloth cannot run here "
@@ -254,27 +264,44 @@ class LoraSettings:
 
 
 def load_for_training(
-    backend: str, base_model_dir: Path, lora: LoraSettings, plan: MemoryPlan, env: Environment
+    backend: str,
+    base_model_dir: Path,
+    lora: LoraSettings,
+    plan: MemoryPlan,
+    env: Environment,
+    *,
+    local_rank: int | None = None,
 ) -> Any:
-    """The base model with fresh LoRA adapters, ready for the Trainer."""
+    """The base model with fresh LoRA adapters, ready for the Trainer.
+
+    ``local_rank``: a data-parallel rank's GPU; its own full copy of the 4-bit base goes there
+    (``device_map={"": local_rank}``). ``None``: a single process, GPU 0.
+    """
     from transformers import set_seed
 
     set_seed(lora.seed)  # LoRA A matrices are random: same seed, same initial adapter
     if backend == "unsloth":
-        return _load_unsloth(base_model_dir, lora, plan)
-    return _load_hf(base_model_dir, lora, plan, env)
+        return _load_unsloth(base_model_dir, lora, plan, local_rank)
+    return _load_hf(base_model_dir, lora, plan, env, local_rank or 0)
 
 
-def _load_unsloth(base_model_dir: Path, lora: LoraSettings, plan: MemoryPlan) -> Any:
+def _load_unsloth(
+    base_model_dir: Path, lora: LoraSettings, plan: MemoryPlan, local_rank: int | None
+) -> Any:
     from unsloth import FastLanguageModel
 
     gc: str | bool = "unsloth" if plan.gradient_checkpointing else False
+    # Under torchrun Unsloth would pick the rank's GPU itself (unsloth/models/loader_utils.py:
+    # prepare_device_map, for a string device_map); the explicit map says so and leaves a
+    # single process on Unsloth's own default.
+    placement = {} if local_rank is None else {"device_map": {"": f"cuda:{local_rank}"}}
     model, _tokenizer = FastLanguageModel.from_pretrained(
         model_name=str(base_model_dir),
         max_seq_length=lora.max_seq_length,
         dtype=None,
         load_in_4bit=True,
         use_gradient_checkpointing=gc,
+        **placement,
     )
     return FastLanguageModel.get_peft_model(
         model,
@@ -302,7 +329,9 @@ def _lora_config(lora: LoraSettings) -> Any:
     )
 
 
-def _load_hf(base_model_dir: Path, lora: LoraSettings, plan: MemoryPlan, env: Environment) -> Any:
+def _load_hf(
+    base_model_dir: Path, lora: LoraSettings, plan: MemoryPlan, env: Environment, device: int
+) -> Any:
     import torch
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
@@ -325,7 +354,7 @@ def _load_hf(base_model_dir: Path, lora: LoraSettings, plan: MemoryPlan, env: En
         str(base_model_dir),
         quantization_config=quantization,
         dtype=compute_dtype,
-        device_map={"": 0},
+        device_map={"": device},
     )
     model = prepare_model_for_kbit_training(
         model,

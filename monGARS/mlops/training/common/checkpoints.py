@@ -24,6 +24,7 @@ from typing import Any
 
 from monGARS.mlops import storage
 from monGARS.mlops.atomic import sha256_file, write_json
+from monGARS.mlops.training.common.distributed import World, barrier, from_main
 
 MARKER = "mongars-checkpoint.json"
 KEEP = 2  # complete checkpoints kept; the newest may be mid-write when a kill lands
@@ -99,13 +100,23 @@ def remove_incomplete(folder: Path) -> list[Path]:
 class CheckpointStore:
     """One task's checkpoint folder: a local folder, or a local mirror of a ``gs://`` prefix."""
 
-    def __init__(self, root: str, name: str, *, mirror: bool | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        name: str,
+        *,
+        mirror: bool | None = None,
+        mirror_dir: Path | None = None,
+    ) -> None:
+        """``mirror_dir``: where a ``gs://`` root is mirrored (data-parallel ranks share one);
+        owned by the caller, so ``close`` leaves it. Default: a fresh temporary folder."""
         self.root = root
         self.name = name
         self.location = f"{root.rstrip('/')}/{name}"
         self.mirror = storage.is_gcs(root) if mirror is None else mirror
+        self._owns_mirror = mirror_dir is None
         if self.mirror:
-            self.local_dir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+            self.local_dir = mirror_dir or Path(tempfile.mkdtemp(prefix=f"{name}-"))
         else:
             self.local_dir = Path(root).expanduser() / name
 
@@ -126,7 +137,7 @@ class CheckpointStore:
 
     def close(self) -> None:
         """Drop the local mirror (the remote copy stays)."""
-        if self.mirror:
+        if self.mirror and self._owns_mirror:
             shutil.rmtree(self.local_dir, ignore_errors=True)
 
     # -- remote side -----------------------------------------------------------------------
@@ -173,15 +184,34 @@ class CheckpointStore:
             fs.rm(f"{base}/checkpoint-{step}", recursive=True)
 
 
-def checkpoint_callback(store: CheckpointStore) -> Any:
-    """A TrainerCallback that marks (and uploads) each checkpoint once the Trainer has saved it."""
+def checkpoint_callback(store: CheckpointStore, world: World | None = None) -> Any:
+    """A TrainerCallback that marks (and uploads) each checkpoint once the Trainer has saved it.
+
+    With several ranks every rank runs the callback: all wait until each has written its part of
+    the folder (the Trainer saves per-rank RNG states), then rank 0 alone writes the marker and
+    uploads, and the others wait for it, so a checkpoint is declared complete once, and only
+    when complete.
+    """
     from transformers import TrainerCallback
+
+    world = world or World()
 
     class _MarkCheckpoint(TrainerCallback):
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            barrier(world)
             checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if checkpoint.is_dir():
+            if world.is_main and checkpoint.is_dir():
                 store.finish_checkpoint(checkpoint)
+            barrier(world)
             return control
 
     return _MarkCheckpoint()
+
+
+def prepare_for_ranks(store: CheckpointStore, world: World) -> Path | None:
+    """``store.prepare()`` on rank 0 (it deletes half-written folders, downloads a mirror); every
+    rank gets the same checkpoint to resume from."""
+    resume = store.prepare() if world.is_main else None
+    barrier(world)
+    found = from_main(world, str(resume) if resume else None)
+    return Path(found) if found else None

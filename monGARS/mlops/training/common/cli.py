@@ -10,6 +10,7 @@ from typing import Any
 
 from monGARS.mlops.configs import config_values_from_cli
 from monGARS.mlops.errors import MongarsError
+from monGARS.mlops.training.common.distributed import current_world
 
 
 def add_config_options(parser: argparse.ArgumentParser, config_name: str) -> None:
@@ -28,5 +29,6 @@ def run_training_cli(
     except MongarsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(metadata, sort_keys=True))
+    if current_world().is_main:  # under an outside torchrun, one line for the whole run
+        print(json.dumps(metadata, sort_keys=True))
     return 0

@@ -35,7 +35,8 @@ class CountingTrainer(Trainer):
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         super().log(logs, *args, **kwargs)
-        if "loss" in logs:  # one line per logging step: what the local run's progress bar follows
+        # One line per logging step (what the local run's progress bar follows), from rank 0.
+        if "loss" in logs and self.is_world_process_zero():
             LOG.info(
                 "step %d/%d, loss %.4g", self.state.global_step, self.state.max_steps, logs["loss"]
             )
@@ -48,11 +49,15 @@ class CountingTrainer(Trainer):
             self.eval_seconds += time.perf_counter() - start
 
 
-def total_steps(config: SFTConfig, train_examples: int, plan: MemoryPlan) -> int:
-    """Optimizer steps of the run, computed the way the Trainer does."""
+def total_steps(
+    config: SFTConfig, train_examples: int, plan: MemoryPlan, world_size: int = 1
+) -> int:
+    """Optimizer steps of the run, computed the way the Trainer does (``get_total_steps``-style:
+    each rank's loader holds ``ceil(batches / world_size)`` micro batches, accelerate's
+    ``even_batches`` padding the last round)."""
     if config.max_steps >= 1:
         return config.max_steps
-    batches = math.ceil(train_examples / plan.batch_size)
+    batches = math.ceil(math.ceil(train_examples / plan.batch_size) / world_size)
     per_epoch = max(math.ceil(batches / plan.gradient_accumulation_steps), 1)
     return math.ceil(config.epochs * per_epoch)
 
@@ -67,9 +72,24 @@ def training_arguments(
     steps: int,
     save: bool,
     evaluate: bool,
+    world_size: int = 1,
+    evaluate_first: bool = False,
 ) -> TrainingArguments:
-    """TrainingArguments of one run; the Trainer's own checkpointing when ``save``."""
+    """TrainingArguments of one run; the Trainer's own checkpointing when ``save``.
+
+    ``world_size`` > 1: the Trainer runs as one DDP rank (it reads torchrun's environment); every
+    LoRA parameter takes part in each step, so DDP need not search for unused ones.
+
+    ``evaluate_first``: the "before training" evaluation runs inside ``train()`` at step 0
+    (``eval_on_start``), after the model is prepared. A ``Trainer.evaluate()`` call before
+    ``train()`` marks the model as prepared for evaluation (accelerate ``prepare_model(...,
+    evaluation_mode=True)`` sets ``_is_accelerate_prepared``), and ``train()`` then skips the DDP
+    wrap: every rank trains alone and the gradients are never averaged (transformers 5.24,
+    accelerate 1.15; seen here as diverging ranks).
+    """
     extra: dict[str, Any] = {}
+    if world_size > 1:
+        extra["ddp_find_unused_parameters"] = False
     # Unsloth applies its own gradient checkpointing inside the model.
     trainer_gc = plan.gradient_checkpointing and backend == "hf" and env.cuda
     if trainer_gc:  # passed only when on: 5.24 renamed it, and warns on the old name
@@ -91,6 +111,7 @@ def training_arguments(
         logging_steps=config.logging_steps,
         logging_first_step=True,
         eval_strategy="steps" if evaluate else "no",
+        eval_on_start=evaluate and evaluate_first,
         eval_steps=config.eval_steps,
         save_strategy="steps" if save else "no",
         save_steps=config.save_steps,

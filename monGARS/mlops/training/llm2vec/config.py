@@ -134,6 +134,10 @@ class Llm2VecConfig:
     attn_implementation: AttnImplementation = "sdpa"
     gradient_checkpointing: bool = True
 
+    # Data-parallel ranks: 0 = one per GPU the pod sees (1 on CPU); N > 1 runs N ranks. Each
+    # phase's *_batch_size stays the global micro batch, split across the ranks.
+    num_processes: int = 0
+
     # Evaluation: retrieval on corpora/retrieval/val.jsonl, falling back to train+val when the
     # held-out split has fewer queries than this.
     min_eval_queries: int = 10
@@ -154,6 +158,18 @@ class Llm2VecConfig:
             "supervised": ["supervised"],
             "both": ["simcse", "supervised"],
         }[mode]  # type: ignore[return-value]
+
+    def rank_problems(self, ranks: int) -> list[str]:
+        """Phase batch sizes that cannot be split evenly across ``ranks`` data-parallel ranks."""
+        found = []
+        for stage in ("mntp", "simcse", "supervised"):
+            size = int(getattr(self, f"{stage}_batch_size"))
+            if ranks > 1 and size % ranks:
+                found.append(
+                    f"{stage}_batch_size: {size} does not divide across {ranks} ranks (each "
+                    f"micro batch is split across them); make it a multiple of {ranks}"
+                )
+        return found
 
     def problems(self) -> list[str]:
         check = Checks()
@@ -201,6 +217,9 @@ class Llm2VecConfig:
         )
         check.at_least("weight_decay", self.weight_decay, 0)
         check.positive("max_grad_norm", self.max_grad_norm)
+        check.at_least("num_processes", self.num_processes, 0)
+        for problem in self.rank_problems(self.num_processes):
+            check.found.append(problem)
         check.at_least("min_eval_queries", self.min_eval_queries, 1)
         check.at_least("eval_batch_size", self.eval_batch_size, 1)
         for name in ("mntp_config", "simcse_config", "supervised_config"):

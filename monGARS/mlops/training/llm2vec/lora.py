@@ -70,8 +70,21 @@ def train_steps(
 
     ``micro_step`` computes one micro-batch's loss. A non-finite loss stops the run with a one-line
     error naming the phase, instead of saving a broken encoder.
+
+    Data-parallel ranks (``common/distributed.py``): each rank's ``micro_step`` returns its share
+    of the global micro-batch's loss (the shares add up to it), so the step's gradient is the sum
+    of the ranks' gradients and its loss the sum of their shares; every rank then takes the same
+    optimizer step.
     """
     import torch
+
+    from monGARS.mlops.training.common.distributed import (
+        current_world,
+        sum_gradients,
+        sum_over_ranks,
+    )
+
+    world = current_world()
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -86,11 +99,12 @@ def train_steps(
             loss = micro_step()
             (loss / accumulation).backward()
             total += float(loss.detach())
-        value = total / accumulation
+        value = sum_over_ranks(world, total) / accumulation
         if not math.isfinite(value):
             raise MongarsError(
                 f"{phase}: loss became {value} at step {step + 1}; lower {phase}_learning_rate"
             )
+        sum_gradients(world, params)
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         optimizer.step()
         losses.append(value)

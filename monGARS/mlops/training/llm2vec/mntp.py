@@ -153,8 +153,13 @@ def make_mntp_step(
     """A closure computing one micro-batch's MNTP loss on the (LoRA-wrapped) causal LM.
 
     Masking runs on CPU with ``generator`` (so a seed gives the same masks on any device), then the
-    batch moves to the model's device.
+    batch moves to the model's device. Data-parallel ranks all tokenize and mask the whole global
+    micro-batch (the same draws as one process), run only their rows and return their share of
+    its loss: their masked tokens' loss sum over the micro-batch's masked-token count.
     """
+    from monGARS.mlops.training.common.distributed import current_world, shard
+
+    world = current_world()
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone = causal_lm.base_model
     lm_head = causal_lm.get_output_embeddings()
@@ -177,9 +182,21 @@ def make_mntp_step(
             vocab_size=vocab_size,
         )
         device = lm_head.weight.device
+        if world.distributed:
+            rows = shard(masked.shape[0], world)
+            total = int((labels[:, 1:] != IGNORE_INDEX).sum())
+            masked, labels = masked[rows], labels[rows]
+            attention = batch["attention_mask"][rows]
+        else:
+            attention = batch["attention_mask"]
         hidden = backbone(
-            input_ids=masked.to(device), attention_mask=batch["attention_mask"].to(device)
+            input_ids=masked.to(device), attention_mask=attention.to(device)
         ).last_hidden_state
-        return mntp_loss_from_hidden(hidden, lm_head, labels.to(device))
+        if not world.distributed:
+            return mntp_loss_from_hidden(hidden, lm_head, labels.to(device))
+        mine = int((labels[:, 1:] != IGNORE_INDEX).sum())
+        if mine == 0:  # nothing masked in this rank's rows: a zero share, still in the graph
+            return hidden.sum() * 0.0
+        return mntp_loss_from_hidden(hidden, lm_head, labels.to(device)) * (mine / total)
 
     return step

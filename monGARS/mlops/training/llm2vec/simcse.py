@@ -90,14 +90,23 @@ def simcse_dropout(model: Any, rate: float) -> Iterator[int]:
 def make_simcse_step(
     model: Any, tokenizer: Any, batches: Any, *, max_length: int, temperature: float
 ) -> Any:
-    """A closure computing one micro-batch's SimCSE loss: two forward passes, dropout on."""
+    """A closure computing one micro-batch's SimCSE loss: two forward passes, dropout on.
+
+    Data-parallel ranks encode their slice of the global micro-batch and gather every rank's
+    embeddings with gradients (``distributed.gather_rows``): the in-batch negatives are the whole
+    global batch's, as in one process; each rank returns its share, loss / ranks.
+    """
+    from monGARS.mlops.training.common.distributed import current_world, gather_rows, shard
+
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone = causal_lm.base_model
+    world = current_world()
 
     def step() -> Any:
         texts = next(batches)
-        first = encode_batch(backbone, tokenizer, texts, max_length)
-        second = encode_batch(backbone, tokenizer, texts, max_length)
-        return info_nce(first, second, temperature)
+        mine = texts[shard(len(texts), world)]
+        first = gather_rows(world, encode_batch(backbone, tokenizer, mine, max_length))
+        second = gather_rows(world, encode_batch(backbone, tokenizer, mine, max_length))
+        return info_nce(first, second, temperature) / world.size
 
     return step

@@ -169,22 +169,37 @@ def make_supervised_step(
     max_length: int,
     temperature: float,
 ) -> Any:
-    """A closure computing one micro-batch's supervised loss: queries, then all passages."""
+    """A closure computing one micro-batch's supervised loss: queries, then all passages.
+
+    Data-parallel ranks encode their slice of the queries, of the positives and of the hard
+    negatives, and gather every rank's embeddings with gradients (``distributed.gather_rows``):
+    each query is scored against the global batch's passages, as in one process; each rank
+    returns its share, loss / ranks.
+    """
     import torch
+
+    from monGARS.mlops.training.common.distributed import current_world, gather_rows, shard
 
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone = causal_lm.base_model
+    world = current_world()
 
     def step() -> Any:
         batch = next(batches)
-        queries = encode_batch(backbone, tokenizer, batch.queries, max_length)
+        rows = shard(len(batch.queries), world)
+        negatives = batch.negatives[shard(len(batch.negatives), world)]
+        queries = encode_batch(backbone, tokenizer, batch.queries[rows], max_length)
         passages = encode_batch(
-            backbone, tokenizer, [*batch.positives, *batch.negatives], max_length
+            backbone, tokenizer, [*batch.positives[rows], *negatives], max_length
         )
-        size = len(batch.queries)
+        size = len(batch.queries[rows])
+        queries = gather_rows(world, queries)
+        positives = gather_rows(world, passages[:size])
+        hard = gather_rows(world, passages[size:]) if batch.negatives else passages[size:]
         mask = torch.tensor(false_negative_mask(batch), dtype=torch.bool)
-        return hard_negative_info_nce(
-            queries, passages[:size], passages[size:], temperature, mask if mask.any() else None
+        loss = hard_negative_info_nce(
+            queries, positives, hard, temperature, mask if mask.any() else None
         )
+        return loss / world.size
 
     return step

@@ -26,10 +26,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from monGARS.mlops.atomic import atomic_dir, write_json
+from monGARS.mlops.atomic import write_json
 from monGARS.mlops.configs import config_to_dict
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.names import check_safe_name
+from monGARS.mlops.training.common.distributed import (
+    current_world,
+    init,
+    launch,
+    main_writes,
+    process_count,
+)
 from monGARS.mlops.training.common.retrieval_eval import evaluate_retrieval
 from monGARS.mlops.training.llm2vec.bidirectional import check_supported, enable_bidirectional
 from monGARS.mlops.training.llm2vec.config import Llm2VecConfig, Phase
@@ -52,6 +59,7 @@ from monGARS.mlops.training.llm2vec.supervised import (
 from monGARS.mlops.training.llm2vec.upstream import load_llm2vec_config, log_report, upstream_report
 
 LOG = logging.getLogger(__name__)
+_ENTRY = "monGARS.mlops.training.llm2vec.train:train_llm2vec"
 
 
 def _torch_dtype(name: str, device: str) -> Any:
@@ -256,6 +264,17 @@ def train_llm2vec(
     started = time.monotonic()
     if not isinstance(config, Llm2VecConfig):
         config = load_llm2vec_config(config)
+    world = current_world()
+    if not world.distributed:  # several GPUs: run as that many data-parallel ranks
+        processes = process_count(config.num_processes)
+        if processes > 1:
+            if problems := config.rank_problems(processes):
+                raise MongarsError(problems[0])
+            arguments = {"config": config_to_dict(config), "module": module}
+            arguments |= {"base_model_dir": str(base_model_dir), "out_dir": str(out_dir)}
+            arguments |= {"sft_dir": str(sft_dir) if sft_dir else None}
+            return launch(_ENTRY, {**arguments, "datasets_dir": str(datasets_dir)}, processes)
+    init(world)
     check_safe_name("module", module)
     report = upstream_report(config)
     log_report(report)
@@ -355,17 +374,18 @@ def train_llm2vec(
         "excluded_eval_texts": corpus.excluded,
         "missing_sources": corpus.missing,
     }
-    with atomic_dir(out_dir) as scratch:
-        encoder_dir = scratch / ENCODER_SUBDIR
-        model.config.is_causal = False
-        model.save_pretrained(encoder_dir, safe_serialization=True)
-        tokenizer.save_pretrained(encoder_dir)
-        write_json(scratch / ENCODER_JSON, settings)
-        write_json(scratch / "metrics.json", metrics)
-        write_json(
-            scratch / "training_config.json",
-            {"config": config_to_dict(config), "upstream": report.to_dict()},
-        )
+    with main_writes(world, out_dir) as scratch:  # rank 0 writes; the others hold the same model
+        if scratch is not None:
+            encoder_dir = scratch / ENCODER_SUBDIR
+            model.config.is_causal = False
+            model.save_pretrained(encoder_dir, safe_serialization=True)
+            tokenizer.save_pretrained(encoder_dir)
+            write_json(scratch / ENCODER_JSON, settings)
+            write_json(scratch / "metrics.json", metrics)
+            write_json(
+                scratch / "training_config.json",
+                {"config": config_to_dict(config), "upstream": report.to_dict()},
+            )
     summary: dict[str, Any] = {
         "module": module,
         "encoder_dir": str(Path(out_dir) / ENCODER_SUBDIR),

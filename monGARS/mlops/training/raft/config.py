@@ -48,6 +48,7 @@ SHARED_SFT_FIELDS = (
     "logging_steps",
     "save_steps",
     "checkpoint_root",
+    "num_processes",
 )
 
 # The embedded tiny model on CPU: 40 RAFT steps in ~15 s; held-out loss falls well below the SFT
@@ -116,6 +117,7 @@ class RaftConfig:
     logging_steps: int = _SFT_DEFAULTS["logging_steps"]
     save_steps: int = _SFT_DEFAULTS["save_steps"]
     checkpoint_root: str = _SFT_DEFAULTS["checkpoint_root"]
+    num_processes: int = _SFT_DEFAULTS["num_processes"]
 
     def shared_sft_values(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in SHARED_SFT_FIELDS}

@@ -24,12 +24,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from monGARS.mlops.atomic import atomic_dir, write_json, write_jsonl
+from monGARS.mlops.atomic import write_json, write_jsonl
 from monGARS.mlops.configs import config_to_dict
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.modeling import ADAPTER_SUBDIR, load_tokenizer
@@ -39,6 +38,7 @@ from monGARS.mlops.training.common.backends import (
     detect_environment,
     load_for_training,
     plan_memory,
+    probes_unsloth,
     select_backend,
 )
 from monGARS.mlops.training.common.chat_data import (
@@ -52,7 +52,22 @@ from monGARS.mlops.training.common.checkpoints import (
     CheckpointStore,
     checkpoint_callback,
     hash_tree,
+    prepare_for_ranks,
     run_key,
+)
+from monGARS.mlops.training.common.distributed import (
+    World,
+    current_world,
+    from_main,
+    gather_objects,
+    init,
+    launch,
+    main_writes,
+    process_count,
+    shard,
+    shared_dir,
+    split_batch,
+    sum_over_ranks,
 )
 from monGARS.mlops.training.common.inputs import check_training_inputs
 from monGARS.mlops.training.common.runtime import (
@@ -80,8 +95,11 @@ __all__ = [
     "train_raft",
 ]
 
-# Fields that change where or how often things are written or measured, not what is trained.
+# Fields that change where or how often things are written or measured, or how many ranks share
+# the global batch, not what is trained: a run resumes with any number of ranks.
+_ENTRY = "monGARS.mlops.training.raft.train:train_raft"
 _KEY_EXCLUDED = (
+    "num_processes",
     "checkpoint_root",
     "logging_steps",
     "eval_steps",
@@ -139,27 +157,47 @@ def train_raft(
     """
     if not isinstance(config, RaftConfig):
         config = load_raft_config(config)
+    world = current_world()
+    if not world.distributed:  # several GPUs: run as that many data-parallel ranks
+        processes = process_count(config.num_processes)
+        if processes > 1:
+            if embed is not None or env is not None:
+                raise ValueError("embed and env are single-process test hooks; set num_processes=1")
+            split_batch(config.batch_size, config.gradient_accumulation_steps, processes)
+            arguments = {"config": config_to_dict(config), "module": module}
+            arguments |= {"base_model_dir": str(base_model_dir), "sft_dir": str(sft_dir)}
+            arguments |= {"encoder_dir": str(encoder_dir) if encoder_dir else None}
+            arguments |= {"datasets_dir": str(datasets_dir), "out_dir": str(out_dir)}
+            return launch(_ENTRY, {**arguments, "base_model_name": base_model_name}, processes)
+    init(world)
     base, sft, datasets = Path(base_model_dir), Path(sft_dir), Path(datasets_dir)
     model_config = check_training_inputs(base, datasets, module)
     adapter_dir, shape = read_adapter_shape(sft, module)
     if encoder_dir is not None and not Path(encoder_dir).exists():
         raise MongarsError(f"encoder_dir: {encoder_dir} does not exist; pass the llm2vec output")
     sft_config = config.to_sft_config(shape["r"], shape["lora_alpha"], shape["target_modules"])
-    env = env or detect_environment(probe_unsloth=config.backend != "hf")
-    backend = select_backend(config.backend, env)
+    env = env or detect_environment(probe_unsloth=probes_unsloth(config.backend, world.size))
+    backend = select_backend(config.backend, env, world.size)
+    micro, accumulation = split_batch(
+        config.batch_size, config.gradient_accumulation_steps, world.size
+    )
     plan = plan_memory(
         model_config,
         device="cuda" if env.cuda else "cpu",
         vram_budget_mb=config.vram_budget_mb,
-        batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        batch_size=micro,
+        gradient_accumulation_steps=accumulation,
         max_seq_length=config.max_seq_length,
         lora_r=shape["r"],
     )
 
-    train_examples, heldout_examples, counts = prepare_examples(
-        config, datasets, module, Path(encoder_dir) if encoder_dir else None, embed
-    )
+    # Rank 0 mines the examples (distractors from the encoder) and hands every rank the same set.
+    prepared = None
+    if world.is_main:
+        prepared = prepare_examples(
+            config, datasets, module, Path(encoder_dir) if encoder_dir else None, embed
+        )
+    train_examples, heldout_examples, counts = from_main(world, prepared)
     tokenizer = load_tokenizer(adapter_dir)  # the tokenizer and chat template SFT trained with
     ensure_chat_template(tokenizer)
     train_kept, train_chats, train_dropped = _tokenize(
@@ -194,14 +232,16 @@ def train_raft(
                 "module": module,
                 "config": resolved,
                 "backend": backend,
-                "plan": [plan.batch_size, plan.gradient_accumulation_steps],
+                "global_batch": config.batch_size * config.gradient_accumulation_steps,
                 "code": package_versions().get("mongars-mlops", "source"),
             }
         )
-        store = CheckpointStore(config.checkpoint_root, f"raft-{module}-{key}")
-    scratch_root = None if store else Path(tempfile.mkdtemp(prefix=f"raft-{module}-"))
+        name_in_root = f"raft-{module}-{key}"
+        mirror_dir = shared_dir(name_in_root) if world.distributed else None
+        store = CheckpointStore(config.checkpoint_root, name_in_root, mirror_dir=mirror_dir)
+    scratch_root = None if store else shared_dir(f"raft-{module}")
     try:
-        with atomic_dir(out_dir) as scratch:
+        with main_writes(world, out_dir) as scratch:
             metrics, history, generations = _train(
                 config,
                 sft_config,
@@ -218,7 +258,10 @@ def train_raft(
                 store,
                 scratch_root,
                 scratch,
+                world,
             )
+            if scratch is None:  # ranks other than 0 write nothing
+                return {"rank": world.rank}
             metrics.update(counts)
             write_json(scratch / "metrics.json", metrics)
             write_jsonl(scratch / "heldout_generations.jsonl", generations)
@@ -256,7 +299,7 @@ def train_raft(
     finally:
         if store:
             store.close()
-        if scratch_root:
+        if scratch_root and not world.distributed:
             shutil.rmtree(scratch_root, ignore_errors=True)
     flat = {
         "stage": "raft",
@@ -303,9 +346,14 @@ def _train(
     heldout_chats: list[TokenizedChat],
     store: CheckpointStore | None,
     scratch_root: Path | None,
-    scratch: Path,
+    scratch: Path | None,
+    world: World,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Load the SFT adapter, score it, train it on RAFT examples, score again, save it."""
+    """Load the SFT adapter, score it, train it on RAFT examples, score again, save it.
+
+    Every rank trains and generates its share of the held-out answers; only the one given a
+    ``scratch`` (rank 0) saves the adapter.
+    """
     from monGARS.mlops.training.common.loop import CountingTrainer, total_steps, training_arguments
 
     if env.cuda:
@@ -320,19 +368,24 @@ def _train(
         config.seed,
         config.max_seq_length,
     )
-    model = load_for_training(backend, base, lora, plan, env)
+    local_rank = world.local_rank if world.distributed else None
+    model = load_for_training(backend, base, lora, plan, env, local_rank=local_rank)
     loaded = load_sft_weights(model, adapter_dir)
     output_dir = store.local_dir if store else scratch_root
     assert output_dir is not None
+    # A resumed run finds its step-0 evaluation (the SFT adapter's loss) in the restored history.
+    resume = prepare_for_ranks(store, world) if store else None
     arguments = training_arguments(
         sft_config,
         plan,
         env,
         backend,
         output_dir,
-        steps=total_steps(sft_config, len(train_chats), plan),
+        steps=total_steps(sft_config, len(train_chats), plan, world.size),
         save=store is not None,
         evaluate=True,
+        world_size=world.size,
+        evaluate_first=resume is None,
     )
     trainer = CountingTrainer(
         model=model,
@@ -340,9 +393,10 @@ def _train(
         train_dataset=ChatDataset(train_chats),
         eval_dataset=ChatDataset(heldout_chats),
         data_collator=ChatCollator(tokenizer.pad_token_id),
-        callbacks=[checkpoint_callback(store)] if store else None,
+        callbacks=[checkpoint_callback(store, world)] if store else None,
     )
     prompts = [prompt_ids(tokenizer, example) for example in heldout]
+    mine = prompts[shard(len(prompts), world)]  # each rank answers its slice, in rank order
 
     def answers() -> list[str]:
         if backend == "unsloth":  # Unsloth's patched model generates only in inference mode
@@ -350,30 +404,31 @@ def _train(
 
             FastLanguageModel.for_inference(model)
         try:
-            return generate_answers(
+            answered = generate_answers(
                 model,
                 tokenizer,
-                prompts,
+                mine,
                 max_new_tokens=config.eval_max_new_tokens,
                 batch_size=config.eval_batch_size,
             )
         finally:
             if backend == "unsloth":
                 FastLanguageModel.for_training(model)
+        return [text for part in gather_objects(world, answered) for text in part]
 
-    resume = store.prepare() if store else None
-    loss_sft = trainer.evaluate()["eval_loss"]
     sft_answers = answers()
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_seconds = time.perf_counter() - start - trainer.eval_seconds
     loss_raft = trainer.evaluate()["eval_loss"]
     raft_answers = answers()
-    model.save_pretrained(str(scratch / ADAPTER_SUBDIR))
-    tokenizer.save_pretrained(str(scratch / ADAPTER_SUBDIR))
+    if scratch is not None:
+        model.save_pretrained(str(scratch / ADAPTER_SUBDIR))
+        tokenizer.save_pretrained(str(scratch / ADAPTER_SUBDIR))
+    trained_tokens = int(sum_over_ranks(world, trainer.trained_tokens))
 
     history = [dict(entry) for entry in trainer.state.log_history]
-    history.insert(0, {"step": 0, "eval_loss": loss_sft})
+    loss_sft = next(e["eval_loss"] for e in history if "eval_loss" in e and e["step"] == 0)
     losses = [(e["step"], e["loss"]) for e in history if "loss" in e]
     metrics: dict[str, Any] = {
         "steps": int(trainer.state.global_step),
@@ -385,11 +440,10 @@ def _train(
         "heldout_loss_raft": loss_raft,
         "sft": score_answers(heldout, sft_answers),
         "raft": score_answers(heldout, raft_answers),
-        "trained_tokens": trainer.trained_tokens,
+        "world_size": world.size,
+        "trained_tokens": trained_tokens,
         "train_seconds": round(train_seconds, 3),
-        "tokens_per_second": round(trainer.trained_tokens / train_seconds, 1)
-        if train_seconds > 0
-        else 0.0,
+        "tokens_per_second": round(trained_tokens / train_seconds, 1) if train_seconds > 0 else 0.0,
         "peak_memory_mb": round(peak_memory_mb(env.cuda)[0], 1),
         "loss_history": [{"step": s, "loss": v} for s, v in losses],
         # The final evaluate() repeats the Trainer's own evaluation at the last step: keep one.

@@ -12,6 +12,7 @@ import re
 from typing import Any, ClassVar, Literal
 
 from monGARS.mlops.configs import Checks, load_config
+from monGARS.mlops.training.common.distributed import batch_problem
 
 Backend = Literal["auto", "unsloth", "hf"]
 Scheduler = Literal[
@@ -78,7 +79,8 @@ class SFTConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    # Per-device micro batch and accumulation; effective batch = batch_size * accumulation.
+    # The global batch of one optimizer step is batch_size * gradient_accumulation_steps, for any
+    # number of ranks: each of N ranks takes 1/N of it (micro batches of at most batch_size).
     batch_size: int = 4
     gradient_accumulation_steps: int = 4
     max_seq_length: int = 2048
@@ -92,6 +94,8 @@ class SFTConfig:
     save_steps: int = 100
     # Where resumable checkpoints live ("" = none): a local folder or a gs:// prefix.
     checkpoint_root: str = ""
+    # Data-parallel ranks: 0 = one per GPU the pod sees (1 on CPU); N > 1 runs N ranks.
+    num_processes: int = 0
 
     def problems(self) -> list[str]:
         check = Checks()
@@ -134,6 +138,9 @@ class SFTConfig:
         check.at_least("eval_steps", self.eval_steps, 1)
         check.at_least("logging_steps", self.logging_steps, 1)
         check.at_least("save_steps", self.save_steps, 1)
+        check.at_least("num_processes", self.num_processes, 0)
+        split = batch_problem(self.batch_size, self.gradient_accumulation_steps, self.num_processes)
+        check.require(not split, "batch_size", split.partition(": ")[2])
         root = self.checkpoint_root
         check.require(
             root == "" or root.startswith("gs://") or "://" not in root,

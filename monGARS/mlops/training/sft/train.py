@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from monGARS.mlops.atomic import atomic_dir, sha256_file, write_json
+from monGARS.mlops.atomic import sha256_file, write_json
 from monGARS.mlops.configs import config_to_dict
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.modeling import ADAPTER_SUBDIR, load_tokenizer
@@ -37,6 +36,7 @@ from monGARS.mlops.training.common.backends import (
     linear_module_names,
     load_for_training,
     plan_memory,
+    probes_unsloth,
     select_backend,
 )
 from monGARS.mlops.training.common.chat_data import (
@@ -54,14 +54,28 @@ from monGARS.mlops.training.common.checkpoints import (
     CheckpointStore,
     checkpoint_callback,
     hash_tree,
+    prepare_for_ranks,
     run_key,
+)
+from monGARS.mlops.training.common.distributed import (
+    World,
+    current_world,
+    init,
+    launch,
+    main_writes,
+    process_count,
+    shared_dir,
+    split_batch,
+    sum_over_ranks,
 )
 from monGARS.mlops.training.common.inputs import check_training_inputs
 from monGARS.mlops.training.common.runtime import package_versions, peak_memory_mb
 from monGARS.mlops.training.sft.config import SFTConfig, load_sft_config
 
-# Fields that change where or how often things are written, not what is trained.
-_KEY_EXCLUDED = ("checkpoint_root", "logging_steps", "eval_steps", "save_steps")
+# Fields that change where or how often things are written, or how many ranks share the global
+# batch, not what is trained: a run resumes with any number of ranks.
+_KEY_EXCLUDED = ("checkpoint_root", "logging_steps", "eval_steps", "save_steps", "num_processes")
+_ENTRY = "monGARS.mlops.training.sft.train:train_sft"
 
 
 def _dataset_files(datasets_dir: Path, module: str, with_corpora: bool) -> list[Path]:
@@ -80,9 +94,12 @@ def _key_inputs(
     datasets_dir: Path,
     module: str,
     backend: str,
-    plan: MemoryPlan,
 ) -> dict[str, Any]:
-    """What the checkpoint location hashes: every input that changes the trained adapter."""
+    """What the checkpoint location hashes: every input that changes the trained adapter.
+
+    The global batch is in the config; how it is cut into micro batches, accumulation and ranks
+    (the memory plan, the number of ranks) is not, so any layout resumes the same run.
+    """
     resolved = {k: v for k, v in config_to_dict(config).items() if k not in _KEY_EXCLUDED}
     files = _dataset_files(datasets_dir, module, config.french_mix_ratio > 0)
     return {
@@ -91,7 +108,6 @@ def _key_inputs(
         "module": module,
         "config": resolved,
         "backend": backend,
-        "plan": [plan.batch_size, plan.gradient_accumulation_steps, plan.gradient_checkpointing],
         "code": package_versions().get("mongars-mlops", "source"),
     }
 
@@ -143,25 +159,34 @@ class _Prepared:
     train: TokenizedSplit
     val: TokenizedSplit
     counts: dict[str, int]
+    world: World
 
 
 def _prepare(
-    config: SFTConfig, base: Path, datasets: Path, module: str, env: Environment | None
+    config: SFTConfig,
+    base: Path,
+    datasets: Path,
+    module: str,
+    env: Environment | None,
+    world: World,
 ) -> _Prepared:
     """Every check that can refuse the input, in the order docs/sft.md lists them."""
     model_config = check_training_inputs(base, datasets, module)
     # Probed before transformers is imported, so Unsloth can patch it.
-    env = env or detect_environment(probe_unsloth=config.backend != "hf")
-    backend = select_backend(config.backend, env)
+    env = env or detect_environment(probe_unsloth=probes_unsloth(config.backend, world.size))
+    backend = select_backend(config.backend, env, world.size)
     check_target_modules(
         config.target_modules, linear_module_names(base), str(model_config["model_type"])
+    )
+    micro, accumulation = split_batch(
+        config.batch_size, config.gradient_accumulation_steps, world.size
     )
     plan = plan_memory(
         model_config,
         device="cuda" if env.cuda else "cpu",
         vram_budget_mb=config.vram_budget_mb,
-        batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        batch_size=micro,
+        gradient_accumulation_steps=accumulation,
         max_seq_length=config.max_seq_length,
         lora_r=config.lora_r,
     )
@@ -189,6 +214,7 @@ def _prepare(
         train,
         val,
         counts,
+        world,
     )
 
 
@@ -202,27 +228,46 @@ def train_sft(
     base_model_name: str | None = None,
     env: Environment | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune ``module``'s LoRA adapter; write ``out_dir`` atomically; return flat metadata."""
+    """Fine-tune ``module``'s LoRA adapter; write ``out_dir`` atomically; return flat metadata.
+
+    With several devices (or ``num_processes`` > 1) the call relaunches itself as that many
+    data-parallel ranks (``common/distributed.py``) and returns rank 0's metadata.
+    """
     if not isinstance(config, SFTConfig):
         config = load_sft_config(config)
+    world = current_world()
+    if not world.distributed:
+        processes = process_count(config.num_processes)
+        if processes > 1:
+            split_batch(config.batch_size, config.gradient_accumulation_steps, processes)
+            arguments = {"config": config_to_dict(config), "module": module}
+            arguments |= {"base_model_dir": str(base_model_dir), "out_dir": str(out_dir)}
+            arguments |= {"datasets_dir": str(datasets_dir), "base_model_name": base_model_name}
+            return launch(_ENTRY, arguments, processes)
+    init(world)
     base, datasets = Path(base_model_dir), Path(datasets_dir)
-    prepared = _prepare(config, base, datasets, module, env)
+    prepared = _prepare(config, base, datasets, module, env, world)
     name = base_model_name or base.name
 
     store = None
     if config.checkpoint_root:
-        key = run_key(_key_inputs(config, base, datasets, module, prepared.backend, prepared.plan))
-        store = CheckpointStore(config.checkpoint_root, f"sft-{module}-{key}")
-    scratch_root = None if store else Path(tempfile.mkdtemp(prefix=f"sft-{module}-"))
+        key = run_key(_key_inputs(config, base, datasets, module, prepared.backend))
+        name_in_root = f"sft-{module}-{key}"
+        mirror_dir = shared_dir(name_in_root) if world.distributed else None
+        store = CheckpointStore(config.checkpoint_root, name_in_root, mirror_dir=mirror_dir)
+    scratch_root = None if store else shared_dir(f"sft-{module}")
     try:
-        with atomic_dir(out_dir) as scratch:
+        with main_writes(world, out_dir) as scratch:
             metrics, log_history = _train(prepared, store, scratch_root or store.local_dir, scratch)
-            _write_reports(prepared, name, store, metrics, log_history, scratch)
+            if scratch is not None:
+                _write_reports(prepared, name, store, metrics, log_history, scratch)
     finally:
         if store:
             store.close()
-        if scratch_root:
+        if scratch_root and not world.distributed:
             shutil.rmtree(scratch_root, ignore_errors=True)
+    if not world.is_main:  # its metrics are rank 0's; the launcher reports rank 0's metadata
+        return {"rank": world.rank}
     return {
         "base_model": name,
         "backend": prepared.backend,
@@ -235,6 +280,8 @@ def train_sft(
 _METADATA_KEYS = (
     "steps",
     "resumed_from_step",
+    "world_size",
+    "trained_tokens",
     "train_loss_first",
     "train_loss_last",
     "eval_loss_before",
@@ -288,13 +335,16 @@ def _write_reports(
 
 
 def _train(
-    prepared: _Prepared, store: CheckpointStore | None, output_dir: Path, scratch: Path
+    prepared: _Prepared, store: CheckpointStore | None, output_dir: Path, scratch: Path | None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Load, train, evaluate and save the adapter into ``scratch``; return metrics and the log."""
+    """Load, train, evaluate and save the adapter into ``scratch``; return metrics and the log.
+
+    Every rank trains; only the one given a ``scratch`` (rank 0) saves the adapter.
+    """
     from monGARS.mlops.training.common.loop import CountingTrainer, total_steps, training_arguments
 
     config, env, plan, backend = prepared.config, prepared.env, prepared.plan, prepared.backend
-    train, val, tokenizer = prepared.train, prepared.val, prepared.tokenizer
+    train, val, tokenizer, world = prepared.train, prepared.val, prepared.tokenizer, prepared.world
     if env.cuda:
         import torch
 
@@ -307,17 +357,22 @@ def _train(
         config.seed,
         config.max_seq_length,
     )
-    model = load_for_training(backend, prepared.base, lora, plan, env)
+    local_rank = world.local_rank if world.distributed else None
+    model = load_for_training(backend, prepared.base, lora, plan, env, local_rank=local_rank)
     evaluate = bool(val.examples)
+    # A resumed run finds its step-0 evaluation in the restored log history.
+    resume = prepare_for_ranks(store, world) if store else None
     arguments = training_arguments(
         config,
         plan,
         env,
         backend,
         output_dir,
-        steps=total_steps(config, len(train.examples), plan),
+        steps=total_steps(config, len(train.examples), plan, world.size),
         save=store is not None,
         evaluate=evaluate,
+        world_size=world.size,
+        evaluate_first=resume is None,
     )
     trainer = CountingTrainer(
         model=model,
@@ -325,20 +380,20 @@ def _train(
         train_dataset=ChatDataset(train.examples),
         eval_dataset=ChatDataset(val.examples) if evaluate else None,
         data_collator=ChatCollator(tokenizer.pad_token_id),
-        callbacks=[checkpoint_callback(store)] if store else None,
+        callbacks=[checkpoint_callback(store, world)] if store else None,
     )
-    resume = store.prepare() if store else None
-    eval_before = trainer.evaluate()["eval_loss"] if evaluate else None
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_seconds = time.perf_counter() - start - trainer.eval_seconds
     eval_after = trainer.evaluate()["eval_loss"] if evaluate else None
-    model.save_pretrained(str(scratch / ADAPTER_SUBDIR))
-    tokenizer.save_pretrained(str(scratch / ADAPTER_SUBDIR))
+    if scratch is not None:
+        model.save_pretrained(str(scratch / ADAPTER_SUBDIR))
+        tokenizer.save_pretrained(str(scratch / ADAPTER_SUBDIR))
+    trained_tokens = int(sum_over_ranks(world, trainer.trained_tokens))
 
     history = [dict(entry) for entry in trainer.state.log_history]
-    if eval_before is not None:  # logged before train() reset the state: put it back at step 0
-        history.insert(0, {"step": 0, "eval_loss": eval_before})
+    before = [e["eval_loss"] for e in history if "eval_loss" in e and e["step"] == 0]
+    eval_before = before[0] if before else None
     losses = [(e["step"], e["loss"]) for e in history if "loss" in e]
     peak_mb, peak_kind = peak_memory_mb(env.cuda)
     metrics: dict[str, Any] = {
@@ -348,11 +403,10 @@ def _train(
         "train_loss_last": losses[-1][1] if losses else None,
         "eval_loss_before": eval_before,
         "eval_loss_after": eval_after,
-        "trained_tokens": trainer.trained_tokens,
+        "world_size": world.size,
+        "trained_tokens": trained_tokens,
         "train_seconds": round(train_seconds, 3),
-        "tokens_per_second": round(trainer.trained_tokens / train_seconds, 1)
-        if train_seconds > 0
-        else 0.0,
+        "tokens_per_second": round(trained_tokens / train_seconds, 1) if train_seconds > 0 else 0.0,
         "peak_memory_mb": round(peak_mb, 1),
         "peak_memory_kind": peak_kind,
         "loss_history": [{"step": s, "loss": v} for s, v in losses],
