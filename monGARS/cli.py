@@ -261,6 +261,8 @@ def compile_command(args: argparse.Namespace) -> int:
         accelerator_type=args.accelerator_type,
         accelerator_count=args.accelerator_count,
         parallelism=args.parallelism,
+        gpu_retry_window_hours=args.gpu_retry_window_hours,
+        image_pull_secrets=tuple(args.image_pull_secret or ()),
     )
     if problems := options.problems():
         raise MongarsError("compile: " + "; ".join(problems))
@@ -331,6 +333,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=defaults.parallelism,
         help="modules trained at once; 0 = all (default: %(default)s)",
+    )
+    compile_parser.add_argument(
+        "--gpu-retry-window-hours",
+        type=int,
+        default=defaults.gpu_retry_window_hours,
+        help="how long after a GPU task first started its retries may still start and run, "
+        "training included (default: %(default)s)",
+    )
+    compile_parser.add_argument(
+        "--image-pull-secret",
+        action="append",
+        metavar="SECRET",
+        help="dockerconfigjson Secret every pod pulls the images with (private registry); "
+        "repeat for several",
     )
     compile_parser.set_defaults(handler=compile_command)
     tiny = commands.add_parser("build-tiny-model", help="write the embedded tiny model")
