@@ -126,27 +126,13 @@ def code_root_from_flag(value: str) -> str:
 
 
 def source_tree_digest(root: str) -> str:
-    """A digest of what the code miner reads under a local ``--repo-root`` ("" for ``gs://``).
-
-    The files it would mine (paths and bytes) for a folder, the bytes for an archive.
-    """
-    import hashlib
-
+    """A digest of what the code miner reads under a local ``--repo-root`` ("" for ``gs://``,
+    which resolve_sources resolves on every run from its object generations)."""
     if "://" in root:
         return ""
-    path = Path(root)
-    digest = hashlib.sha256()
-    if path.is_file():
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()[:16]
-    from monGARS.mlops.datasets.codetree import CodeRoot, iter_source_files
+    from monGARS.mlops.sources import code_root_revision
 
-    tree = CodeRoot(path.name, path, (path / "__init__.py").is_file())
-    for source in iter_source_files(tree):
-        digest.update(source.relative.encode() + b"\0" + source.path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+    return code_root_revision(root)
 
 
 def last_stage_from_args(args: argparse.Namespace) -> str:
