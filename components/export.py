@@ -15,6 +15,7 @@ def export(
     export_config: dict,
     gguf: dsl.Output[dsl.Model],
     metrics: dsl.Output[dsl.Metrics],
+    stage_summary: dsl.Output[dsl.Artifact],
     encoder: dsl.Input[dsl.Model] = None,
 ) -> None:
     """Write and verify the module's merged chat model and encoder as GGUF files plus a bundle."""
@@ -32,3 +33,4 @@ def export(
         )
     publish(gguf, metadata)
     log_metrics(metrics, metadata)
+    stages.run_stage_summary("export", module, gguf.path, gguf.uri, stage_summary.path)

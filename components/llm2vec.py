@@ -17,6 +17,7 @@ def llm2vec(
     llm2vec_config: dict,
     encoder: dsl.Output[dsl.Model],
     metrics: dsl.Output[dsl.Metrics],
+    stage_summary: dsl.Output[dsl.Artifact],
 ) -> None:
     """Train the encoder; the upstream-style MNTP/SimCSE configs map onto the stage config."""
     parameters = dict(locals())  # every argument, by its pipeline name: the library folds them
@@ -29,3 +30,4 @@ def llm2vec(
         )
     publish(encoder, metadata)
     log_metrics(metrics, metadata)
+    stages.run_stage_summary("llm2vec", module, encoder.path, encoder.uri, stage_summary.path)

@@ -1,8 +1,12 @@
-"""raft: retrieval-augmented fine-tuning on top of the module's SFT adapter (optional stage)."""
+"""raft: retrieval-augmented fine-tuning on top of the module's SFT adapter (optional stage).
+
+The pipeline runs ``raft`` only when the ``raft`` parameter is on; otherwise ``raft_off`` (a tiny
+CPU task) stands in its branch, so no GPU is held for a stage that does nothing.
+"""
 
 from kfp import dsl
 
-from monGARS.components.images import GPU_IMAGE
+from monGARS.components.images import CPU_IMAGE, GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
@@ -12,22 +16,21 @@ def raft(
     encoder: dsl.Input[dsl.Model],
     datasets: dsl.Input[dsl.Dataset],
     module: str,
-    enabled: bool,
     seed: int,
     raft_config: dict,
     adapter: dsl.Output[dsl.Model],
     metrics: dsl.Output[dsl.Metrics],
-) -> None:
+) -> str:
     """Fine-tune on questions with oracle and distractor documents mined by the encoder.
 
-    With ``enabled`` false the SFT adapter is passed on unchanged (a copy of the adapter only).
+    Returns the reference merge_adapter reads the adapter by (a copy on the shared cache volume).
     """
     parameters = dict(locals())  # every argument, by its pipeline name: the library folds them
     from monGARS.mlops import stages
     from monGARS.mlops.artifacts import log_metrics, publish, stage_errors
 
     with stage_errors("raft"):
-        metadata = stages.run_raft(
+        metadata, reference = stages.run_raft(
             parameters,
             base_model.path,
             sft_adapter.path,
@@ -36,7 +39,14 @@ def raft(
             module,
             adapter.path,
             base_model_name=base_model.metadata.get("base_model"),
-            enabled=enabled,
         )
     publish(adapter, metadata)
     log_metrics(metrics, metadata)
+    return reference
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def raft_off(module: str) -> str:
+    """The raft=false branch: no RAFT adapter for ``module`` (merge_adapter takes the SFT one)."""
+    print(f"raft is off: {module} exports its SFT adapter", flush=True)
+    return ""

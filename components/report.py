@@ -8,28 +8,26 @@ from monGARS.components.images import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def report(
     run_name: str,
-    datasets: dsl.Input[dsl.Dataset],
+    datasets_summary: dsl.Input[dsl.Artifact],
     report_html: dsl.Output[dsl.HTML],
     metrics: dsl.Output[dsl.Metrics],
-    sft_adapters: dsl.Input[list[dsl.Model]] = None,
-    encoders: dsl.Input[list[dsl.Model]] = None,
-    ggufs: dsl.Input[list[dsl.Model]] = None,
+    sft_summaries: dsl.Input[list[dsl.Artifact]] = None,
+    llm2vec_summaries: dsl.Input[list[dsl.Artifact]] = None,
+    export_summaries: dsl.Input[list[dsl.Artifact]] = None,
 ) -> str:
-    """Gather every stage's figures; return a JSON summary of artifact locations per module."""
+    """Gather every stage's figures from its small summary; return the run's artifact URIs as JSON.
+
+    Only stage summaries come in: the KFP launcher downloads every input artifact before the
+    program starts, so the models and GGUF files stay out of this pod.
+    """
     from monGARS.mlops import stages
     from monGARS.mlops.artifacts import log_metrics, stage_errors
 
-    def locations(artifacts):
-        return [artifact.path for artifact in artifacts or []]
-
+    collected = (sft_summaries, llm2vec_summaries, export_summaries)
+    paths = [artifact.path for group in collected for artifact in group or []]
     with stage_errors("report"):
         summary, figures = stages.run_report(
-            run_name,
-            datasets.path,
-            locations(sft_adapters),
-            locations(encoders),
-            locations(ggufs),
-            report_html.path,
+            run_name, datasets_summary.path, paths, report_html.path, report_html.uri
         )
     log_metrics(metrics, figures)
     return summary

@@ -24,6 +24,7 @@ def sft(
     adapter: dsl.Output[dsl.Model],
     metrics: dsl.Output[dsl.Metrics],
     loss_curve: dsl.Output[dsl.HTML],
+    stage_summary: dsl.Output[dsl.Artifact],
 ) -> None:
     """Train a LoRA adapter for ``module``; ``sft_config`` overrides any other hyperparameter."""
     parameters = dict(locals())  # every argument, by its pipeline name: the library folds them
@@ -42,3 +43,4 @@ def sft(
         )
     publish(adapter, metadata)
     log_metrics(metrics, metadata)
+    stages.run_stage_summary("sft", module, adapter.path, adapter.uri, stage_summary.path)

@@ -126,27 +126,13 @@ def code_root_from_flag(value: str) -> str:
 
 
 def source_tree_digest(root: str) -> str:
-    """A digest of what the code miner reads under a local ``--repo-root`` ("" for ``gs://``).
-
-    The files it would mine (paths and bytes) for a folder, the bytes for an archive.
-    """
-    import hashlib
-
+    """A digest of what the code miner reads under a local ``--repo-root`` ("" for ``gs://``,
+    which resolve_sources resolves on every run from its object generations)."""
     if "://" in root:
         return ""
-    path = Path(root)
-    digest = hashlib.sha256()
-    if path.is_file():
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()[:16]
-    from monGARS.mlops.datasets.codetree import CodeRoot, iter_source_files
+    from monGARS.mlops.sources import code_root_revision
 
-    tree = CodeRoot(path.name, path, (path / "__init__.py").is_file())
-    for source in iter_source_files(tree):
-        digest.update(source.relative.encode() + b"\0" + source.path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+    return code_root_revision(root)
 
 
 def last_stage_from_args(args: argparse.Namespace) -> str:
@@ -261,6 +247,8 @@ def compile_command(args: argparse.Namespace) -> int:
         accelerator_type=args.accelerator_type,
         accelerator_count=args.accelerator_count,
         parallelism=args.parallelism,
+        gpu_retry_window_hours=args.gpu_retry_window_hours,
+        image_pull_secrets=tuple(args.image_pull_secret or ()),
     )
     if problems := options.problems():
         raise MongarsError("compile: " + "; ".join(problems))
@@ -331,6 +319,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=defaults.parallelism,
         help="modules trained at once; 0 = all (default: %(default)s)",
+    )
+    compile_parser.add_argument(
+        "--gpu-retry-window-hours",
+        type=int,
+        default=defaults.gpu_retry_window_hours,
+        help="how long after a GPU task first started its retries may still start and run, "
+        "training included (default: %(default)s)",
+    )
+    compile_parser.add_argument(
+        "--image-pull-secret",
+        action="append",
+        metavar="SECRET",
+        help="dockerconfigjson Secret every pod pulls the images with (private registry); "
+        "repeat for several",
     )
     compile_parser.set_defaults(handler=compile_command)
     tiny = commands.add_parser("build-tiny-model", help="write the embedded tiny model")

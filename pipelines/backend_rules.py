@@ -51,11 +51,15 @@ _K8S_PARAMETER_TYPES = {
 FEATURE_VERSIONS: dict[str, tuple[int, int]] = {
     "node selector / tolerations from JSON parameters": (2, 5),
     "secret and PVC names from parameters": (2, 5),
+    "image pull secrets (secretNameParameter)": (2, 5),
     "retry policy": (2, 5),
     "ParallelFor parallelism limit": (2, 3),
     "artifacts collected from a ParallelFor": (2, 14),
     "empty dict or list parameter defaults": (2, 14),
     "optional secret as environment variable": (2, 15),
+    # resolve.go: GetProducerTask picks the COMPLETE/CACHED branch of a parameter OneOf
+    # (ValueFromOneof) from 2.14 on; for artifacts it took the last selector until 2.17.
+    "dsl.OneOf over parameters": (2, 14),
     "dsl.OneOf over artifacts": (2, 17),
 }
 
@@ -283,6 +287,9 @@ def used_features(spec: dict[str, Any], platform: dict[str, Any] | None = None) 
         outputs = ((component.get("dag") or {}).get("outputs") or {}).get("artifacts") or {}
         if any(len(out.get("artifactSelectors") or []) > 1 for out in outputs.values()):
             features.add("dsl.OneOf over artifacts")
+        parameters = ((component.get("dag") or {}).get("outputs") or {}).get("parameters") or {}
+        if any("valueFromOneof" in out for out in parameters.values()):
+            features.add("dsl.OneOf over parameters")
     root_parameters = (spec["root"].get("inputDefinitions") or {}).get("parameters") or {}
     if any(p.get("defaultValue") in ({}, []) for p in root_parameters.values()):
         features.add("empty dict or list parameter defaults")
@@ -292,6 +299,8 @@ def used_features(spec: dict[str, Any], platform: dict[str, Any] | None = None) 
                 features.add("node selector / tolerations from JSON parameters")
             else:
                 features.add("secret and PVC names from parameters")
+        if config.get("imagePullSecret"):
+            features.add("image pull secrets (secretNameParameter)")
         if any(secret.get("optional") for secret in config.get("secretAsEnv") or []):
             features.add("optional secret as environment variable")
     return features

@@ -39,6 +39,31 @@ class BackendRuleError(ValueError):
     """The compiled pipeline breaks a rule of the KFP backend's driver; nothing was written."""
 
 
+def retry_window_problems(spec: dict[str, Any], hours: int) -> list[str]:
+    """Tasks whose retry window (``backoffMaxDuration``) is shorter than ``hours``.
+
+    kfp SDKs before 2.17 cap ``backoff_max_duration`` at 3600 s when they write the IR
+    (kubeflow/pipelines ``sdk/python/kfp/dsl/structures.py: RetryPolicy.to_proto``, until
+    "remove max duration limit on retries", #13452); compiled with one, a multi-hour GPU stage
+    would silently lose its retries (placement.place_on_gpu says why), so the compile is refused.
+    """
+    problems = []
+    components = [spec["root"], *(spec.get("components") or {}).values()]
+    for component in components:
+        for name, task in sorted(((component.get("dag") or {}).get("tasks") or {}).items()):
+            retry = task.get("retryPolicy")
+            if not retry:
+                continue
+            window = str(retry.get("backoffMaxDuration", "0s"))
+            seconds = int(window.removesuffix("s")) if window.removesuffix("s").isdigit() else 0
+            if seconds < hours * 3600:
+                problems.append(
+                    f"{name}: retry window {window} is shorter than {hours} h; the kfp SDK caps "
+                    "it below 2.17: install kfp>=2.17 (pyproject.toml pins it)"
+                )
+    return problems
+
+
 def compile_pipeline(output: str | Path = COMPILED_PIPELINE, options: Any = None) -> Path:
     """Compile the full pipeline to ``output``, refusing YAML the KFP backend could not run.
 
@@ -52,7 +77,8 @@ def compile_pipeline(output: str | Path = COMPILED_PIPELINE, options: Any = None
     from monGARS.pipelines.mongars_pipeline import build_pipeline
     from monGARS.pipelines.options import PipelineOptions
 
-    pipeline = build_pipeline(options=options or PipelineOptions())
+    options = options or PipelineOptions()
+    pipeline = build_pipeline(options=options)
     target = Path(output)
     with tempfile.TemporaryDirectory() as scratch:
         raw = Path(scratch) / "pipeline.yaml"
@@ -60,6 +86,7 @@ def compile_pipeline(output: str | Path = COMPILED_PIPELINE, options: Any = None
         text = _normalise_header(raw.read_text(encoding="utf-8"))
     spec, *rest = list(yaml.safe_load_all(text))
     problems = check_pipeline(spec, rest[0] if rest else None)
+    problems += retry_window_problems(spec, options.gpu_retry_window_hours)
     if problems:
         raise BackendRuleError(
             f"the compiled pipeline would fail on the KFP backend ({len(problems)} problems): "

@@ -1,11 +1,18 @@
-"""The monGARS pipeline: fetch + build_datasets, then per module sft -> llm2vec -> raft -> export.
+"""The monGARS pipeline: resolve sources, fetch + build_datasets, then per module sft -> llm2vec
+-> [raft] -> merge -> export, and one report.
 
 ``build_pipeline(last_stage, options)`` builds the DAG up to a stage (the runbook's stage flags);
 the compiled, committed YAML is the full pipeline, and ``kfp.local`` runs that same definition.
-Every task is cached, so running again with the same inputs resumes: finished stages are cache
-hits. The DAG has no condition and no ``dsl.OneOf``: with ``raft=false`` the raft task passes the
-SFT adapter on, so one merge task feeds export either way and older KFP backends run it
-(docs/cluster.md gives the minimum version).
+Every task but ``resolve_sources`` is cached, so running again with the same inputs resumes:
+finished stages are cache hits. ``resolve_sources`` runs every time and turns what lies outside
+(hub revisions, ``gs://`` generations, file digests) into parameters of the cached tasks, so a
+moved source re-runs exactly what reads it (monGARS.mlops.sources).
+
+RAFT sits under ``dsl.If(raft)``: with ``raft=false`` no GPU task runs for it (a tiny CPU
+``raft_off`` task stands in). merge_adapter, outside the condition, takes the SFT adapter and
+a parameter ``dsl.OneOf`` naming raft's adapter when it ran (monGARS.mlops.handoff says why a
+parameter, not an artifact: KFP backends before 2.17 resolve an artifact OneOf wrongly).
+The report reads each stage's small summary artifact only, never models or GGUF files.
 
 The pipeline's parameters are not written here: its signature is built from the declaration in
 ``monGARS.mlops.parameters`` (a stdlib-only module), and each stage task receives the parameters
@@ -24,7 +31,9 @@ from monGARS.components.fetch_base_model import fetch_base_model
 from monGARS.components.llm2vec import llm2vec
 from monGARS.components.merge_adapter import merge_adapter
 from monGARS.components.raft import raft as raft_component
+from monGARS.components.raft import raft_off
 from monGARS.components.report import report
+from monGARS.components.resolve_sources import resolve_sources
 from monGARS.components.sft import sft
 from monGARS.pipelines import placement
 from monGARS.pipelines.options import PipelineOptions
@@ -79,6 +88,7 @@ def build_pipeline(
     def _cached(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
         task.set_caching_options(enable_caching=True)
         placement.set_resources(task, stage)
+        placement.use_image_pull_secrets(task, options.image_pull_secrets)
         return task
 
     signature = pipeline_signature()
@@ -101,18 +111,43 @@ def build_pipeline(
                 options.accelerator_count,
                 params["gpu_node_selector"],
                 params["gpu_tolerations"],
+                options.gpu_retry_window_hours,
             )
             placement.use_hf_token(task, params["hf_token_secret"])
             placement.use_shared_cache(task, params["model_cache_pvc"])
             return task
 
-        data = _cached(build_datasets(**stage_args("build_datasets")), "build_datasets")
+        # Never cached: it re-reads what lies outside each run (monGARS.mlops.sources).
+        sources = resolve_sources(
+            base_model=params["base_model"], datasets_config=params["datasets_config"]
+        )
+        placement.set_resources(sources, "resolve_sources")
+        placement.use_image_pull_secrets(sources, options.image_pull_secrets)
+        sources.set_caching_options(enable_caching=False)
+        sources.set_display_name("resolve sources")
+        placement.use_hf_token(sources, params["hf_token_secret"])
+
+        data = _cached(
+            build_datasets(
+                source_revisions=sources.outputs["dataset_revisions"],
+                **stage_args("build_datasets"),
+            ),
+            "build_datasets",
+        )
         placement.use_hf_token(data, params["hf_token_secret"])
         datasets = data.outputs["datasets"]
 
-        collected: dict[str, dsl.Collected] = {}
+        # The report's inputs: small per-stage summaries only (the launcher downloads every input
+        # artifact, collected lists included); one list per stage, extended per new stage.
+        summaries: dict[str, dsl.Collected] = {}
         if _reaches(last_stage, "sft"):
-            fetch = _cached(fetch_base_model(base_model=params["base_model"]), "fetch_base_model")
+            fetch = _cached(
+                fetch_base_model(
+                    base_model=params["base_model"],
+                    revision=sources.outputs["base_model_revision"],
+                ),
+                "fetch_base_model",
+            )
             fetch.set_display_name("fetch base model")
             placement.use_hf_token(fetch, params["hf_token_secret"])
             placement.use_shared_cache(fetch, params["model_cache_pvc"])
@@ -126,7 +161,7 @@ def build_pipeline(
                     "sft",
                 )
                 sft_adapter = sft_task.outputs["adapter"]
-                collected["sft_adapters"] = dsl.Collected(sft_adapter)
+                summaries["sft_summaries"] = dsl.Collected(sft_task.outputs["stage_summary"])
 
                 if _reaches(last_stage, "llm2vec"):
                     encoder_task = on_gpu(
@@ -140,27 +175,34 @@ def build_pipeline(
                         "llm2vec",
                     )
                     encoder = encoder_task.outputs["encoder"]
-                    collected["encoders"] = dsl.Collected(encoder)
+                    summaries["llm2vec_summaries"] = dsl.Collected(
+                        encoder_task.outputs["stage_summary"]
+                    )
 
                 if _reaches(last_stage, "raft"):
-                    # With raft=false the raft task passes the SFT adapter on: one merge either way.
-                    raft_task = on_gpu(
-                        raft_component(
-                            base_model=base,
-                            sft_adapter=sft_adapter,
-                            encoder=encoder,
-                            datasets=datasets,
-                            module=module,
-                            enabled=params["raft"],
-                            **stage_args("raft"),
-                        ),
-                        "raft",
-                    )
+                    with dsl.If(params["raft"] == True, name="raft-on"):  # noqa: E712 - a KFP condition
+                        raft_task = on_gpu(
+                            raft_component(
+                                base_model=base,
+                                sft_adapter=sft_adapter,
+                                encoder=encoder,
+                                datasets=datasets,
+                                module=module,
+                                **stage_args("raft"),
+                            ),
+                            "raft",
+                        )
+                    with dsl.Else(name="raft-off"):
+                        skipped = _cached(raft_off(module=module), "raft_off")
+                        skipped.set_display_name("raft off")
                     merge_task = _cached(
                         merge_adapter(
-                            base_model=base, adapter=raft_task.outputs["adapter"], module=module
+                            base_model=base,
+                            adapter=sft_adapter,
+                            module=module,
+                            raft_adapter=dsl.OneOf(raft_task.outputs["Output"], skipped.output),
                         ),
-                        "export",
+                        "merge_adapter",
                     )
                     placement.use_shared_cache(merge_task, params["model_cache_pvc"])
                     chat_model = merge_task.outputs["merged"]
@@ -175,10 +217,17 @@ def build_pipeline(
                         ),
                         "export",
                     )
-                    collected["ggufs"] = dsl.Collected(export_task.outputs["gguf"])
+                    summaries["export_summaries"] = dsl.Collected(
+                        export_task.outputs["stage_summary"]
+                    )
 
         report_task = _cached(
-            report(run_name=params["run_name"], datasets=datasets, **collected), "report"
+            report(
+                run_name=params["run_name"],
+                datasets_summary=data.outputs["stage_summary"],
+                **summaries,
+            ),
+            "report",
         )
         return report_task.outputs["Output"]
 

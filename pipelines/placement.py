@@ -19,6 +19,8 @@ GPU_STAGES = ("sft", "llm2vec", "raft")
 # Requests/limits per stage: (cpu request, cpu limit, memory request, memory limit). Sized for a
 # 7B QLoRA run on one GPU; the CPU stages stream data and stay small.
 RESOURCES: dict[str, tuple[str, str, str, str]] = {
+    "resolve_sources": ("250m", "1", "512M", "2G"),
+    "raft_off": ("100m", "500m", "256M", "1G"),
     "fetch_base_model": ("1", "2", "4G", "16G"),
     # build_datasets cleans on one worker process per CPU of its limit (DatasetsConfig.workers=0
     # reads the cgroup limit): request = limit, so every worker has a guaranteed CPU.
@@ -27,6 +29,7 @@ RESOURCES: dict[str, tuple[str, str, str, str]] = {
     "sft": ("4", "8", "32G", "64G"),
     "llm2vec": ("4", "8", "32G", "64G"),
     "raft": ("4", "8", "32G", "64G"),
+    "merge_adapter": ("4", "8", "32G", "96G"),
     "export": ("4", "8", "32G", "96G"),
     "report": ("500m", "1", "1G", "2G"),
 }
@@ -35,6 +38,7 @@ HF_TOKEN_SECRET_KEY = "token"
 HF_TOKEN_ENV = "HF_TOKEN"
 MODEL_CACHE_MOUNT = "/var/cache/mongars"
 SHM_MOUNT = "/dev/shm"
+GPU_RETRIES = 3
 
 
 def set_resources(task: dsl.PipelineTask, stage: str, ranks: int = 1) -> None:
@@ -54,17 +58,37 @@ def _times(quantity: str, factor: int) -> str:
     return f"{int(number) * factor}{quantity[len(number) :]}"
 
 
+def use_image_pull_secrets(task: dsl.PipelineTask, secret_names: tuple[str, ...]) -> None:
+    """Pull the images from a private registry with these ``dockerconfigjson`` Secrets."""
+    if secret_names:
+        kubernetes.set_image_pull_secrets(task, list(secret_names))
+
+
 def place_on_gpu(
     task: dsl.PipelineTask,
     accelerator_type: str,
     accelerator_count: int,
     node_selector: dsl.PipelineParameterChannel,
     tolerations: dsl.PipelineParameterChannel,
+    retry_window_hours: int,
 ) -> None:
     """GPU node pool, accelerator limit, shared memory for data loaders, retries on preemption.
 
     A retried task restarts with the same inputs, so sft resumes from its checkpoints on the
     shared cache volume (``use_shared_cache``).
+
+    The retry window is the whole stage's budget, not a pause between tries: KFP's compiler turns
+    ``backoffMaxDuration`` into Argo's ``Backoff.MaxDuration`` (kubeflow/pipelines
+    ``backend/src/v2/compiler/argocompiler/container.go: getTaskRetryStrategyFromInput``), and
+    Argo (``workflow/controller/operator.go: processNodeRetries``, v3.7) measures it from the
+    *first* attempt's ``StartedAt``, refuses a retry past it ("Max duration limit exceeded") and
+    sets it as the retry pod's ``executionDeadline``. One hour would never retry a training that
+    failed after an hour, and would kill a retry at first start + 1 h.
+
+    Argo retries only Failed nodes here: the IR's ``RetryPolicy`` has no retry-on field, the
+    compiler sets no ``retryPolicy``, so Argo's default ``OnFailure`` applies and a pod deleted by
+    a node drain (node phase Error, "pod deleted") is not retried. docs/cluster.md says how to
+    recover (re-submission resumes from the checkpoints).
     """
     task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
     kubernetes.add_node_selector_json(task, node_selector)
@@ -73,7 +97,10 @@ def place_on_gpu(
         task, volume_name="dshm", mount_path=SHM_MOUNT, medium="Memory", size_limit="16Gi"
     )
     task.set_retry(
-        num_retries=3, backoff_duration="60s", backoff_factor=2.0, backoff_max_duration="3600s"
+        num_retries=GPU_RETRIES,
+        backoff_duration="60s",
+        backoff_factor=2.0,
+        backoff_max_duration=f"{retry_window_hours}h",
     )
 
 

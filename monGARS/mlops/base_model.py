@@ -30,7 +30,7 @@ from monGARS.mlops.tiny_model import TINY_MODEL_NAME, build_tiny_model
 
 # Files a model folder needs beyond its weights; anything else (optimizer states, .bin duplicates
 # of safetensors, README images) is not copied.
-_MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 
 
 def describe_spec(spec: str) -> str:
@@ -79,7 +79,7 @@ def check_base_model_spec(spec: object) -> str:
 
 
 def _copy_model_files(source: Path, destination: Path) -> None:
-    for pattern in _MODEL_FILE_PATTERNS:
+    for pattern in MODEL_FILE_PATTERNS:
         for path in source.glob(pattern):
             shutil.copy2(path, destination / path.name)
 
@@ -120,23 +120,41 @@ def _cache_key(spec: str, kind: str) -> tuple[str, str]:
         source = Path(spec).expanduser().resolve()
         stats = [
             (p.name, p.stat().st_size, p.stat().st_mtime_ns)
-            for pattern in _MODEL_FILE_PATTERNS
+            for pattern in MODEL_FILE_PATTERNS
             for p in sorted(source.glob(pattern))
         ]
         identity = json.dumps([str(source), stats])
     elif kind == "tiny":
         # Built from code and the shipped corpus: changing either gives a new entry.
-        from monGARS.mlops import tiny_model
-
-        sources = [Path(tiny_model.__file__), *sorted(tiny_model.sample_corpus_dir().rglob("*"))]
-        identity = hashlib.sha256(
-            b"".join(path.read_bytes() for path in sources if path.is_file())
-        ).hexdigest()
+        identity = tiny_model_digest(full=True)
     else:
         identity = spec
     readable = re.sub(r"[^A-Za-z0-9._-]+", "--", split_revision(spec)[0].strip("/~."))[-60:]
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     return f"{kind}-{readable or 'model'}-{digest}", commit if kind == "hub" else digest
+
+
+def tiny_model_digest(*, full: bool = False) -> str:
+    """A digest of what the tiny model is built from (its code and the shipped corpus)."""
+    from monGARS.mlops import tiny_model
+
+    sources = [Path(tiny_model.__file__), *sorted(tiny_model.sample_corpus_dir().rglob("*"))]
+    digest = hashlib.sha256(
+        b"".join(path.read_bytes() for path in sources if path.is_file())
+    ).hexdigest()
+    return digest if full else digest[:16]
+
+
+def pin_revision(spec: str, revision: str) -> str:
+    """``spec`` with a hub revision resolved by ``resolve_sources`` pinned (``org/name@<sha>``).
+
+    Only hub ids take it: what is fetched is then exactly what was resolved, even if the branch
+    moves in between. Other kinds are read as they are (their revision is a digest of them).
+    """
+    if not revision or describe_spec(spec) != "hub":
+        return spec
+    repo_id, _ = split_revision(spec)
+    return f"{repo_id}@{revision}"
 
 
 def fetch_base_model(spec: str, out_dir: str | Path) -> dict[str, Any]:
@@ -211,7 +229,7 @@ def _download_from_hub(repo_id: str, revision: str | None, destination: Path) ->
             repo_id=repo_id,
             revision=revision,
             local_dir=destination,
-            allow_patterns=_MODEL_FILE_PATTERNS,
+            allow_patterns=MODEL_FILE_PATTERNS,
             token=os.environ.get("HF_TOKEN") or None,
         )
     except LocalEntryNotFoundError:

@@ -1,8 +1,10 @@
 """The run report: one self-contained HTML page (charts inline as SVG) plus flat metrics for KFP.
 
-It reads what each stage left in its artifact folder (``summary.json`` of the datasets,
-``metrics.json`` of sft and llm2vec, ``bundle.json``/``verification.json`` of export), so it
-needs no extra plumbing when a stage adds a figure. The page has an overview table (one row per
+It reads each stage's small *stage summary* (monGARS.mlops.summaries: the datasets'
+``summary.json``, ``metrics.json`` of sft and llm2vec, ``bundle.json``/``verification.json`` of
+export, with the artifact's URI and file names), never the stages' large artifacts, so on a
+cluster the report pod downloads kilobytes, and its links name the object store (``gs://``,
+``s3://``, ``minio://``), not paths inside its own pod. The page has an overview table (one row per
 module), the datasets, then one section per module: SFT (figures and loss curve), llm2vec
 (losses per phase and retrieval before/after) and the GGUF files with their llama.cpp checks,
 each with links to the files.
@@ -24,7 +26,7 @@ from monGARS.mlops.atomic import write_text
 
 @dataclass
 class ModuleOutputs:
-    """Where one module's artifacts are, and what they report."""
+    """Where one module's artifacts are (URIs), what they hold, and what they report."""
 
     name: str
     train_records: int = 0
@@ -36,73 +38,58 @@ class ModuleOutputs:
     encoder_metrics: dict[str, Any] = field(default_factory=dict)
     bundle: dict[str, Any] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
+    # Top-level file names of each stage's artifact (links are made only to files that exist).
+    files: dict[str, list[str]] = field(default_factory=dict)
+    # Every summary of this module, by stage (stages the report has no section for yet included).
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
-def _count_lines(path: Path) -> int:
-    if not path.is_file():
-        return 0
-    with path.open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
-
-
-def _module_of(folder: Path, marker_files: Sequence[str], fallback: str) -> str:
-    for name in marker_files:
-        module = _read_json(folder / name).get("module")
-        if isinstance(module, str) and module:
-            return module
-    return fallback
+def _apply_summary(module: ModuleOutputs, summary: dict[str, Any]) -> None:
+    stage = summary["stage"]
+    documents = _as_dict(summary.get("documents"))
+    uri = str(summary.get("uri") or "")
+    module.summaries[stage] = summary
+    module.files[stage] = [str(name) for name in summary.get("files") or []]
+    if stage == "sft":
+        module.sft_adapter = uri
+        module.sft_metrics = _as_dict(documents.get("metrics.json"))
+    elif stage == "llm2vec":
+        module.encoder = uri
+        module.encoder_metrics = _as_dict(documents.get("metrics.json"))
+    elif stage == "export":
+        module.gguf_bundle = uri
+        module.bundle = _as_dict(documents.get("bundle.json"))
+        module.verification = _as_dict(documents.get("verification.json"))
 
 
 def gather(
-    datasets_dir: str | Path,
-    sft_dirs: Sequence[str],
-    encoder_dirs: Sequence[str],
-    gguf_dirs: Sequence[str],
-) -> tuple[dict[str, Any], dict[str, ModuleOutputs]]:
-    """Read the datasets summary and every module's stage outputs."""
-    datasets = Path(datasets_dir)
-    module_names = json.loads((datasets / "modules.json").read_text(encoding="utf-8"))
+    datasets_summary_path: str | Path, summary_paths: Sequence[str | Path]
+) -> tuple[dict[str, Any], dict[str, ModuleOutputs], str]:
+    """The datasets summary and every stage summary: (datasets summary, modules, datasets URI)."""
+    from monGARS.mlops.summaries import read_summaries
+
+    datasets = next(iter(read_summaries([datasets_summary_path])), {})
+    documents = _as_dict(datasets.get("documents"))
+    summary = _as_dict(documents.get("summary.json"))
+    module_names = documents.get("modules.json") or []
+    counts = _as_dict(summary.get("modules"))
     modules = {
         name: ModuleOutputs(
             name=name,
-            train_records=_count_lines(datasets / "modules" / name / "train.jsonl"),
-            val_records=_count_lines(datasets / "modules" / name / "val.jsonl"),
+            train_records=int(_as_dict(counts.get(name)).get("train") or 0),
+            val_records=int(_as_dict(counts.get(name)).get("val") or 0),
         )
         for name in module_names
     }
-
-    def attach(dirs: Sequence[str], markers: Sequence[str], apply: Any) -> None:
-        for index, location in enumerate(dirs):
-            folder = Path(location)
-            fallback = module_names[index] if index < len(module_names) else f"module_{index}"
-            name = _module_of(folder, markers, fallback)
-            apply(modules.setdefault(name, ModuleOutputs(name=name)), folder)
-
-    def add_sft(module: ModuleOutputs, folder: Path) -> None:
-        module.sft_adapter = str(folder)
-        module.sft_metrics = _read_json(folder / "metrics.json")
-
-    def add_encoder(module: ModuleOutputs, folder: Path) -> None:
-        module.encoder = str(folder)
-        module.encoder_metrics = _read_json(folder / "metrics.json")
-
-    def add_bundle(module: ModuleOutputs, folder: Path) -> None:
-        module.gguf_bundle = str(folder)
-        module.bundle = _read_json(folder / "bundle.json")
-        module.verification = _read_json(folder / "verification.json")
-
-    attach(sft_dirs, ["training_config.json", "metrics.json"], add_sft)
-    attach(encoder_dirs, ["encoder.json", "metrics.json"], add_encoder)
-    attach(gguf_dirs, ["bundle.json"], add_bundle)
-    return _read_json(datasets / "summary.json"), modules
+    for stage_summary in read_summaries(summary_paths):
+        name = str(stage_summary.get("module") or "")
+        if name:
+            _apply_summary(modules.setdefault(name, ModuleOutputs(name=name)), stage_summary)
+    return summary, modules, str(datasets.get("uri") or "")
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -197,12 +184,38 @@ def _delta(before: Any, after: Any, *, lower_is_better: bool, digits: int = 3) -
     return f"<span class='{css}'>{last - first:+.{digits}f}</span>"
 
 
-def _link(path: str | Path, text: str | None = None) -> str:
-    """A link to a local file or folder; the full path shows on hover."""
-    location = Path(path)
-    label = text or "/".join(location.parts[-3:])
-    href = location.as_uri() if location.is_absolute() else location.as_posix()
-    return f"<a href='{_esc(href)}' title='{_esc(str(location))}'><code>{_esc(label)}</code></a>"
+def browser_href(uri: str) -> str | None:
+    """Where a browser can open an artifact URI: a local path as ``file://``, ``gs://`` through the
+    Cloud Console's authenticated download host; None for ``s3://``/``minio://`` (their endpoint
+    is cluster-specific: the report shows the URI to copy instead)."""
+    if uri.startswith("gs://"):
+        return "https://storage.cloud.google.com/" + uri[len("gs://") :]
+    if "://" in uri:
+        return None
+    location = Path(uri)
+    return location.as_uri() if location.is_absolute() else location.as_posix()
+
+
+def _link(uri: str, text: str | None = None) -> str:
+    """A link to an artifact file or folder by its URI; the full URI shows on hover."""
+    label = text or "/".join(uri.rstrip("/").split("/")[-3:])
+    href = browser_href(uri)
+    if href is None:
+        return f"<code title='{_esc(uri)}'>{_esc(label)}</code>"
+    return f"<a href='{_esc(href)}' title='{_esc(uri)}'><code>{_esc(label)}</code></a>"
+
+
+def _file_links(base_uri: str, present: Sequence[str], names: Sequence[str]) -> str:
+    """'Files: a · b' for the names the artifact holds, and its URI to copy."""
+    from monGARS.mlops.summaries import join_uri
+
+    links = [_link(join_uri(base_uri, name), name) for name in names if name in present]
+    return (
+        "<p class='links'>Files: "
+        + " · ".join(links)
+        + (" · " if links else "")
+        + f"artifact <code class='uri'>{_esc(base_uri)}</code></p>"
+    )
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str = "") -> str:
@@ -501,15 +514,12 @@ def _sft_section(module: ModuleOutputs) -> str:
     if chart:
         parts.append(f"<figure>{chart}</figure>")
     if module.sft_adapter:
-        folder = Path(module.sft_adapter)
         parts.append(
-            "<p class='links'>Files: "
-            + " · ".join(
-                _link(folder / name, name)
-                for name in ("adapter", "metrics.json", "training_config.json", "loss_curve.png")
-                if (folder / name).exists()
+            _file_links(
+                module.sft_adapter,
+                module.files.get("sft", []),
+                ("adapter", "metrics.json", "training_config.json", "loss_curve.png"),
             )
-            + "</p>"
         )
     return "".join(parts)
 
@@ -578,15 +588,12 @@ def _llm2vec_section(module: ModuleOutputs) -> str:
         if note:
             parts.append(f"<p class='muted'>{_esc(str(note))}</p>")
     if module.encoder:
-        folder = Path(module.encoder)
         parts.append(
-            "<p class='links'>Files: "
-            + " · ".join(
-                _link(folder / name, name)
-                for name in ("encoder", "encoder.json", "metrics.json", "training_config.json")
-                if (folder / name).exists()
+            _file_links(
+                module.encoder,
+                module.files.get("llm2vec", []),
+                ("encoder", "encoder.json", "metrics.json", "training_config.json"),
             )
-            + "</p>"
         )
     return "".join(parts)
 
@@ -600,7 +607,9 @@ def _gguf_section(module: ModuleOutputs) -> str:
         if isinstance(module.verification.get("files"), dict)
         else {}
     )
-    folder = Path(module.gguf_bundle) if module.gguf_bundle else None
+    from monGARS.mlops.summaries import join_uri
+
+    folder = module.gguf_bundle
     rows = []
     for entry in files:
         path = str(entry.get("path", ""))
@@ -628,7 +637,7 @@ def _gguf_section(module: ModuleOutputs) -> str:
         default = (module.bundle.get(entry["role"]) or {}).get("default") == entry["label"]
         rows.append(
             [
-                _link(folder / path, path) if folder else f"<code>{_esc(path)}</code>",
+                _link(join_uri(folder, path), path) if folder else f"<code>{_esc(path)}</code>",
                 _esc(entry["role"]) + (" <span class='muted'>(default)</span>" if default else ""),
                 _esc(str(entry["label"])),
                 _size(entry.get("bytes")),
@@ -653,15 +662,13 @@ def _gguf_section(module: ModuleOutputs) -> str:
             "lllrllr",
         )
     )
-    if folder is not None:
+    if folder:
         parts.append(
-            "<p class='links'>Files: "
-            + " · ".join(
-                _link(folder / name, name)
-                for name in ("Modelfile", "bundle.json", "verification.json")
-                if (folder / name).exists()
+            _file_links(
+                folder,
+                module.files.get("export", []),
+                ("Modelfile", "bundle.json", "verification.json"),
             )
-            + f" · folder {_link(folder)}</p>"
         )
     return "".join(parts)
 
@@ -745,7 +752,7 @@ figure{margin:8px 0 12px}svg.chart{max-width:100%;height:auto;font-family:system
 svg .plot{fill:#fff;stroke:#d1d5db}svg .grid{stroke:#eef0f3}svg .tick{font-size:11px;fill:#6b7280}
 svg .axis{font-size:12px;fill:#374151}svg .chart-title{font-size:13px;font-weight:600;fill:#111827}
 svg .legend{font-size:12px;fill:#374151}
-.links{font-size:13px;color:var(--muted)}
+.links{font-size:13px;color:var(--muted)}code.uri{word-break:break-all}
 section.module{border-top:1px solid var(--line);margin-top:28px}
 """
 
@@ -793,18 +800,22 @@ def render_html(run_name: str, summary: dict[str, Any], modules: dict[str, Modul
 
 def write_report(
     run_name: str,
-    datasets_dir: str | Path,
-    sft_dirs: Sequence[str],
-    encoder_dirs: Sequence[str],
-    gguf_dirs: Sequence[str],
+    datasets_summary_path: str | Path,
+    summary_paths: Sequence[str | Path],
     html_path: str | Path,
+    report_uri: str = "",
 ) -> tuple[str, dict[str, float]]:
-    """Write the HTML report; return (JSON summary of artifact locations, flat figures)."""
-    summary, modules = gather(datasets_dir, sft_dirs, encoder_dirs, gguf_dirs)
+    """Write the HTML report; return (JSON of the run's artifact URIs, flat figures).
+
+    The JSON is the pipeline's output: on a cluster it names object-store URIs, locally paths.
+    """
+    from monGARS.mlops.summaries import join_uri
+
+    summary, modules, datasets_uri = gather(datasets_summary_path, summary_paths)
     write_text(html_path, render_html(run_name, summary, modules))
     locations = {
-        "datasets": str(datasets_dir),
-        "report": str(html_path),
+        "datasets": datasets_uri,
+        "report": report_uri or str(html_path),
         "modules": {
             name: {
                 "train_records": module.train_records,
@@ -813,7 +824,7 @@ def write_report(
                 "encoder": module.encoder,
                 "gguf_bundle": module.gguf_bundle,
                 "gguf_files": [
-                    str(Path(module.gguf_bundle) / str(entry.get("path", "")))
+                    join_uri(module.gguf_bundle, str(entry.get("path", "")))
                     for entry in bundle_files(module.bundle)
                 ],
             }

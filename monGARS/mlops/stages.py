@@ -144,10 +144,21 @@ def validate_parameters(parameters: Mapping[str, Any], last_stage: str = "report
         raise ConfigError("pipeline", problems)
 
 
-def run_fetch_base_model(spec: str, out_dir: str) -> dict[str, Any]:
-    from monGARS.mlops.base_model import fetch_base_model
+def run_fetch_base_model(spec: str, out_dir: str, revision: str = "") -> dict[str, Any]:
+    """Materialise the base model; a hub id at the revision ``resolve_sources`` found."""
+    from monGARS.mlops.base_model import fetch_base_model, pin_revision
 
-    return fetch_base_model(spec, out_dir)
+    metadata = fetch_base_model(pin_revision(spec, revision), out_dir)
+    metadata["base_model"] = spec
+    metadata["resolved_revision"] = revision
+    return metadata
+
+
+def run_resolve_sources(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Resolve the run's outside inputs (model, dataset sources, mined tree) into revisions."""
+    from monGARS.mlops.sources import resolve_sources
+
+    return resolve_sources(parameters)
 
 
 def run_build_datasets(
@@ -158,7 +169,12 @@ def run_build_datasets(
 
     result = build_datasets(datasets_config(parameters), Path(out_dir))
     write_text(summary_path, result.summary_markdown)
-    return list(result.modules), dict(result.metadata)
+    metadata = dict(result.metadata)
+    # What resolve_sources found: recorded for lineage (it is in the cache key already).
+    revisions = parameters.get("source_revisions")
+    if revisions:
+        metadata["source_revisions"] = dict(revisions)
+    return list(result.modules), metadata
 
 
 def run_sft(
@@ -213,23 +229,17 @@ def run_raft(
     module: str,
     out_dir: str,
     base_model_name: str | None = None,
-    enabled: bool = True,
-) -> dict[str, Any]:
-    """Train RAFT on top of the SFT adapter; when ``enabled`` is false, pass that adapter on.
+) -> tuple[dict[str, Any], str]:
+    """Train RAFT on top of the SFT adapter; return (metadata, reference for merge_adapter).
 
-    The pass-through keeps one DAG for both settings (no condition, no ``dsl.OneOf``), so the
-    pipeline runs on older KFP backends; it copies only the adapter, never the base weights.
+    The task runs only when ``raft`` is on (a condition in the pipeline): merge_adapter, outside
+    the condition, gets the adapter through the shared cache volume by the returned reference
+    (monGARS.mlops.handoff says why).
     """
-    if not enabled:
-        from monGARS.mlops.atomic import atomic_dir
-
-        with atomic_dir(out_dir) as scratch:
-            shutil.copytree(sft_dir, scratch, dirs_exist_ok=True)
-        return {"module": module, "raft": "off", "adapter_from": "sft"}
-
+    from monGARS.mlops.handoff import publish_to_cache
     from monGARS.mlops.training.raft.train import train_raft
 
-    return train_raft(
+    metadata = train_raft(
         raft_config(parameters),
         resolve_model_dir(base_model_dir),
         Path(sft_dir),
@@ -239,15 +249,19 @@ def run_raft(
         Path(out_dir),
         base_model_name=base_model_name,
     )
+    return metadata, publish_to_cache(Path(out_dir), f"raft-{module}")
 
 
 def run_merge_adapter(
-    base_model_dir: str, adapter_dir: str, module: str, out_dir: str
+    base_model_dir: str, sft_dir: str, module: str, out_dir: str, raft_adapter: str = ""
 ) -> dict[str, Any]:
+    """Merge the RAFT adapter when raft ran (``raft_adapter`` names it), else the SFT adapter."""
+    from monGARS.mlops.handoff import resolve_from_cache
     from monGARS.mlops.modeling import merge_adapter_to_folder
 
+    adapter_dir = resolve_from_cache(raft_adapter, "raft adapter") if raft_adapter else sft_dir
     metadata = merge_adapter_to_folder(resolve_model_dir(base_model_dir), adapter_dir, out_dir)
-    return {"module": module, **metadata}
+    return {"module": module, "adapter_from": "raft" if raft_adapter else "sft", **metadata}
 
 
 def run_export(
@@ -271,15 +285,24 @@ def run_export(
 
 def run_report(
     run_name: str,
-    datasets_dir: str,
-    sft_dirs: Sequence[str],
-    encoder_dirs: Sequence[str],
-    gguf_dirs: Sequence[str],
+    datasets_summary: str,
+    summaries: Sequence[str],
     html_path: str,
+    report_uri: str = "",
 ) -> tuple[str, dict[str, float]]:
+    """The report from the stages' small summaries (never their large artifacts)."""
     from monGARS.mlops.report import write_report
 
-    return write_report(run_name, datasets_dir, sft_dirs, encoder_dirs, gguf_dirs, html_path)
+    return write_report(run_name, datasets_summary, summaries, html_path, report_uri)
+
+
+def run_stage_summary(
+    stage: str, module: str, artifact_dir: str, artifact_uri: str, out_path: str
+) -> None:
+    """What a stage hands the report: its small JSON files, file names and artifact URI."""
+    from monGARS.mlops.summaries import write_stage_summary
+
+    write_stage_summary(stage, module, artifact_dir, artifact_uri, out_path)
 
 
 def _with_checkpoint_default(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -87,24 +87,42 @@ def test_checkpoints_default_to_the_volume(volume: Path) -> None:
     assert explicit["checkpoint_root"] == "gs://bucket/ckpt"
 
 
-def test_raft_off_passes_the_sft_adapter_on(tmp_path: Path) -> None:
-    sft = tmp_path / "sft"
-    (sft / "adapter").mkdir(parents=True)
-    (sft / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 4}))
-    (sft / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
-    metadata = stages.run_raft(
-        {"checkpoint_root": "does-not-matter"},
-        str(tmp_path / "no-base"),
-        str(sft),
-        "",
-        str(tmp_path / "no-datasets"),
-        "platform",
-        str(tmp_path / "out"),
-        enabled=False,
-    )
-    assert metadata == {"module": "platform", "raft": "off", "adapter_from": "sft"}
-    copied = tmp_path / "out" / "adapter" / "adapter_model.safetensors"
-    assert copied.read_bytes() == b"weights"
+def _adapter_folder(root: Path, weights: bytes) -> Path:
+    (root / "adapter").mkdir(parents=True)
+    (root / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 4}))
+    (root / "adapter" / "adapter_model.safetensors").write_bytes(weights)
+    (root / "metrics.json").write_text(json.dumps({"module": "platform"}))
+    return root
+
+
+def test_raft_hands_its_adapter_to_merge_through_the_volume(volume: Path, tmp_path: Path) -> None:
+    """raft (under the condition) publishes its folder; merge (outside) reads it by reference."""
+    from monGARS.mlops.handoff import publish_to_cache, resolve_from_cache
+
+    reference = publish_to_cache(_adapter_folder(tmp_path / "raft", b"raft"), "raft-platform")
+    assert len(reference) < 1024  # a parameter, not a payload
+    folder = resolve_from_cache(reference, "raft adapter")
+    assert folder.parent == volume / "handoff"
+    assert (folder / "adapter" / "adapter_model.safetensors").read_bytes() == b"raft"
+    # Same content, same entry; other content, another entry (and another merge cache key).
+    assert publish_to_cache(tmp_path / "raft", "raft-platform") == reference
+    other = publish_to_cache(_adapter_folder(tmp_path / "raft2", b"RAFT"), "raft-platform")
+    assert json.loads(other)["key"] != json.loads(reference)["key"]
+
+    (folder / "adapter" / "adapter_model.safetensors").write_bytes(b"raf")
+    with pytest.raises(MongarsError, match="missing or differs") as error:
+        resolve_from_cache(reference, "raft adapter")
+    assert "\n" not in str(error.value)
+    with pytest.raises(MongarsError, match="not a handoff reference"):
+        resolve_from_cache("/minio/some/path", "raft adapter")
+
+
+def test_handoff_without_a_volume_is_refused(tmp_path: Path, monkeypatch) -> None:
+    from monGARS.mlops.handoff import publish_to_cache
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "absent"))
+    with pytest.raises(MongarsError, match="mount model_cache_pvc"):
+        publish_to_cache(_adapter_folder(tmp_path / "raft", b"x"), "raft-platform")
 
 
 def test_hub_ids_are_keyed_by_their_pinned_commit(volume: Path) -> None:

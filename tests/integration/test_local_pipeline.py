@@ -51,6 +51,8 @@ def test_full_run_writes_every_artifact(first_run) -> None:
     state = json.loads(first_run.state_file.read_text())
     assert state["run_id"] == "itest" and state["history"][-1]["status"] == "succeeded"
     assert "build-datasets" in first_run.executed and not first_run.cached
+    # raft is off by default: its GPU task does not run, the CPU stand-in does.
+    assert "raft-off" in first_run.executed and "raft" not in first_run.executed
 
 
 def test_gguf_loads_and_generates_in_llama_cpp(first_run) -> None:
@@ -73,7 +75,7 @@ def test_identical_rerun_is_all_cache_hits(first_run, runs_root: Path) -> None:
     from monGARS.deploy.local_run import run_local
 
     again = run_local("itest", dict(FAST), runs_root=runs_root)
-    assert again.executed == []
+    assert again.executed == ["resolve-sources"]  # never cached: it re-reads the sources
     assert {"fetch-base-model", "build-datasets", "sft", "llm2vec", "export", "report"} <= set(
         again.cached
     )
@@ -169,7 +171,8 @@ def test_killed_runs_resume_to_the_same_outputs(first_run, runs_root: Path) -> N
 
 
 def test_raft_on_hands_the_raft_model_to_export(first_run, runs_root: Path) -> None:
-    """raft=true runs RAFT and merges its adapter; export converts that (one DAG, no condition)."""
+    """raft=true runs RAFT (its branch of the condition) and merges its adapter, handed over on
+    the shared cache folder; export converts that."""
     from monGARS.deploy.local_run import run_local
 
     with_raft = run_local(
@@ -178,6 +181,7 @@ def test_raft_on_hands_the_raft_model_to_export(first_run, runs_root: Path) -> N
         runs_root=runs_root,
     )
     assert {"raft", "merge-adapter", "export", "report"} <= set(with_raft.executed)
+    assert "raft-off" not in with_raft.executed
     assert {"build-datasets", "sft", "llm2vec"} <= set(with_raft.cached)
     chat = {k: v for k, v in _bundle_hashes(with_raft.outputs).items() if ".chat." in k}
     before = {k: v for k, v in _bundle_hashes(first_run.outputs).items() if ".chat." in k}

@@ -23,7 +23,11 @@ from monGARS.mlops.parameters import (
 from monGARS.pipelines.compile import COMPILED_PIPELINE
 
 # Arguments a stage's component takes besides its stage parameters (and its artifacts).
-TASK_ARGUMENTS = {"build_datasets": set(), "export": {"module"}, "raft": {"module", "enabled"}}
+TASK_ARGUMENTS = {
+    "build_datasets": {"source_revisions"},  # from resolve_sources: the sources' cache key
+    "export": {"module"},
+    "raft": {"module"},
+}
 LOADER_KEYS = {"llm2vec": {"mntp_config", "simcse_config"}}  # consumed by load_llm2vec_config
 IR_TYPES = {
     str: "STRING",
@@ -188,6 +192,7 @@ def test_sft_body_folds_its_parameters_into_the_validated_config(
             adapter=_Artifact(tmp_path / "adapter"),
             metrics=_Artifact(tmp_path / "metrics"),
             loss_curve=_Artifact(tmp_path / "loss.html"),
+            stage_summary=_Artifact(tmp_path / "summary.json"),
             **stage,
         )
     assert stopped.value.code == 2
@@ -207,11 +212,18 @@ def test_build_datasets_body_runs_the_stage_with_its_folded_config(tmp_path: Pat
         languages=["fr"],
         val_split=0.25,
         split_seed=11,
+        source_revisions={"sample_fr_instruction": "0123abcd"},
         datasets=datasets,
         summary=_Artifact(tmp_path / "summary.md"),
+        stage_summary=_Artifact(tmp_path / "stage_summary.json"),
     )
     assert modules == ["platform", "training"]
     assert datasets.metadata["modules"] == "platform,training"
+    assert json.loads(datasets.metadata["source_revisions"]) == {
+        "sample_fr_instruction": "0123abcd"
+    }
+    small = json.loads((tmp_path / "stage_summary.json").read_text())
+    assert small["documents"]["modules.json"] == modules and small["uri"] == datasets.uri
     summary = json.loads((tmp_path / "datasets" / "summary.json").read_text())
     assert summary["config"]["seed"] == 11 and summary["config"]["val_split"] == 0.25
 

@@ -12,15 +12,18 @@ from monGARS.pipelines.compile import COMPILED_PIPELINE, compile_pipeline, is_up
 
 GPU_TASKS = {"sft", "llm2vec", "raft"}
 ALL_TASKS = {
+    "resolve-sources",
     "fetch-base-model",
     "build-datasets",
     "sft",
     "llm2vec",
     "raft",
+    "raft-off",
     "merge-adapter",
     "export",
     "report",
 }
+GROUPS = {"for-loop-1", "condition-branches-2", "condition-3", "condition-4"}
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +53,17 @@ def test_staleness_is_detected(tmp_path: Path) -> None:
 
 def test_every_stage_is_in_the_pipeline(compiled: tuple[dict, dict]) -> None:
     spec, _ = compiled
-    assert set(_all_tasks(spec)) == ALL_TASKS | {"for-loop-1"}
+    assert set(_all_tasks(spec)) == ALL_TASKS | GROUPS
 
 
-def test_caching_is_enabled_on_every_task(compiled: tuple[dict, dict]) -> None:
+def test_caching_is_enabled_on_every_task_but_resolve_sources(compiled: tuple[dict, dict]) -> None:
+    """resolve_sources re-reads the outside world each run; everything else resumes from cache."""
     spec, _ = compiled
     for name, task in _all_tasks(spec).items():
-        if name.startswith("for-loop"):
+        if name in GROUPS:
             continue
-        assert task.get("cachingOptions", {}).get("enableCache") is True, name
+        expected = name != "resolve-sources"
+        assert bool(task.get("cachingOptions", {}).get("enableCache")) is expected, name
 
 
 def test_images_are_the_projects_own_and_versioned(compiled: tuple[dict, dict]) -> None:
@@ -126,7 +131,7 @@ def test_shared_cache_pvc_is_mounted_where_the_base_model_is_read(
         assert [m["mountPath"] for m in mounts] == [str(CLUSTER_CACHE_DIR)], name
         source = mounts[0]["pvcNameParameter"]
         assert source["componentInputParameter"].endswith("model_cache_pvc"), name
-    others = {"build-datasets", "export", "report"}
+    others = {"resolve-sources", "build-datasets", "raft-off", "export", "report"}
     assert not any("pvcMount" in k8s.get(f"exec-{name}", {}) for name in others)
 
 
@@ -153,19 +158,6 @@ def test_defaults_for_cluster_runs(compiled: tuple[dict, dict]) -> None:
     assert inputs["epochs"]["defaultValue"] == 3.0
 
 
-def test_raft_is_switched_by_a_parameter_not_a_condition(compiled: tuple[dict, dict]) -> None:
-    """One DAG for raft on and off: no condition, no OneOf; one merge reads the raft task."""
-    spec, _ = compiled
-    tasks = _all_tasks(spec)
-    assert not [name for name, task in tasks.items() if "triggerPolicy" in task]
-    assert not any(name.startswith("condition") for name in tasks)
-    assert tasks["raft"]["inputs"]["parameters"]["enabled"] == {
-        "componentInputParameter": "pipelinechannel--raft"
-    }
-    adapter = tasks["merge-adapter"]["inputs"]["artifacts"]["adapter"]["taskOutputArtifact"]
-    assert adapter == {"outputArtifactKey": "adapter", "producerTask": "raft"}
-
-
 def test_the_token_reaches_pods_only_through_the_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,6 +177,7 @@ def test_the_token_reaches_pods_only_through_the_secret(
     assert with_secret == {f"exec-{name}" for name in GPU_TASKS} | {
         "exec-build-datasets",
         "exec-fetch-base-model",
+        "exec-resolve-sources",
     }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from monGARS.mlops.report import line_chart, write_report
+from monGARS.mlops.summaries import write_stage_summary
 
 VOID = {"meta", "br", "img", "input", "link", "hr", "rect", "line", "circle", "polyline"}
 
@@ -161,11 +162,27 @@ def _artifacts(root: Path, modules: tuple[str, ...] = ("api", "training")) -> tu
     return datasets, sft_dirs, encoder_dirs, gguf_dirs
 
 
+def _summaries(root: Path, uri_of=str, modules: tuple[str, ...] = ("api", "training")) -> tuple:
+    """What the stages hand the report: one small summary per stage output (``uri_of`` maps a
+    local artifact folder to the URI the launcher gave it)."""
+    datasets, sft, encoders, ggufs = _artifacts(root, modules)
+    out = root / "summaries"
+    datasets_summary = out / "datasets.json"
+    write_stage_summary("build_datasets", "", datasets, uri_of(datasets), datasets_summary)
+    paths = []
+    for stage, folders in (("sft", sft), ("llm2vec", encoders), ("export", ggufs)):
+        for index, folder in enumerate(folders):
+            path = out / f"{stage}-{index}.json"
+            write_stage_summary(stage, modules[index], folder, uri_of(Path(folder)), path)
+            paths.append(str(path))
+    return datasets_summary, paths
+
+
 @pytest.fixture
 def report(tmp_path: Path) -> tuple[Path, str]:
-    datasets, sft, encoders, ggufs = _artifacts(tmp_path)
+    datasets_summary, summaries = _summaries(tmp_path)
     html_path = tmp_path / "report.html"
-    write_report("run&demo", datasets, sft, encoders, ggufs, html_path)
+    write_report("run&demo", datasets_summary, summaries, html_path)
     return html_path, html_path.read_text(encoding="utf-8")
 
 
@@ -214,14 +231,58 @@ def test_report_links_to_the_files(report, tmp_path: Path) -> None:
 
 
 def test_report_of_a_datasets_only_run(tmp_path: Path) -> None:
-    datasets, *_ = _artifacts(tmp_path)
+    datasets_summary, _ = _summaries(tmp_path)
     html_path = tmp_path / "report.html"
-    summary, figures = write_report("d", datasets, [], [], [], html_path)
+    summary, figures = write_report("d", datasets_summary, [], html_path)
     text = html_path.read_text()
     _parse(text)
     assert text.count("no training stage ran for this module yet") == 2
     assert json.loads(summary)["modules"]["api"]["train_records"] == 8
     assert figures["api.records.train"] == 8.0
+
+
+def test_report_reads_summaries_only_and_links_the_object_store(tmp_path: Path) -> None:
+    """On a cluster the stage outputs live in the object store and only their summaries reach
+    the report pod: the page and the pipeline's output name ``gs://``/``s3://``/``minio://`` URIs,
+    never the launcher's local ``/gcs``, ``/s3``, ``/minio`` paths."""
+    import shutil
+
+    schemes = {"api": "gs://bucket/v2/run-1", "training": "minio://mlpipeline/v2/run-1"}
+
+    def uri_of(folder: Path) -> str:
+        relative = folder.relative_to(tmp_path).as_posix()
+        module = relative.split("/")[0]
+        return f"{schemes.get(module, 's3://bucket/v2/run-1')}/{relative}"
+
+    datasets_summary, summaries = _summaries(tmp_path, uri_of)
+    for name in ("api", "training", "datasets"):  # the pod never has the artifacts
+        shutil.rmtree(tmp_path / name)
+    html_path = tmp_path / "report.html"
+    output, figures = write_report(
+        "cluster", datasets_summary, summaries, html_path, "gs://bucket/v2/run-1/report_html"
+    )
+    text = html_path.read_text(encoding="utf-8")
+    page = _parse(text)
+    words = " ".join(" ".join(page.text).split())
+    assert "6.977 → 6.152 (-0.825)" in words and "min cosine 0.9406" in words
+    assert figures["api.sft.train_loss_last"] == pytest.approx(6.152)
+    assert not any(href.startswith("file://") for href in page.hrefs)
+    assert "https://storage.cloud.google.com/bucket/v2/run-1/api/gguf/api-chat-Q4_K_M.gguf" in (
+        page.hrefs
+    )
+    assert "minio://mlpipeline/v2/run-1/training/sft" in text
+    assert str(tmp_path) not in text
+    locations = json.loads(output)
+    assert locations["report"] == "gs://bucket/v2/run-1/report_html"
+    assert locations["datasets"] == "s3://bucket/v2/run-1/datasets"
+    api = locations["modules"]["api"]
+    assert api["sft_adapter"] == "gs://bucket/v2/run-1/api/sft"
+    assert "gs://bucket/v2/run-1/api/gguf/api-chat-F16.gguf" in api["gguf_files"]
+    assert (
+        locations["modules"]["training"]["encoder"]
+        == "minio://mlpipeline/v2/run-1/training/llm2vec"
+    )
+    assert str(tmp_path) not in output
 
 
 def test_line_chart_scales_every_series_into_the_plot() -> None:
