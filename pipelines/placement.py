@@ -53,8 +53,9 @@ def set_resources(task: dsl.PipelineTask, stage: str, ranks: int = 1) -> None:
 
 
 def _times(quantity: str, factor: int) -> str:
-    """A quantity with a plain, ``G`` or ``m`` suffix, multiplied: ``32G`` x 2 = ``64G``."""
-    number = quantity.rstrip("Gm")
+    """A quantity with a plain or unit suffix (``m``, ``M``, ``G``...), multiplied: ``32G`` x 2 =
+    ``64G``."""
+    number = quantity.rstrip("kKmMGTPEi")
     return f"{int(number) * factor}{quantity[len(number) :]}"
 
 
