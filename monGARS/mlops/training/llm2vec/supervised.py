@@ -168,8 +168,13 @@ def make_supervised_step(
     *,
     max_length: int,
     temperature: float,
+    query_instruction: str | None = None,
 ) -> Any:
-    """A closure computing one micro-batch's supervised loss: queries, then all passages."""
+    """A closure computing one micro-batch's supervised loss: queries, then all passages.
+
+    Queries are read after ``query_instruction`` (pooled over the query's own tokens), passages
+    without one, as upstream's E5 training data and ``LLM2Vec.encode`` do.
+    """
     import torch
 
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -177,7 +182,7 @@ def make_supervised_step(
 
     def step() -> Any:
         batch = next(batches)
-        queries = encode_batch(backbone, tokenizer, batch.queries, max_length)
+        queries = encode_batch(backbone, tokenizer, batch.queries, max_length, query_instruction)
         passages = encode_batch(
             backbone, tokenizer, [*batch.positives, *batch.negatives], max_length
         )
