@@ -270,3 +270,62 @@ def test_raft_mines_distractors_with_queries_read_as_queries() -> None:
         [question], documents, embed_documents, k=1, embed_questions=embed_questions
     )
     assert ranked["q1"] == ["document 5"]
+
+
+# --- 6. What the docs say about attention windows and the LM head ---------------------------
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_a_sliding_window_model_gets_a_windowed_bidirectional_mask(attn: str) -> None:
+    """transformers 5.x (masking_utils.create_bidirectional_sliding_window_mask): a token sees
+    both sides up to the window, nothing beyond it. Upstream's bidirectional Mistral ignores the
+    window; docs/llm2vec.md says the project keeps it."""
+    from transformers import MistralConfig, MistralModel
+
+    config = MistralConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        sliding_window=2,
+        attn_implementation=attn,
+    )
+    torch.manual_seed(0)
+    model = enable_bidirectional(MistralModel(config).eval())
+    ids = torch.tensor([[5, 9, 13, 17, 21, 25, 29, 33]])
+
+    def first_position_moves(position: int) -> bool:
+        changed = ids.clone()
+        changed[0, position] = 40
+        with torch.no_grad():
+            before = model(input_ids=ids).last_hidden_state[0, 0]
+            after = model(input_ids=changed).last_hidden_state[0, 0]
+        return bool((before - after).abs().max() > 0)
+
+    assert first_position_moves(2)  # a later token inside the window: bidirectional
+    assert not first_position_moves(5)  # beyond the window: not seen
+
+
+def test_mntp_lora_leaves_the_lm_head_frozen() -> None:
+    """Upstream wraps only the inner model in PEFT, so its Trainer also updates lm_head and the
+    saved adapter drops it; here the LoRA wraps the causal LM and lm_head stays frozen."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from monGARS.mlops.training.llm2vec.lora import add_lora
+
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    peft_model = add_lora(LlamaForCausalLM(config), r=4, alpha=8, dropout=0.0)
+    head = peft_model.get_base_model().get_output_embeddings()
+    assert head.weight.requires_grad is False
+    trainable = [name for name, p in peft_model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
