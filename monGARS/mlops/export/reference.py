@@ -137,8 +137,8 @@ def encoder_reference(
         set_bidirectional(model)
     model.eval()
 
-    def tokenize(text: str, special: bool) -> list[int]:
-        return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+    def tokenize(batch: list[str], special: bool) -> list[list[int]]:
+        return list(tokenizer(batch, add_special_tokens=special)["input_ids"])
 
     rows = token_spans(tokenize, list(texts), None, max_length)
     rows += token_spans(tokenize, list(queries), query_instruction, max_length)

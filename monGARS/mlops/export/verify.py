@@ -196,8 +196,8 @@ def llama_token_spans(
     """Input ids and pooled span per text, from llama.cpp's own tokenizer (the HF rule)."""
     from monGARS.mlops.training.llm2vec.instruction import token_spans
 
-    def tokenize(text: str, special: bool) -> list[int]:
-        return list(llm.tokenize(text.encode("utf-8"), add_bos=special, special=False))
+    def tokenize(batch: list[str], special: bool) -> list[list[int]]:
+        return [llm.tokenize(t.encode("utf-8"), add_bos=special, special=False) for t in batch]
 
     return token_spans(tokenize, texts, instruction, max_length)
 

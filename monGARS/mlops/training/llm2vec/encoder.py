@@ -42,8 +42,8 @@ def tokenize_for_pooling(
     """
     import torch
 
-    def tokenize(text: str, special: bool) -> list[int]:
-        return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+    def tokenize(batch: list[str], special: bool) -> list[list[int]]:
+        return list(tokenizer(batch, add_special_tokens=special)["input_ids"])
 
     rows = token_spans(tokenize, texts, instruction, max_length)
     width = max(len(ids) for ids, _ in rows)
