@@ -234,6 +234,22 @@ def test_queries_embed_after_the_instruction_as_llm2vec_encode_does(
     assert np.abs(plain - ours).max() > 1e-3  # the instruction does change the vector
 
 
+def test_encoder_json_carries_the_instruction_and_bad_values_are_refused(tmp_path: Path) -> None:
+    from monGARS.mlops.export.writer import read_encoder_queries
+    from monGARS.mlops.training.llm2vec.encoder import query_instruction_of
+
+    assert query_instruction_of({"query_instruction": "Trouve"}) == "Trouve"
+    assert query_instruction_of({}) == ""  # written before the key: trained without one
+    with pytest.raises(MongarsError, match="query_instruction must be a string"):
+        query_instruction_of({"query_instruction": 3})
+    settings = tmp_path / "encoder.json"
+    settings.write_text(json.dumps({"query_instruction": "Trouve", "max_length": 64}))
+    assert read_encoder_queries(settings) == ("Trouve", 64)
+    settings.write_text(json.dumps({"max_length": "long"}))
+    with pytest.raises(MongarsError, match="max_length 'long'"):
+        read_encoder_queries(settings)
+
+
 def test_retrieval_evaluation_embeds_queries_with_the_query_path() -> None:
     passages = ["alpha", "beta"]
     calls: list[str] = []

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from monGARS.mlops.errors import MongarsError
-from monGARS.mlops.training.llm2vec.instruction import DEFAULT_QUERY_INSTRUCTION, token_spans
+from monGARS.mlops.training.llm2vec.instruction import token_spans
 
 ENCODER_SUBDIR = "encoder"
 ENCODER_JSON = "encoder.json"
@@ -155,8 +155,9 @@ class Encoder:
 
 
 def query_instruction_of(settings: dict[str, Any]) -> str:
-    """The query instruction an ``encoder.json`` declares (the default when it predates the key)."""
-    value = settings.get("query_instruction", DEFAULT_QUERY_INSTRUCTION)
+    """The query instruction an ``encoder.json`` declares; none when the file predates the key
+    (such an encoder was trained and evaluated without one)."""
+    value = settings.get("query_instruction", "")
     if not isinstance(value, str):
         raise MongarsError(
             f"encoder.json: query_instruction must be a string (got {value!r}); re-run llm2vec"
