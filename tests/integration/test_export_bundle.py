@@ -12,10 +12,13 @@ import pytest
 
 from monGARS.mlops.atomic import sha256_file
 from monGARS.mlops.errors import MongarsError
-from monGARS.mlops.export.config import SAMPLE_TEXTS, ExportConfig
+from monGARS.mlops.export.config import SAMPLE_QUERIES, SAMPLE_TEXTS, ExportConfig
 from monGARS.mlops.export.export import export_module
 
 pytestmark = pytest.mark.integration
+
+# An instruction of the test's own, so the one the bundle uses is visibly the encoder.json's.
+QUERY_INSTRUCTION = "Trouve le passage qui répond à la question"
 
 
 def make_adapter(base: Path, out: Path, seed: int = 1) -> Path:
@@ -44,7 +47,8 @@ def make_encoder(base: Path, out: Path, pooling: str = "mean") -> Path:
     model.config.is_causal = False
     model.save_pretrained(str(out / "encoder"))
     AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(out / "encoder"))
-    (out / "encoder.json").write_text(json.dumps({"pooling": pooling, "max_length": 512}))
+    settings = {"pooling": pooling, "max_length": 512, "query_instruction": QUERY_INSTRUCTION}
+    (out / "encoder.json").write_text(json.dumps(settings))
     return out
 
 
@@ -108,6 +112,39 @@ def test_parity_within_documented_bounds_for_f16_and_each_default_quant(exported
     assert f16["logits_rel_diff"] < 2e-3 and f16["top1_agreement"] > 0.99
     assert checks["demo-encoder-F16.gguf"]["embedding_min_cosine"] >= 0.9999
     assert checks["demo-encoder-Q8_0.gguf"]["embedding_min_cosine"] >= 0.99
+
+
+def test_encoder_verification_covers_instructed_queries(exported: dict) -> None:
+    """HF and llama.cpp agree on queries read after the encoder's instruction, and the bundle
+    carries that instruction for servers."""
+    checks = json.loads((exported["out"] / "verification.json").read_text())["files"]
+    for name in ("demo-encoder-F16.gguf", "demo-encoder-Q8_0.gguf"):
+        check = checks[name]
+        assert check["queries"] == len(SAMPLE_QUERIES) and check["token_mismatches"] == 0
+        assert check["query_instruction"] == QUERY_INSTRUCTION
+    assert checks["demo-encoder-F16.gguf"]["query_min_cosine"] >= 0.9999
+    assert checks["demo-encoder-Q8_0.gguf"]["query_min_cosine"] >= 0.99
+    manifest = json.loads((exported["out"] / "bundle.json").read_text())
+    assert manifest["encoder"]["query_instruction"] == QUERY_INSTRUCTION
+    assert manifest["encoder"]["max_length"] == 512
+
+
+def test_bundle_embeds_documents_and_queries_as_the_hf_encoder(exported: dict) -> None:
+    """Bundle.embed / embed_queries (llama.cpp, f16) against Encoder.embed / embed_queries (HF)."""
+    from monGARS.mlops.export.bundle import load_bundle
+    from monGARS.mlops.training.llm2vec.encoder import load_encoder
+
+    encoder = load_encoder(exported["root"] / "llm2vec", device="cpu")
+    documents, queries = list(SAMPLE_TEXTS[:3]), list(SAMPLE_QUERIES)
+    with load_bundle(exported["out"], n_ctx=256) as bundle:
+        gguf_documents = bundle.embed(documents, normalize=True)
+        gguf_queries = bundle.embed_queries(queries, normalize=True)
+    hf_documents = encoder.embed(documents)
+    hf_queries = encoder.embed_queries(queries)
+    assert (gguf_documents * hf_documents).sum(axis=1).min() > 0.9999
+    assert (gguf_queries * hf_queries).sum(axis=1).min() > 0.9999
+    # The instruction matters: the same queries embedded as documents land elsewhere.
+    assert (gguf_queries * encoder.embed(queries)).sum(axis=1).max() < 0.999
 
 
 def test_gguf_holds_the_merged_weights_not_the_base(exported: dict, tiny_model_dir: Path) -> None:

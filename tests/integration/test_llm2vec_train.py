@@ -20,6 +20,7 @@ from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.training.llm2vec.bidirectional import is_bidirectional
 from monGARS.mlops.training.llm2vec.config import TINY_LLM2VEC_OVERRIDES
 from monGARS.mlops.training.llm2vec.encoder import load_encoder
+from monGARS.mlops.training.llm2vec.instruction import DEFAULT_QUERY_INSTRUCTION
 from monGARS.mlops.training.llm2vec.train import train_llm2vec
 
 pytestmark = pytest.mark.integration
@@ -144,6 +145,10 @@ def test_output_layout_and_reload_as_bidirectional_encoder(
     assert settings["pooling"] == "mean" and settings["normalize"] is True
     assert settings["max_length"] == TINY_LLM2VEC_OVERRIDES["supervised_max_seq_length"]
     assert settings["module"] == MODULE and settings["model_type"] == "llama"
+    assert settings["query_instruction"] == DEFAULT_QUERY_INSTRUCTION
+    # MNTP masked as upstream's Llama configs do (train_configs/mntp/MetaLlama3.json).
+    assert metadata["mntp_data_collator_type"] == "default"
+    assert metadata["mntp_mlm_probability"] == 0.2
     assert AutoConfig.from_pretrained(out / "encoder").is_causal is False
     assert (out / "encoder" / "tokenizer.json").is_file()
     training = json.loads((out / "training_config.json").read_text(encoding="utf-8"))
@@ -165,7 +170,11 @@ def test_output_layout_and_reload_as_bidirectional_encoder(
 
     eval_set = load_retrieval_eval(DATASETS, 10)
     again = evaluate_retrieval(
-        encoder.embed, eval_set.queries, eval_set.passages, eval_set.relevant
+        encoder.embed,
+        eval_set.queries,
+        eval_set.passages,
+        eval_set.relevant,
+        embed_queries=encoder.embed_queries,  # queries after the instruction, as the stage did
     )
     assert again["mrr"] == pytest.approx(metadata["retrieval_after_mrr"], abs=1e-6)
 

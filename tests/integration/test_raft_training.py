@@ -133,7 +133,8 @@ def test_distractors_are_the_encoders_nearest_documents(
     pool = load_questions(datasets_dir, MODULE, "train", "extractive", 240).documents
     encoder = load_encoder(encoder_dir, device="cpu")
     questions = sorted({e.question for e in train})
-    similarity = cosine_similarity(encoder.embed(questions), encoder.embed(pool))
+    # Questions are read as queries (after the encoder's query instruction), documents plainly.
+    similarity = cosine_similarity(encoder.embed_queries(questions), encoder.embed(pool))
     nearest = {}
     for question, row in zip(questions, similarity, strict=True):
         nearest[question] = [pool[i] for i in np.argsort(-row, kind="stable")]

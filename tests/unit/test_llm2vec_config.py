@@ -166,7 +166,7 @@ def test_settings_of_the_other_phase_and_warnings_are_reported() -> None:
         }
     )
     report = upstream_report(config)
-    assert config.mlm_probability == 0.2  # not applied from the SimCSE file
+    assert config.mlm_probability is None  # not applied from the SimCSE file (family default)
     assert "MNTP" in report.ignored["simcse.mlm_probability"]
     assert any("bidirectional" in w for w in report.warnings)
     assert any("CosineLoss" in w for w in report.warnings)
@@ -286,7 +286,7 @@ def test_a_key_owned_by_two_phases_names_both_files_and_later_files_win() -> Non
         }
     )
     report = upstream_report(config)
-    assert config.seed == 3 and config.mlm_probability == 0.2
+    assert config.seed == 3 and config.mlm_probability is None  # not from the supervised file
     assert report.ignored["mntp.loss_scale"] == (
         "a SIMCSE/SUPERVISED setting; put it in simcse_config or supervised_config"
     )

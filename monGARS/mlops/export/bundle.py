@@ -1,4 +1,5 @@
-"""Use an exported bundle: ``load_bundle(path).generate(...)`` and ``.embed(...)`` via llama.cpp.
+"""Use an exported bundle: ``load_bundle(path).generate(...)``, ``.embed(documents)`` and
+``.embed_queries(queries)`` via llama.cpp.
 
 The manifest holds only relative paths, so a bundle folder can be copied or downloaded anywhere.
 Files are checked against the manifest's sizes on load (sha256 on request).
@@ -17,7 +18,6 @@ from monGARS.mlops.atomic import sha256_file
 from monGARS.mlops.errors import MongarsError
 
 BUNDLE_JSON = "bundle.json"
-_POOLING_CODES = {"mean": 1, "cls": 2, "last": 3}
 
 
 @dataclasses.dataclass
@@ -75,34 +75,46 @@ class Bundle:
         )
         return str(result["choices"][0]["message"]["content"] or "")
 
-    def embed(self, texts: str | list[str], *, normalize: bool = False) -> np.ndarray:
-        """Pooled embeddings ([texts, hidden]) from the encoder, attention as it was trained."""
-        import llama_cpp
-
+    def _encoder_family(self) -> dict[str, Any]:
         family = self.manifest.get("encoder")
         if not family:
             raise MongarsError(
                 f"bundle {self.root}: has no encoder; export it with an llm2vec output"
             )
+        return dict(family)
+
+    def _embed(
+        self, texts: str | list[str], instruction: str | None, normalize: bool
+    ) -> np.ndarray:
+        from monGARS.mlops.export.verify import embed_span, llama_token_spans, open_encoder
+
+        family = self._encoder_family()
         if self._encoder is None:
-            attention = (
-                llama_cpp.LLAMA_ATTENTION_TYPE_CAUSAL
-                if family.get("causal", False)
-                else llama_cpp.LLAMA_ATTENTION_TYPE_NON_CAUSAL
-            )
-            self._encoder = llama_cpp.Llama(
-                model_path=str(self.file("encoder")),
-                embedding=True,
-                n_ctx=self.n_ctx,
-                n_batch=self.n_ctx,
-                n_ubatch=self.n_ctx,
-                pooling_type=_POOLING_CODES[family.get("pooling", "mean")],
-                attention_type=attention,
-                verbose=False,
+            self._encoder = open_encoder(
+                self.file("encoder"), self.n_ctx, causal=bool(family.get("causal", False))
             )
         items = [texts] if isinstance(texts, str) else list(texts)
-        vectors = [self._encoder.embed(text, normalize=normalize) for text in items]
-        return np.asarray(vectors, dtype=np.float32)
+        max_length = min(int(family.get("max_length") or self.n_ctx), self.n_ctx)
+        pooling = str(family.get("pooling", "mean"))
+        vectors = [
+            embed_span(self._encoder, ids, span, pooling)
+            for ids, span in llama_token_spans(self._encoder, items, instruction, max_length)
+        ]
+        matrix = np.asarray(vectors, dtype=np.float32).reshape(len(items), -1)
+        if normalize:
+            matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+        return matrix
+
+    def embed(self, texts: str | list[str], *, normalize: bool = False) -> np.ndarray:
+        """Document embeddings ([texts, hidden]) from the encoder, as the llm2vec stage pools
+        them: the text's own tokens, not BOS; attention as it was trained."""
+        return self._embed(texts, None, normalize)
+
+    def embed_queries(self, texts: str | list[str], *, normalize: bool = False) -> np.ndarray:
+        """Query embeddings: each query read after the encoder's ``query_instruction`` (from
+        the manifest), which is attended to but not pooled, as ``Encoder.embed_queries`` does."""
+        instruction = str(self._encoder_family().get("query_instruction") or "")
+        return self._embed(texts, instruction, normalize)
 
     def close(self) -> None:
         """Free the llama.cpp models (their finalisers misbehave at interpreter exit)."""

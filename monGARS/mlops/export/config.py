@@ -61,6 +61,12 @@ SAMPLE_TEXTS: tuple[str, ...] = (
     "Où se trouve le fichier « config.yaml » ?  Il est dans ./conf/  (voir README).",
     'for i in range(10):\n\tif i % 2 == 0:\n\t\tprint(f"{i} est pair")  # commentaire\n',
 )
+# Queries the encoder verification embeds after the encoder's query instruction (HF and llama.cpp
+# must agree on the instruction's tokens, attended to and left out of the pooled span).
+SAMPLE_QUERIES: tuple[str, ...] = (
+    "Comment calculer la moyenne d'une liste en Python ?",
+    "Où est le fichier de configuration ?",
+)
 
 
 def normalise_method(value: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from monGARS.mlops.atomic import atomic_dir, sha256_file, write_json, write_text
 from monGARS.mlops.configs import config_to_dict, load_config
 from monGARS.mlops.errors import MongarsError
-from monGARS.mlops.export.config import SAMPLE_TEXTS, ExportConfig
+from monGARS.mlops.export.config import SAMPLE_QUERIES, SAMPLE_TEXTS, ExportConfig
 from monGARS.mlops.export.external import run_export_cmd
 from monGARS.mlops.export.merge import encoder_folder, merge_chat_model
 from monGARS.mlops.export.quantize import quantize_gguf
@@ -110,12 +110,20 @@ def _verify_chat(
 
 
 def _verify_encoder(
-    config: ExportConfig, model_dir: Path, files: dict[str, Path], pooling: str
+    config: ExportConfig, model_dir: Path, files: dict[str, Path], info: dict[str, Any]
 ) -> dict[str, Any]:
+    """Documents and instructed queries, HF vs each GGUF file (see verify_encoder_file)."""
     from monGARS.mlops.export.reference import encoder_reference
     from monGARS.mlops.export.verify import verify_encoder_file
 
-    reference = encoder_reference(model_dir, SAMPLE_TEXTS, pooling)
+    reference = encoder_reference(
+        model_dir,
+        SAMPLE_TEXTS,
+        info["pooling"],
+        queries=SAMPLE_QUERIES,
+        query_instruction=info["query_instruction"],
+        max_length=info["max_length"],
+    )
     results = {}
     for quant, path in files.items():
         # Quantised encoders get the quant tier's cosine bound, never looser than the config's.
@@ -170,7 +178,7 @@ def export_module(
 ) -> dict[str, Any]:
     """Write and verify one module's GGUF bundle into ``out_dir``; return flat artifact metadata."""
     from monGARS.mlops.export.modelfile import render_modelfile
-    from monGARS.mlops.export.writer import read_encoder_pooling
+    from monGARS.mlops.export.writer import read_encoder_pooling, read_encoder_queries
     from monGARS.mlops.modeling import load_tokenizer
 
     cfg = _as_config(config)
@@ -190,6 +198,7 @@ def export_module(
         if encoder_dir is not None:
             enc_dir, enc_json = encoder_folder(encoder_dir, base_model_dir, scratch)
             pooling = read_encoder_pooling(enc_json)
+            query_instruction, max_length = read_encoder_queries(enc_json)
             enc_quants = quants if cfg.quantize_encoder else []
             encoder_files, enc_facts = _write_family(
                 cfg, enc_dir, stage, module, "encoder", enc_quants, pooling
@@ -199,13 +208,17 @@ def export_module(
                 "pooling": pooling,
                 "causal": bool(spec.is_causal) if spec is not None else _config_causal(enc_dir),
                 "embedding_length": spec.embedding_length if spec is not None else None,
+                # How Bundle.embed / embed_queries read texts: the llm2vec stage's settings.
+                "query_instruction": query_instruction,
+                "max_length": max_length,
+                "pooled_tokens": "text",
             }
 
         checks: dict[str, Any] = {}
         if cfg.verify:
             checks.update(_verify_chat(cfg, chat_dir, chat_files, chat_facts))
             if encoder_info is not None:
-                checks.update(_verify_encoder(cfg, enc_dir, encoder_files, encoder_info["pooling"]))
+                checks.update(_verify_encoder(cfg, enc_dir, encoder_files, encoder_info))
             failures = _failures(checks)
             if failures:
                 raise MongarsError(
@@ -228,6 +241,7 @@ def export_module(
             "module": module,
             "verified": cfg.verify,
             "sample_texts": list(SAMPLE_TEXTS),
+            "sample_queries": list(SAMPLE_QUERIES),
             "files": checks,
         }
         write_json(stage / VERIFICATION_JSON, verification)
@@ -304,8 +318,9 @@ def _metadata(bundle: dict[str, Any], checks: dict[str, Any]) -> dict[str, Any]:
                 "logits_min_cosine",
                 "top1_agreement",
                 "embedding_min_cosine",
+                "query_min_cosine",
             ):
-                if figure in check:
+                if check.get(figure) is not None:
                     flat[f"{key}_{figure}"] = float(check[figure])
     flat["total_bytes"] = total
     return flat

@@ -34,13 +34,28 @@ class ChatReference:
 
 @dataclasses.dataclass
 class EncoderReference:
-    """Token ids and pooled embeddings of the HF encoder."""
+    """Token ids, pooled spans and embeddings of the HF encoder, documents then queries.
 
-    texts: list[str]
-    sample_ids: list[list[int]]
-    embeddings: np.ndarray  # [samples, hidden]
+    A document is read alone, a query after ``query_instruction``; each embedding pools the
+    text's own tokens (``spans``, [start, stop) of ``sample_ids``), never BOS or the instruction,
+    with the rule of ``monGARS.mlops.training.llm2vec.instruction``.
+    """
+
+    texts: list[str]  # documents
+    sample_ids: list[list[int]]  # model input per document then per query, cut at max_length
+    embeddings: np.ndarray  # [documents + queries, hidden]
     pooling: str
     causal: bool
+    queries: list[str] = dataclasses.field(default_factory=list)
+    query_instruction: str = ""
+    max_length: int = 512
+    spans: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+
+    def inputs(self) -> list[tuple[str | None, str]]:
+        """(instruction, text) of each sample, in ``sample_ids`` order."""
+        return [(None, text) for text in self.texts] + [
+            (self.query_instruction, query) for query in self.queries
+        ]
 
 
 def _load_tokenizer(folder: Path) -> Any:
@@ -86,7 +101,7 @@ def set_bidirectional(model: Any) -> None:
 
 
 def pool(hidden: np.ndarray, pooling: str) -> np.ndarray:
-    """Pool one sequence's final hidden states ([tokens, hidden]) as llama.cpp does."""
+    """Pool one sequence's pooled-span hidden states ([tokens, hidden])."""
     if pooling == "mean":
         return hidden.mean(axis=0)
     if pooling == "cls":
@@ -97,13 +112,21 @@ def pool(hidden: np.ndarray, pooling: str) -> np.ndarray:
 
 
 def encoder_reference(
-    encoder_dir: str | Path, texts: tuple[str, ...] | list[str], pooling: str
+    encoder_dir: str | Path,
+    texts: tuple[str, ...] | list[str],
+    pooling: str,
+    *,
+    queries: tuple[str, ...] | list[str] = (),
+    query_instruction: str = "",
+    max_length: int = 512,
 ) -> EncoderReference:
-    """Pooled final-layer embeddings of each text (one unpadded sequence each)."""
+    """Pooled final-layer embeddings of each document and query (one unpadded sequence each)."""
     import json
 
     import torch
     from transformers import AutoModel
+
+    from monGARS.mlops.training.llm2vec.instruction import token_spans
 
     folder = Path(encoder_dir)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -113,13 +136,29 @@ def encoder_reference(
     if not causal:
         set_bidirectional(model)
     model.eval()
-    sample_ids = [tokenizer(text, add_special_tokens=True)["input_ids"] for text in texts]
+
+    def tokenize(batch: list[str], special: bool) -> list[list[int]]:
+        return list(tokenizer(batch, add_special_tokens=special)["input_ids"])
+
+    rows = token_spans(tokenize, list(texts), None, max_length)
+    rows += token_spans(tokenize, list(queries), query_instruction, max_length)
     vectors = []
     with torch.no_grad():
-        for ids in sample_ids:
+        for ids, (start, stop) in rows:
             output = model(
                 input_ids=torch.tensor([ids]),
                 attention_mask=torch.ones(1, len(ids), dtype=torch.long),
             )
-            vectors.append(pool(output.last_hidden_state[0].float().numpy(), pooling))
-    return EncoderReference(list(texts), sample_ids, np.stack(vectors), pooling, causal)
+            hidden = output.last_hidden_state[0].float().numpy()
+            vectors.append(pool(hidden[start:stop], pooling))
+    return EncoderReference(
+        texts=list(texts),
+        sample_ids=[ids for ids, _ in rows],
+        embeddings=np.stack(vectors),
+        pooling=pooling,
+        causal=causal,
+        queries=list(queries),
+        query_instruction=query_instruction,
+        max_length=max_length,
+        spans=[span for _, span in rows],
+    )

@@ -17,7 +17,6 @@ import numpy as np
 from monGARS.mlops.export.reference import ChatReference, EncoderReference
 
 GGML_TYPE_F32 = 0
-POOLING_CODES = {"mean": 1, "cls": 2, "last": 3}
 
 
 def _threads() -> int:
@@ -167,69 +166,113 @@ def _generate(llm: Any, reference: ChatReference, count: int) -> tuple[dict[str,
     return {"tokens": tokens, "text": text}, (tokens[0] if tokens else None)
 
 
+def open_encoder(path: str | Path, n_ctx: int, *, causal: bool, **kwargs: Any) -> Any:
+    """A llama.cpp encoder context that returns per-token embeddings (pooling NONE).
+
+    LLM2Vec pools the text's own tokens only (not BOS, not a query instruction), which llama.cpp's
+    built-in pooling cannot express, so pooling is done by :func:`embed_span` on the token rows.
+    """
+    import llama_cpp
+
+    attention = llama_cpp.LLAMA_ATTENTION_TYPE_NON_CAUSAL
+    if causal:
+        attention = llama_cpp.LLAMA_ATTENTION_TYPE_CAUSAL
+    return llama_cpp.Llama(
+        model_path=str(path),
+        embedding=True,
+        n_ctx=n_ctx,
+        n_batch=n_ctx,
+        n_ubatch=n_ctx,  # non-causal attention needs the whole sequence in one micro-batch
+        pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE,
+        attention_type=attention,
+        verbose=False,
+        **kwargs,
+    )
+
+
+def llama_token_spans(
+    llm: Any, texts: list[str], instruction: str | None, max_length: int
+) -> list[tuple[list[int], tuple[int, int]]]:
+    """Input ids and pooled span per text, from llama.cpp's own tokenizer (the HF rule)."""
+    from monGARS.mlops.training.llm2vec.instruction import token_spans
+
+    def tokenize(batch: list[str], special: bool) -> list[list[int]]:
+        return [llm.tokenize(t.encode("utf-8"), add_bos=special, special=False) for t in batch]
+
+    return token_spans(tokenize, texts, instruction, max_length)
+
+
+def embed_span(llm: Any, ids: list[int], span: tuple[int, int], pooling: str) -> np.ndarray:
+    """One sequence through llama.cpp, its per-token embeddings pooled over ``span``."""
+    import llama_cpp
+
+    from monGARS.mlops.export.reference import pool
+
+    llm._ctx.kv_cache_clear()
+    batch = llm._batch
+    batch.reset()
+    batch.add_sequence(ids, 0, True)  # every token an output: each one's embedding is read
+    llm._ctx.decode(batch)
+    width = llm.n_embd()
+    pointer = llama_cpp.llama_get_embeddings(llm._ctx.ctx)
+    rows = np.ctypeslib.as_array(pointer, shape=(len(ids) * width,)).reshape(len(ids), width)
+    vector = pool(np.array(rows[span[0] : span[1]], dtype=np.float32), pooling)
+    batch.reset()
+    return vector
+
+
 def verify_encoder_file(
     path: str | Path, reference: EncoderReference, *, min_cosine: float
 ) -> dict[str, Any]:
-    """Pooled llama.cpp embeddings vs the HF encoder's, per sample text."""
-    import llama_cpp
-
+    """llama.cpp embeddings vs the HF encoder's, per document and per instructed query."""
     problems: list[str] = []
     longest = max(len(ids) for ids in reference.sample_ids)
-    context = _round_up(longest + 8)
-    attention = (
-        llama_cpp.LLAMA_ATTENTION_TYPE_CAUSAL
-        if reference.causal
-        else llama_cpp.LLAMA_ATTENTION_TYPE_NON_CAUSAL
-    )
-    with open_llama(
+    inputs = reference.inputs()
+    llm = open_encoder(
         path,
-        n_ctx=context,
-        n_batch=context,
-        n_ubatch=context,
-        embedding=True,
-        pooling_type=POOLING_CODES[reference.pooling],
-        attention_type=attention,
-    ) as llm:
+        _round_up(longest + 8),
+        causal=reference.causal,
+        n_threads=_threads(),
+        type_k=GGML_TYPE_F32,
+        type_v=GGML_TYPE_F32,
+    )
+    try:
         token_mismatches = 0
-        for index, (text, expected) in enumerate(
-            zip(reference.texts, reference.sample_ids, strict=True)
-        ):
-            got = llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
-            if got != expected:
-                token_mismatches += 1
-                problems.append(f"tokenisation of sample {index} differs from HF")
         cosines = []
-        for ids, expected in zip(reference.sample_ids, reference.embeddings, strict=True):
-            vector = np.asarray(_embed_ids(llm, ids), dtype=np.float32)
+        for index, ((instruction, text), expected_ids, expected_span, expected) in enumerate(
+            zip(inputs, reference.sample_ids, reference.spans, reference.embeddings, strict=True)
+        ):
+            [(ids, span)] = llama_token_spans(llm, [text], instruction, reference.max_length)
+            kind = "query" if instruction is not None else "sample"
+            if ids != expected_ids or span != tuple(expected_span):
+                token_mismatches += 1
+                problems.append(
+                    f"tokenisation of {kind} {index} differs from HF (llama.cpp span {span}, "
+                    f"HF {tuple(expected_span)})"
+                )
+            vector = embed_span(llm, expected_ids, tuple(expected_span), reference.pooling)
             cosines.append(_cosine(vector, expected))
+    finally:
+        llm.close()
+    documents = len(reference.texts)
     min_cos = min(cosines)
     if min_cos < min_cosine:
         problems.append(f"embedding cosine {min_cos:.6f} < bound {min_cosine}")
+    query_cosines = cosines[documents:]
     return {
         "kind": "encoder",
         "loaded": True,
         "token_mismatches": token_mismatches,
-        "samples": len(reference.sample_ids),
+        "samples": documents,
+        "queries": len(query_cosines),
+        "query_instruction": reference.query_instruction,
         "embedding_min_cosine": min_cos,
         "embedding_mean_cosine": float(np.mean(cosines)),
+        "query_min_cosine": min(query_cosines) if query_cosines else None,
         "pooling": reference.pooling,
+        "pooled_tokens": "text only (BOS and query instruction attended to, not pooled)",
         "causal": reference.causal,
         "bounds": {"min_cosine": min_cosine},
         "problems": problems,
         "passed": not problems,
     }
-
-
-def _embed_ids(llm: Any, ids: list[int]) -> list[float]:
-    """One sequence through llama.cpp's pooled-embedding path, from token ids (no re-tokenising)."""
-    import llama_cpp
-
-    llm._ctx.kv_cache_clear()
-    batch = llm._batch
-    batch.reset()
-    batch.add_sequence(ids, 0, True)
-    llm._ctx.decode(batch)
-    pointer = llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, 0)
-    vector = pointer[: llm.n_embd()]
-    batch.reset()
-    return list(vector)

@@ -216,6 +216,25 @@ def read_encoder_pooling(encoder_json: Path | None) -> str:
     return pooling
 
 
+def read_encoder_queries(encoder_json: Path | None) -> tuple[str, int]:
+    """(query_instruction, max_length) of llm2vec's ``encoder.json``, as ``Encoder`` reads them."""
+    from monGARS.mlops.training.llm2vec.encoder import query_instruction_of
+
+    if encoder_json is None or not encoder_json.is_file():
+        return query_instruction_of({}), 512
+    try:
+        settings = json.loads(encoder_json.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise MongarsError(f"export: {encoder_json} cannot be read as JSON ({error})") from None
+    max_length = settings.get("max_length", 512)
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 8:
+        raise MongarsError(
+            f"export: max_length {max_length!r} in {encoder_json} is not an integer >= 8; "
+            "re-run llm2vec"
+        )
+    return query_instruction_of(settings), max_length
+
+
 def write_f16_gguf(
     model_dir: str | Path,
     out_path: str | Path,

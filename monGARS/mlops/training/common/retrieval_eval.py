@@ -75,9 +75,12 @@ def evaluate_retrieval(
     passages: Sequence[str],
     relevant: Sequence[set[int]],
     ks: Sequence[int] = DEFAULT_KS,
+    embed_queries: Callable[[list[str]], np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Embed queries and the pool with ``embed`` and score the ranking."""
-    similarity = cosine_similarity(embed(list(queries)), embed(list(passages)))
+    """Embed the pool with ``embed``, the queries with ``embed_queries`` (an LLM2Vec encoder
+    reads them after its query instruction; default ``embed``), and score the ranking."""
+    query_vectors = (embed_queries or embed)(list(queries))
+    similarity = cosine_similarity(query_vectors, embed(list(passages)))
     metrics: dict[str, Any] = retrieval_metrics(similarity, relevant, ks)
     metrics["queries"] = len(queries)
     metrics["passages"] = len(passages)

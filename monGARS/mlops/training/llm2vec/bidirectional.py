@@ -3,9 +3,12 @@
 LLM2Vec's first step lets every token attend to every other token. The ``llm2vec`` package does it
 with patched model classes pinned to transformers<=4.44; on transformers 5.x two switches suffice:
 
-- ``config.is_causal = False``: ``masking_utils.create_causal_mask`` (and the sliding-window
-  variant) then build a *bidirectional* mask instead, which still masks padding keys. With no
-  padding that mask is ``None`` (full attention, no bias).
+- ``config.is_causal = False``: ``masking_utils.create_causal_mask`` then builds a
+  *bidirectional* mask instead, which still masks padding keys. With no padding that mask is
+  ``None`` (full attention, no bias). A model with a sliding window (Mistral v0.1) goes through
+  ``create_sliding_window_causal_mask``, which then builds a *windowed* bidirectional mask
+  (``create_bidirectional_sliding_window_mask``: ``|i - j| <= window``), not a full one; upstream
+  LLM2Vec ignores the window. They differ only past the window (4096 tokens for Mistral v0.1).
 - ``self_attn.is_causal = False`` on every layer: when the mask is ``None``, SDPA and flash
   attention fall back on the module's ``is_causal`` flag, which the attention classes hard-code to
   ``True`` in ``__init__``; without this switch an unpadded batch would still be causal.

@@ -2,11 +2,14 @@
 model loads.
 
 Defaults follow the upstream LLM2Vec training configs (BehnamGhader et al. 2024,
-``train_configs/{mntp,simcse,supervised}/*.json``) scaled to one GPU: MNTP with mlm_probability
-0.2, the "blank" ("_") mask token, LoRA r=16 / alpha=2r / dropout 0.05; SimCSE with dropout 0.3
-and loss_scale 20 (temperature 0.05); supervised with lr 2e-4, batch 64 and loss_scale 50
-(temperature 0.02); 1000 steps each. ``TINY_LLM2VEC_OVERRIDES`` turns them into a run that trains
-the embedded tiny model on CPU in well under a minute; ``make run`` and the tests use it.
+``train_configs/{mntp,simcse,supervised}/*.json``) scaled to one GPU: MNTP with the "blank" ("_")
+mask token and, per model family, upstream's collator and masking rate
+(:data:`UPSTREAM_MNTP_MASKING`), LoRA r=16 / alpha=2r / dropout 0.05; SimCSE with attention
+dropout 0.3 and loss_scale 20 (temperature 0.05); supervised with lr 2e-4, batch 64 and loss_scale
+50 (temperature 0.02); 1000 steps each. Queries are embedded after the ``query_instruction``
+(default :data:`DEFAULT_QUERY_INSTRUCTION`), as LLM2Vec encoders are used.
+``TINY_LLM2VEC_OVERRIDES`` turns them into a run that trains the embedded tiny model on CPU in
+well under a minute; ``make run`` and the tests use it.
 
 Upstream JSON configs (``mntp_config`` / ``simcse_config`` / ``supervised_config``) are applied by
 :func:`monGARS.mlops.training.llm2vec.upstream.load_llm2vec_config`: values they set replace these
@@ -19,6 +22,7 @@ import dataclasses
 from typing import Any, ClassVar, Literal
 
 from monGARS.mlops.configs import Checks
+from monGARS.mlops.training.llm2vec.instruction import DEFAULT_QUERY_INSTRUCTION
 
 TextSource = Literal["instruction", "reasoning", "conversation", "retrieval", "module"]
 MaskTokenType = Literal["blank", "eos", "pad", "mask"]
@@ -31,6 +35,16 @@ Phase = Literal["mntp", "simcse", "supervised"]
 
 # LoRA on the attention and MLP projections, as upstream ``initialize_peft`` does for them.
 LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+# MNTP (data_collator_type, mlm_probability) of upstream's train_configs/mntp/*.json (McGill-NLP/
+# llm2vec @312adcf), by model_type: Mistral.json uses all_mask at 0.8; Llama2.json,
+# MetaLlama3.json, MetaLlama3.1.json, Sheared-Llama.json and qwen2.json (commit 3beba22) use the
+# BERT 80/10/10 collator ("default", also run_mntp.py's default) at 0.2.
+UPSTREAM_MNTP_MASKING: dict[str, tuple[CollatorType, float]] = {
+    "mistral": ("all_mask", 0.8),
+    "llama": ("default", 0.2),
+    "qwen2": ("default", 0.2),
+}
 
 # The embedded tiny model on 2 CPU cores: ~4 s of MNTP, ~7 s of SimCSE, ~15 s of supervised
 # training. Sized for speed: no setting measured in docs/llm2vec.md ("Figures") makes the tiny
@@ -89,10 +103,11 @@ class Llm2VecConfig:
     mntp_lora_r: int = 16
     mntp_lora_alpha: int = 0  # 0 = 2 * r, upstream's rule
     mntp_lora_dropout: float = 0.05
-    mlm_probability: float = 0.2
+    # None: upstream's value for the model family (UPSTREAM_MNTP_MASKING; see mntp_masking).
+    mlm_probability: float | None = None
     mask_token_type: MaskTokenType = "blank"
     # all_mask: every selected token becomes the mask token; default: BERT's 80/10/10 split.
-    data_collator_type: CollatorType = "all_mask"
+    data_collator_type: CollatorType | None = None
 
     # SimCSE (unsupervised contrastive learning, two dropout views of each text).
     simcse_steps: int = 1000
@@ -103,7 +118,11 @@ class Llm2VecConfig:
     simcse_lora_r: int = 16
     simcse_lora_alpha: int = 0  # 0 = 2 * r
     simcse_lora_dropout: float = 0.05
+    # Upstream's key: attention-probability dropout only (run_simcse.py passes it as the model's
+    # attention_dropout). simcse_hidden_dropout adds BERT-style dropout on the embeddings and each
+    # attention/MLP sublayer output; 0 (off) keeps upstream's recipe.
     simcse_dropout: float = 0.3
+    simcse_hidden_dropout: float = 0.0
     temperature: float = 0.05  # upstream loss_scale 20 = 1 / temperature
     pooling_mode: Literal["mean"] = "mean"
 
@@ -138,6 +157,10 @@ class Llm2VecConfig:
     # phase's *_batch_size stays the global micro batch, split across the ranks.
     num_processes: int = 0
 
+    # Queries (evaluation, supervised training, RAFT mining, the export bundle) are read after
+    # this instruction, which is attended to but not pooled; documents have none. "" = none.
+    query_instruction: str = DEFAULT_QUERY_INSTRUCTION
+
     # Evaluation: retrieval on corpora/retrieval/val.jsonl, falling back to train+val when the
     # held-out split has fewer queries than this.
     min_eval_queries: int = 10
@@ -147,6 +170,16 @@ class Llm2VecConfig:
         """The LoRA alpha a stage uses (2 * r when left at 0, as upstream)."""
         alpha: int = getattr(self, f"{stage}_lora_alpha")
         return alpha or 2 * int(getattr(self, f"{stage}_lora_r"))
+
+    def mntp_masking(self, model_type: str) -> tuple[CollatorType, float]:
+        """(data_collator_type, mlm_probability) MNTP uses on ``model_type``: the values set, else
+        upstream's for that family (UPSTREAM_MNTP_MASKING; the Llama configs' for others)."""
+        fallback = UPSTREAM_MNTP_MASKING["llama"]
+        collator, probability = UPSTREAM_MNTP_MASKING.get(model_type, fallback)
+        return (
+            self.data_collator_type or collator,
+            probability if self.mlm_probability is None else self.mlm_probability,
+        )
 
     def contrastive_phases(self, pairs: int) -> list[Phase]:
         """The phases after MNTP, given how many supervised pairs the datasets artifact holds."""
@@ -199,11 +232,17 @@ class Llm2VecConfig:
         check.at_least("supervised_hard_negatives", self.supervised_hard_negatives, 0)
         check.at_least("min_supervised_pairs", self.min_supervised_pairs, 2)
         check.require(
-            0 < self.mlm_probability < 1,
+            self.mlm_probability is None or 0 < self.mlm_probability < 1,
             "mlm_probability",
-            f"must be between 0 and 1, exclusive (got {self.mlm_probability})",
+            f"must be between 0 and 1, exclusive, or unset (got {self.mlm_probability})",
         )
         check.fraction("simcse_dropout", self.simcse_dropout)
+        check.fraction("simcse_hidden_dropout", self.simcse_hidden_dropout)
+        check.require(
+            "!@#$%^&*()" not in self.query_instruction,
+            "query_instruction",
+            "contains upstream's separator '!@#$%^&*()'; give the instruction text alone",
+        )
         check.require(
             0 < self.temperature <= 10,
             "temperature",

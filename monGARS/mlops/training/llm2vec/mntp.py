@@ -19,15 +19,22 @@ BLANK_TOKEN = "_"
 
 
 def resolve_mask_token_id(tokenizer: Any, mask_token_type: str) -> int:
-    """The id of the existing token that replaces masked tokens (upstream's mask_token_type)."""
+    """The id of the existing token that replaces masked tokens (upstream's mask_token_type).
+
+    ``blank`` is upstream's: ``run_mntp.py`` sets ``tokenizer.mask_token = "_"`` and its collators
+    take ``convert_tokens_to_ids(mask_token)``, the vocabulary entry spelled ``_``. Encoding ``"_"``
+    as text is not the same on SentencePiece vocabularies (Mistral v0.1: ``▁_`` 583, not ``_``
+    28730). An id that is the unknown token's is refused: it would mask with ``<unk>``.
+    """
     if mask_token_type == "blank":
-        ids = tokenizer.encode(BLANK_TOKEN, add_special_tokens=False)
-        if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+        token_id = tokenizer.convert_tokens_to_ids(BLANK_TOKEN)
+        unknown = getattr(tokenizer, "unk_token_id", None)
+        if token_id is None or (unknown is not None and token_id == unknown):
             raise MongarsError(
-                "mask_token_type: 'blank' needs '_' to be one token of the vocabulary; "
-                "use 'eos' or 'pad'"
+                "mask_token_type: 'blank' needs '_' as a token of the vocabulary, and this "
+                "tokenizer maps it to the unknown token; use 'eos' or 'pad'"
             )
-        return int(ids[0])
+        return int(token_id)
     attribute = {"eos": "eos_token_id", "pad": "pad_token_id", "mask": "mask_token_id"}.get(
         mask_token_type
     )

@@ -62,20 +62,21 @@ def _dropout_hook(rate: float) -> Any:
 
 
 @contextmanager
-def simcse_dropout(model: Any, rate: float) -> Iterator[int]:
-    """Dropout at ``rate`` on attention probabilities and hidden states for the block, then off.
+def simcse_dropout(model: Any, rate: float, hidden_rate: float = 0.0) -> Iterator[int]:
+    """Attention dropout at ``rate`` for the block (upstream's ``simcse_dropout``), then off.
 
-    Attention dropout reuses each attention module's ``attention_dropout``; hidden dropout is a
-    forward hook on the embeddings and on each attention/MLP sublayer output. Only active in train
-    mode (the two SimCSE views differ, evaluation is deterministic). On exit every rate is restored
-    and the hooks removed: the saved encoder carries the base model's settings. Yields the
-    number of places dropout was applied.
+    Upstream ``run_simcse.py`` loads the model with ``attention_dropout=simcse_dropout``: dropout
+    on attention probabilities only. This reuses each attention module's ``attention_dropout``.
+    ``hidden_rate`` > 0 adds what upstream does not: BERT-style dropout (forward hooks) on the
+    token embeddings and each attention/MLP sublayer output (``simcse_hidden_dropout``). Only
+    active in train mode (the two SimCSE views differ, evaluation is deterministic). On exit every
+    rate is restored and the hooks removed: the saved encoder carries the base model's settings.
+    Yields the number of places dropout was applied.
     """
     attention = _attention_dropout_sites(model)
     saved = [module.attention_dropout for module in attention]
-    handles = [
-        site.register_forward_hook(_dropout_hook(rate)) for site in _hidden_dropout_sites(model)
-    ]
+    sites = _hidden_dropout_sites(model) if hidden_rate > 0 else []
+    handles = [site.register_forward_hook(_dropout_hook(hidden_rate)) for site in sites]
     try:
         for module in attention:
             module.attention_dropout = rate

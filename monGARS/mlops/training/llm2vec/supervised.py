@@ -168,6 +168,7 @@ def make_supervised_step(
     *,
     max_length: int,
     temperature: float,
+    query_instruction: str | None = None,
 ) -> Any:
     """A closure computing one micro-batch's supervised loss: queries, then all passages.
 
@@ -175,6 +176,9 @@ def make_supervised_step(
     negatives, and gather every rank's embeddings with gradients (``distributed.gather_rows``):
     each query is scored against the global batch's passages, as in one process; each rank
     returns its share, loss / ranks.
+
+    Queries are read after ``query_instruction`` (pooled over the query's own tokens), passages
+    without one, as upstream's E5 training data and ``LLM2Vec.encode`` do.
     """
     import torch
 
@@ -188,7 +192,9 @@ def make_supervised_step(
         batch = next(batches)
         rows = shard(len(batch.queries), world)
         negatives = batch.negatives[shard(len(batch.negatives), world)]
-        queries = encode_batch(backbone, tokenizer, batch.queries[rows], max_length)
+        queries = encode_batch(
+            backbone, tokenizer, batch.queries[rows], max_length, query_instruction
+        )
         passages = encode_batch(
             backbone, tokenizer, [*batch.positives[rows], *negatives], max_length
         )

@@ -100,16 +100,23 @@ def _evaluate(
 ) -> dict:
     backbone = model.base_model
 
-    def embed(texts: list[str]) -> Any:
+    def embed(texts: list[str], instruction: str | None = None) -> Any:
         return embed_texts(
             backbone,
             tokenizer,
             texts,
             max_length=max_length,
             batch_size=config.eval_batch_size,
+            instruction=instruction,
         )
 
-    return evaluate_retrieval(embed, eval_set.queries, eval_set.passages, eval_set.relevant)
+    return evaluate_retrieval(
+        embed,
+        eval_set.queries,
+        eval_set.passages,
+        eval_set.relevant,
+        embed_queries=lambda texts: embed(texts, config.query_instruction),
+    )
 
 
 def _resolve_sft_adapter(sft_dir: str | Path | None) -> Path | None:
@@ -228,10 +235,11 @@ def _contrastive_phase(
                 batches,
                 max_length=config.supervised_max_seq_length,
                 temperature=config.supervised_temperature,
+                query_instruction=config.query_instruction,
             ),
             batches,
         )
-    with simcse_dropout(model, config.simcse_dropout):
+    with simcse_dropout(model, config.simcse_dropout, config.simcse_hidden_dropout):
         return _train_phase(
             model,
             config,
@@ -311,6 +319,7 @@ def train_llm2vec(
     tokenizer.padding_side = "right"
     mask_token_id = resolve_mask_token_id(tokenizer, config.mask_token_type)
     model = _load_start_model(config, base_model_dir, adapter, device)
+    collator_type, mlm_probability = config.mntp_masking(model.config.model_type)
 
     before = _evaluate(model, tokenizer, eval_set, config, max_length)
     LOG.info("llm2vec: retrieval before MNTP: %s", before)
@@ -323,14 +332,21 @@ def train_llm2vec(
             tokenizer,
             batches,
             max_length=config.mntp_max_seq_length,
-            probability=config.mlm_probability,
+            probability=mlm_probability,
             mask_token_id=mask_token_id,
-            collator_type=config.data_collator_type,
+            collator_type=collator_type,
             generator=generator,
         ),
         cycle_batches(corpus.texts, config.mntp_batch_size, config.seed),
     )
-    stages: dict[str, dict[str, Any]] = {"mntp": _loss_summary(mntp_losses)}
+    stages: dict[str, dict[str, Any]] = {
+        "mntp": {
+            **_loss_summary(mntp_losses),
+            "data_collator_type": collator_type,
+            "mlm_probability": mlm_probability,
+            "mask_token_id": mask_token_id,
+        }
+    }
     retrieval: dict[str, Any] = {
         "split": eval_set.split,
         "note": eval_set.note,
@@ -354,6 +370,7 @@ def train_llm2vec(
         "normalize": True,
         "bidirectional": True,
         "max_length": max_length,
+        "query_instruction": config.query_instruction,
         "base_model": str(base_model_dir),
         "sft_adapter": str(adapter) if adapter else None,
         "module": module,
@@ -406,6 +423,8 @@ def train_llm2vec(
         summary[f"{name}_loss_last"] = stage["loss_last"]
     summary.update(
         {
+            "mntp_data_collator_type": collator_type,
+            "mntp_mlm_probability": mlm_probability,
             "retrieval_queries": len(eval_set.queries),
             "retrieval_passages": len(eval_set.passages),
             "seconds": round(time.monotonic() - started, 2),

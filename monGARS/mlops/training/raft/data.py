@@ -274,17 +274,24 @@ def hard_negatives(
     embed: Embed,
     k: int,
     chunk: int = 256,
+    *,
+    embed_questions: Embed | None = None,
 ) -> dict[str, list[str]]:
     """The k documents nearest each question by cosine similarity, oracle and co-positives removed.
 
-    Ranked nearest first. Questions are scored in chunks so the similarity matrix stays small.
+    Documents are embedded with ``embed``, questions with ``embed_questions`` (the llm2vec
+    encoder's query path, instruction included; default ``embed``). Ranked nearest first.
+    Questions are scored in chunks so the similarity matrix stays small.
     """
     check_pool(questions, documents, k)
     document_vectors = embed(list(documents))
+    question_embed = embed_questions or embed
     ranked: dict[str, list[str]] = {}
     for start in range(0, len(questions), chunk):
         batch = questions[start : start + chunk]
-        similarity = cosine_similarity(embed([q.question for q in batch]), document_vectors)
+        similarity = cosine_similarity(
+            question_embed([q.question for q in batch]), document_vectors
+        )
         order = rank_passages(similarity)
         for question, row in zip(batch, order, strict=True):
             excluded = _excluded(question)

@@ -103,16 +103,22 @@ def _load_split(config: RaftConfig, datasets_dir: Path, module: str, split: str)
 
 def _embedder(
     encoder_dir: Path | None, embed: Embed | None, batch_size: int
-) -> tuple[Embed | None, Any, str]:
-    """The function that embeds texts for hard negatives, the loaded encoder, and its name."""
+) -> tuple[Embed | None, Embed | None, Any, str]:
+    """(documents, questions) embedding functions for hard negatives, the loaded encoder, and its
+    name. The llm2vec encoder reads questions after its query instruction, documents without."""
     if embed is not None:
-        return embed, None, "embed_function"
+        return embed, embed, None, "embed_function"
     if encoder_dir is None:
-        return None, None, "random"
+        return None, None, None, "random"
     from monGARS.mlops.training.llm2vec.encoder import load_encoder
 
     encoder = load_encoder(encoder_dir)
-    return (lambda texts: encoder.embed(texts, batch_size=batch_size)), encoder, "encoder"
+    return (
+        lambda texts: encoder.embed(texts, batch_size=batch_size),
+        lambda texts: encoder.embed_queries(texts, batch_size=batch_size),
+        encoder,
+        "encoder",
+    )
 
 
 def prepare_examples(
@@ -145,14 +151,20 @@ def prepare_examples(
     heldout_questions = heldout_questions[: config.max_heldout_examples]
     heldout_pool = list(dict.fromkeys([*train.documents, *heldout.documents]))
 
-    embed_fn, encoder, distractors = _embedder(encoder_dir, embed, config.encoder_batch_size)
+    embed_fn, embed_questions, encoder, distractors = _embedder(
+        encoder_dir, embed, config.encoder_batch_size
+    )
     ranked_train = ranked_heldout = None
     if embed_fn is not None:
         k = config.num_documents
-        ranked_train = hard_negatives(train.questions, train.documents, embed_fn, k)
-        ranked_heldout = hard_negatives(heldout_questions, heldout_pool, embed_fn, k)
+        ranked_train = hard_negatives(
+            train.questions, train.documents, embed_fn, k, embed_questions=embed_questions
+        )
+        ranked_heldout = hard_negatives(
+            heldout_questions, heldout_pool, embed_fn, k, embed_questions=embed_questions
+        )
     if encoder is not None:  # free the encoder before the chat model loads
-        del encoder, embed_fn
+        del encoder, embed_fn, embed_questions
         gc.collect()
         empty_cuda_cache()
 
