@@ -108,8 +108,11 @@ def run_local(
         "parameters": resolved,
         "carried_over": sorted(carried_over or {}),
     }
-    # The base model is recorded as used: a local run's default ('tiny') is the run's model too.
-    recorded = {**parameters, "base_model": resolved["base_model"]}
+    # The base model is recorded once a stage used it: the local default ('tiny') then is the
+    # run's model too; a datasets-only command given none leaves the run without one.
+    recorded = dict(parameters)
+    if stages.STAGE_ORDER.index(last_stage) >= stages.STAGE_ORDER.index("sft"):
+        recorded["base_model"] = resolved["base_model"]
     outputs: dict[str, Any] | None = None
     try:
         with console:
