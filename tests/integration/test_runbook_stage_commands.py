@@ -161,7 +161,10 @@ def test_current_model_dir_names_what_the_next_stage_reads(stage_commands) -> No
     run_dir, after, _ = stage_commands
     for module in MODULES:
         built = after["build_datasets"].state["modules"][module]
-        assert built["current_model_dir"] == "" and not (run_dir / module / "adapter").exists()
+        assert built["current_model_dir"] == "" and built["adapter_path"] == ""
+        assert not any(
+            name.startswith(f"{module}/") for name in after["build_datasets"].state["layout_links"]
+        )
 
         sft = after["sft"].state["modules"][module]
         assert Path(sft["current_model_dir"]) == run_dir / module / "adapter"
@@ -178,6 +181,18 @@ def test_current_model_dir_names_what_the_next_stage_reads(stage_commands) -> No
         exported = after["export"].state["modules"][module]
         assert Path(exported["current_model_dir"]) == run_dir / module / "simcse"
         assert list((run_dir / module / "gguf").glob(f"{module}-encoder-*.gguf"))
+
+    # Each command's folders are its own outputs, nothing left from a later stage of another.
+    views = {
+        stage: [link for link in done.state["layout_links"] if link.startswith("training/")]
+        for stage, done in after.items()
+    }
+    assert views == {
+        "build_datasets": [],
+        "sft": ["training/adapter"],
+        "llm2vec": ["training/adapter", "training/mntp", "training/simcse"],
+        "export": ["training/adapter", "training/gguf", "training/mntp", "training/simcse"],
+    }
 
 
 def test_export_exports_the_adapters_and_encoders_the_earlier_commands_made(
