@@ -50,6 +50,7 @@ class AfterCommand:
     result: subprocess.CompletedProcess
     state: dict[str, Any]
     hashes: dict[str, dict[str, str]]  # "<module>/<view>" -> {file: sha256}
+    targets: dict[str, Path]  # "<module>/<view>" -> where its link pointed then
 
     @property
     def attempt(self) -> dict[str, Any]:
@@ -94,13 +95,12 @@ def _tree_hashes(folder: Path) -> dict[str, str]:
 
 def _after(run_dir: Path, result: subprocess.CompletedProcess) -> AfterCommand:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    hashes = {
-        f"{module}/{view}": _tree_hashes(run_dir / module / view)
-        for module in MODULES
-        for view in ("adapter", "simcse")
-        if (run_dir / module / view).is_dir()
-    }
-    return AfterCommand(result, json.loads((run_dir / "state.json").read_text()), hashes)
+    views = [f"{module}/{view}" for module in MODULES for view in ("adapter", "simcse")]
+    present = [view for view in views if (run_dir / view).is_dir()]
+    hashes = {view: _tree_hashes(run_dir / view) for view in present}
+    targets = {view: (run_dir / view).resolve() for view in present}
+    state = json.loads((run_dir / "state.json").read_text())
+    return AfterCommand(result, state, hashes, targets)
 
 
 def _folder_listing(folder: Path) -> dict[str, str]:
@@ -168,18 +168,26 @@ def test_current_model_dir_names_what_the_next_stage_reads(stage_commands) -> No
 
         sft = after["sft"].state["modules"][module]
         assert Path(sft["current_model_dir"]) == run_dir / module / "adapter"
-        assert (run_dir / module / "adapter").resolve() == Path(sft["sft_adapter"]) / "adapter"
+        assert after["sft"].targets[f"{module}/adapter"] == Path(sft["sft_adapter"]) / "adapter"
         # ... and the --llm2vec command's llm2vec task was handed exactly that adapter.
         assert after["llm2vec"].task_input("llm2vec", module, "sft_adapter") == sft["sft_adapter"]
+        adapter = f"{module}/adapter"
+        assert after["llm2vec"].targets[adapter] == after["sft"].targets[adapter]
 
         llm2vec = after["llm2vec"].state["modules"][module]
         assert Path(llm2vec["current_model_dir"]) == run_dir / module / "simcse"
-        assert Path(llm2vec["simcse_dir"]).resolve() == Path(llm2vec["encoder"]) / "encoder"
+        assert Path(llm2vec["simcse_dir"]) == run_dir / module / "simcse"
+        assert after["llm2vec"].targets[f"{module}/simcse"] == Path(llm2vec["encoder"]) / "encoder"
         # ... and the --export command's export task was handed exactly that encoder.
         assert after["export"].task_input("export", module, "encoder") == llm2vec["encoder"]
 
         exported = after["export"].state["modules"][module]
         assert Path(exported["current_model_dir"]) == run_dir / module / "simcse"
+        for view in ("adapter", "simcse"):
+            assert (
+                after["export"].targets[f"{module}/{view}"]
+                == after["llm2vec"].targets[f"{module}/{view}"]
+            )
         assert list((run_dir / module / "gguf").glob(f"{module}-encoder-*.gguf"))
 
     # Each command's folders are its own outputs, nothing left from a later stage of another.
