@@ -54,7 +54,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     stages = parser.add_argument_group("stages (the furthest one given sets how far the DAG runs)")
     for stage in STAGE_FLAGS:
         stages.add_argument(f"--{stage.replace('_', '-')}", action="store_true")
-    stages.add_argument("--raft", action="store_true", help="turn the optional RAFT stage on")
+    stages.add_argument(
+        "--raft",
+        action=argparse.BooleanOptionalAction,
+        help="turn the optional RAFT stage on (--no-raft: off again on a run that had it on)",
+    )
     params = parser.add_argument_group("pipeline parameters (monGARS.mlops.parameters)")
     for parameter in PARAMETERS:
         if parameter.flag:
@@ -86,8 +90,12 @@ def _default_text(parameter: Any) -> str:
     return str(parameter.default) if parameter.default != "" else "''"
 
 
-def parameters_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Pipeline parameters from a config file and flags (flags win). Never includes secrets."""
+def given_parameters(args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline parameters this command names: a config file, then flags (flags win).
+
+    Never includes secrets; ``--repo-root`` and ``run_name`` are added by
+    :func:`run_parameters`, onto what the run carries over.
+    """
     parameters: dict[str, Any] = _read_json_config("--config", args.config) if args.config else {}
     for parameter in PARAMETERS:
         value = getattr(args, parameter.name, None) if parameter.flag else None
@@ -96,16 +104,47 @@ def parameters_from_args(args: argparse.Namespace) -> dict[str, Any]:
         if parameter.type is dict:
             value = _read_json_config(parameter.option, value) if value else {}
         parameters[parameter.name] = value
-    if args.raft:
-        parameters["raft"] = True
+    if args.raft is not None:
+        parameters["raft"] = args.raft
+    parameters.setdefault("run_name", args.run_id)
+    return parameters
+
+
+# The datasets_config keys --repo-root sets.
+CODE_ROOT_KEYS = ("code_roots", "code_roots_digest")
+
+
+def run_parameters(
+    args: argparse.Namespace, recorded: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """This command's pipeline parameters and, apart, those carried over from ``recorded``.
+
+    ``recorded``: the parameters of the run's previous command (``state.json``); every declared
+    parameter this command does not give keeps its recorded value. ``--repo-root`` then replaces
+    the source tree in whatever datasets config that gives (its other keys stay).
+    """
+    from monGARS.mlops.state import carry_over
+
+    parameters, carried = carry_over(recorded or {}, given_parameters(args))
     if args.repo_root:
         datasets_config = dict(parameters.get("datasets_config") or {})
         root = code_root_from_flag(args.repo_root)
         datasets_config["code_roots"] = [root]
         datasets_config["code_roots_digest"] = source_tree_digest(root)
         parameters["datasets_config"] = datasets_config
-    parameters.setdefault("run_name", args.run_id)
-    return parameters
+        kept = {
+            key: value
+            for key, value in (carried.pop("datasets_config", None) or {}).items()
+            if key not in CODE_ROOT_KEYS
+        }
+        if kept:
+            carried["datasets_config"] = kept
+    return parameters, carried
+
+
+def parameters_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Pipeline parameters from a config file and flags (flags win), nothing carried over."""
+    return run_parameters(args)[0]
 
 
 def code_root_from_flag(value: str) -> str:
@@ -175,36 +214,95 @@ def _print_result(result: Any) -> None:
         print(f"  logs     {_shown(result.logs_dir)}/{more}")
 
 
-def _prepare_state(args: argparse.Namespace) -> None:
-    """The runbook's handling of ``state.json`` before a run.
+def _prepare_state(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's ``state.json`` before a command: ``{}`` for a new run id.
 
     ``--build-datasets`` rebuilds a run whose state cannot be read (the file is moved aside, as
-    the error for an unreadable state advises); a later stage on a run id without a state builds
-    the datasets first, which is said in one line.
+    the error for an unreadable state advises); otherwise an unreadable state stops the command
+    here, before anything runs.
     """
     from monGARS.mlops.names import check_safe_name
-    from monGARS.mlops.state import set_aside_unreadable_state, state_path
+    from monGARS.mlops.state import load_state, set_aside_unreadable_state, state_path
 
     check_safe_name("run_id", args.run_id)
-    run_dir = Path(args.runs_root).resolve() / args.run_id
+    run_dir = _run_dir(args)
     if args.build_datasets:
         aside = set_aside_unreadable_state(run_dir)
         if aside is not None:
             print(
                 f"notice: {_shown(state_path(run_dir))} could not be read; moved to {aside.name}, "
-                "this run writes a new one",
+                "this run writes a new one (nothing is carried over from it)",
                 file=sys.stderr,
             )
-    elif any(getattr(args, stage) for stage in STAGE_FLAGS) and not state_path(run_dir).exists():
-        print(
-            f"notice: run {args.run_id} has no state.json yet; its datasets are built first "
-            "(as --build-datasets would)",
-            file=sys.stderr,
+    return load_state(run_dir)
+
+
+def _readable_state(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's state for a command that writes nothing: ``{}`` where ``--build-datasets`` would
+    set an unreadable one aside."""
+    from monGARS.mlops.names import check_safe_name
+    from monGARS.mlops.state import load_state
+
+    check_safe_name("run_id", args.run_id)
+    try:
+        return load_state(_run_dir(args))
+    except MongarsError:
+        if args.build_datasets:
+            return {}
+        raise
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    return Path(args.runs_root).resolve() / args.run_id
+
+
+def _state_notices(args: argparse.Namespace, state: dict[str, Any], last_stage: str) -> None:
+    """What a command is about to change in its run, said before it starts.
+
+    A later stage on a run id without a state builds the datasets first. A command whose DAG
+    stops before stages the run already reached resets those stages' views (the runbook's
+    folders and ``current_model_dir``): ``--build-datasets`` on an existing run, the runbook's
+    recovery step, says what it resets.
+    """
+    from monGARS.mlops.run_layout import views_left_out
+    from monGARS.mlops.stages import STAGE_ORDER
+
+    stage_given = any(getattr(args, stage) for stage in STAGE_FLAGS)
+    if not state:
+        if stage_given and not args.build_datasets:
+            print(
+                f"notice: run {args.run_id} has no state.json yet; its datasets are built first "
+                "(as --build-datasets would)",
+                file=sys.stderr,
+            )
+        return
+    stages_run = STAGE_ORDER[: STAGE_ORDER.index(last_stage) + 1]
+    left_out = views_left_out(state.get("layout_links") or [], stages_run)
+    if not left_out and not args.build_datasets:
+        return
+    given = [stage for stage in STAGE_FLAGS if getattr(args, stage)]
+    command = f"--{given[-1].replace('_', '-')}" if given else "this command"
+    if left_out:
+        views = sorted({view for names in left_out.values() for view in names})
+        following = STAGE_FLAGS[STAGE_FLAGS.index(last_stage) + 1]
+        said = (
+            f"resets the {'/'.join(views)} views and current_model_dir of "
+            f"{', '.join(sorted(left_out))} (--{following.replace('_', '-')} and later stages "
+            "make them again, from the cache where nothing changed)"
         )
+    else:
+        said = "has no later stage's views to reset"
+    if args.build_datasets:
+        said += "; the datasets come from the cache unless their parameters changed"
+    print(
+        f"notice: {command} on run {args.run_id} {said}; the run's parameters carry over",
+        file=sys.stderr,
+    )
 
 
 def run_command(args: argparse.Namespace, *, require_base_model: bool) -> int:
     from monGARS.deploy.local_run import run_local
+    from monGARS.mlops.state import recorded_parameters
 
     if args.llm2vec_root:
         print(
@@ -212,23 +310,41 @@ def run_command(args: argparse.Namespace, *, require_base_model: bool) -> int:
             file=sys.stderr,
         )
     last_stage = last_stage_from_args(args)
-    parameters = parameters_from_args(args)
-    needs_model = last_stage != "build_datasets"
-    if require_base_model and needs_model and not parameters.get("base_model"):
-        raise MongarsError(
-            "--base-model: required for --sft/--llm2vec/--export; give a hub id, a model folder, "
-            "a gs:// URI, or 'tiny' for the embedded test model"
-        )
-    _prepare_state(args)
+    state = _prepare_state(args)
+    parameters, carried = run_parameters(args, recorded_parameters(state))
+    if require_base_model:
+        _check_base_model(args, parameters, carried, last_stage)
+    _state_notices(args, state, last_stage)
     result = run_local(
         args.run_id,
         parameters,
         runs_root=args.runs_root,
         last_stage=last_stage,
         hf_token=args.hf_token,
+        carried_over=carried,
     )
     _print_result(result)
     return 0
+
+
+def _check_base_model(
+    args: argparse.Namespace, parameters: dict[str, Any], carried: dict[str, Any], last_stage: str
+) -> None:
+    """The runbook's rule: ``--base-model`` is given on ``--sft`` and ``--export`` lines; any other
+    command that trains takes the one the run's state names, and needs it only when there is none.
+    """
+    how = "give a hub id, a model folder, a gs:// URI, or 'tiny' for the embedded test model"
+    if (args.sft or args.export) and "base_model" in carried:
+        raise MongarsError(
+            f"--base-model: required for --sft and --export, as in the runbook; run "
+            f"{args.run_id} used {carried['base_model']} (--base-model {carried['base_model']} "
+            "keeps it); or " + how
+        )
+    if last_stage != "build_datasets" and not parameters.get("base_model"):
+        names = "--sft and --export" if args.sft or args.export else "a stage that trains"
+        raise MongarsError(
+            f"--base-model: required for {names}; run {args.run_id}'s state names none yet; {how}"
+        )
 
 
 def compile_command(args: argparse.Namespace) -> int:
@@ -282,11 +398,15 @@ def build_tiny_command(args: argparse.Namespace) -> int:
 
 
 def validate_command(args: argparse.Namespace) -> int:
+    """Check every stage config the command would run with (carried-over values included)."""
     from monGARS.mlops.stages import resolve_local_parameters, validate_parameters
+    from monGARS.mlops.state import recorded_parameters
 
-    parameters = resolve_local_parameters(parameters_from_args(args))
-    validate_parameters(parameters, last_stage_from_args(args))
-    print(json.dumps({"valid": True, "last_stage": last_stage_from_args(args)}))
+    state = _readable_state(args)
+    parameters, carried = run_parameters(args, recorded_parameters(state))
+    last_stage = last_stage_from_args(args)
+    validate_parameters(resolve_local_parameters(parameters), last_stage)
+    print(json.dumps({"valid": True, "last_stage": last_stage, "carried_over": sorted(carried)}))
     return 0
 
 

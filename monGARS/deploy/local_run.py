@@ -11,6 +11,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,8 +58,14 @@ def run_local(
     last_stage: str = "report",
     hf_token: str | None = None,
     runner: Any = None,
+    carried_over: Mapping[str, Any] | None = None,
 ) -> LocalRunResult:
     """Validate, then run the pipeline up to ``last_stage`` locally; record ``state.json``.
+
+    ``parameters`` are the command's (the local preset is applied here); ``state.json`` records
+    them, with the base model the run used, for the next command on this run id to carry over.
+    ``carried_over``: those of them that came from the run's state, said in one console line and
+    kept in the attempt's history.
 
     ``runner``: a kfp.local runner, default ``SubprocessRunner(use_venv=False)`` (this venv). The
     container tier passes a ``DockerRunner`` (tests/container), which gives the tasks only what it
@@ -99,11 +106,19 @@ def run_local(
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "last_stage": last_stage,
         "parameters": resolved,
+        "carried_over": sorted(carried_over or {}),
     }
+    # The base model is recorded once a stage used it: the local default ('tiny') then is the
+    # run's model too; a datasets-only command given none leaves the run without one.
+    recorded = dict(parameters)
+    if stages.STAGE_ORDER.index(last_stage) >= stages.STAGE_ORDER.index("sft"):
+        recorded["base_model"] = resolved["base_model"]
     outputs: dict[str, Any] | None = None
     try:
         with console:
             console.print(run_header(run_id, resolved, last_stage, console.logs_dir))
+            if carried_over:
+                console.print(carried_line(run_dir, carried_over))
             task = pipeline(**resolved)
         outputs = json.loads(task.output)
         attempt["status"] = "succeeded"
@@ -115,7 +130,7 @@ def run_local(
         _restore_env(CACHE_DIR_ENV, previous_cache, True)
         attempt["wall_seconds"] = round(time.monotonic() - started, 2)
         attempt.update(attempt_record(console))
-        save_state(run_dir, run_id, attempt, outputs)
+        save_state(run_dir, run_id, attempt, outputs, recorded)
     return LocalRunResult(
         run_dir=run_dir,
         state_file=state_path(run_dir),
@@ -136,6 +151,21 @@ def run_header(run_id: str, parameters: dict[str, Any], last_stage: str, logs_di
         f"run {run_id}: base model {parameters.get('base_model', '?')}, {reach}; "
         f"full logs in {shown_path(logs_dir)}/"
     )
+
+
+def carried_line(run_dir: Path, carried: Mapping[str, Any]) -> str:
+    """The console line naming the values a command took from its run's state."""
+    shown = ", ".join(f"{name}={_short_value(value)}" for name, value in carried.items())
+    return f"carried over from {shown_path(state_path(run_dir))}: {shown}"
+
+
+def _short_value(value: Any, limit: int = 40) -> str:
+    if isinstance(value, dict):
+        keys = sorted(map(str, value))
+        text = "{" + ", ".join(keys) + "}"
+        return text if len(text) <= limit else f"{{{len(keys)} keys}}"
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def failure_message(run_id: str, error: BaseException, console: RunConsole) -> str:

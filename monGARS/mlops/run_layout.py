@@ -55,6 +55,14 @@ MODULE_VIEWS: dict[str, tuple[str, str]] = {
     "simcse": ("encoder", "encoder"),
     "gguf": ("gguf_bundle", ""),
 }
+# The stage whose output each module view shows: a command whose DAG stops before that stage
+# leaves the view out (its outputs hold nothing for it), so the view is removed.
+VIEW_STAGES: dict[str, str] = {
+    "adapter": "sft",
+    "mntp": "llm2vec",
+    "simcse": "llm2vec",
+    "gguf": "export",
+}
 
 
 def module_view_name(module: str) -> str:
@@ -133,6 +141,22 @@ def refresh_layout(
         if _copy_report(root, target) if name == REPORT_COPY else _link(root, name, target):
             made.append(name)
     return sorted(made)
+
+
+def views_left_out(links: Iterable[str], stages_run: Iterable[str]) -> dict[str, list[str]]:
+    """The module views among ``links`` that a run of ``stages_run`` does not make again.
+
+    Returns view folder -> views (``{"training": ["gguf", "mntp", "simcse"]}``): what the next
+    attempt will remove when it finishes, which the command says before it starts.
+    """
+    reached = set(stages_run)
+    left_out: dict[str, list[str]] = {}
+    for name in sorted(links):
+        folder, _, view = name.rpartition("/")
+        stage = VIEW_STAGES.get(view)
+        if folder and folder != INTERNAL_DATASETS and stage and stage not in reached:
+            left_out.setdefault(folder, []).append(view)
+    return left_out
 
 
 def _copy_report(run_dir: Path, report: Path) -> bool:

@@ -73,8 +73,10 @@ def test_raft_flag_turns_the_stage_on() -> None:
     assert "raft" not in parameters_from_args(_parse())
 
 
-def test_runbook_requires_base_model_for_sft(capsys: pytest.CaptureFixture[str]) -> None:
-    assert runbook_main(["--run-id", "x", "--sft"]) == 2
+def test_runbook_requires_base_model_for_sft(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert runbook_main(["--run-id", "x", "--runs-root", str(tmp_path), "--sft"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --base-model: required") and "\n" not in err
 
@@ -199,12 +201,12 @@ def test_build_datasets_sets_an_unreadable_state_aside(
 def test_later_stage_on_a_new_run_says_datasets_come_first(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from monGARS.cli import _prepare_state, build_runbook_parser
+    from monGARS.cli import _prepare_state, _state_notices, build_runbook_parser
 
     args = build_runbook_parser().parse_args(
         ["--run-id", "x", "--runs-root", str(tmp_path), "--sft"]
     )
-    _prepare_state(args)
+    _state_notices(args, _prepare_state(args), "sft")
     err = capsys.readouterr().err.strip()
     assert err.startswith("notice: run x has no state.json yet") and "--build-datasets" in err
     assert "\n" not in err
