@@ -10,6 +10,12 @@ The Trainer writes ``checkpoint-N`` folders file by file. A checkpoint counts on
 after the Trainer has finished the folder; a folder without a valid marker is half-written and is
 deleted before training resumes. For ``gs://`` roots the Trainer writes to a local mirror and each
 finished checkpoint is uploaded file by file, its marker last.
+
+A folder on a volume has one writer at a time (``lease.CheckpointLease``): identical runs share
+the key, and without it each would delete the other's half-written checkpoints in ``prepare`` and
+the Trainer's rotation would prune the other's finished ones. The second writer waits or refuses
+in one line; a dead writer's lease is taken over once its heartbeat is stale, and only then are its
+half-written checkpoints removed.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 
 from monGARS.mlops import storage
 from monGARS.mlops.atomic import sha256_file, write_json
+from monGARS.mlops.training.common.lease import CheckpointLease
 
 MARKER = "mongars-checkpoint.json"
 KEEP = 2  # complete checkpoints kept; the newest may be mid-write when a kill lands
@@ -99,33 +106,46 @@ def remove_incomplete(folder: Path) -> list[Path]:
 class CheckpointStore:
     """One task's checkpoint folder: a local folder, or a local mirror of a ``gs://`` prefix."""
 
-    def __init__(self, root: str, name: str, *, mirror: bool | None = None) -> None:
+    def __init__(self, root: str, name: str, *, mirror: bool | None = None, **lease: Any) -> None:
         self.root = root
         self.name = name
         self.location = f"{root.rstrip('/')}/{name}"
         self.mirror = storage.is_gcs(root) if mirror is None else mirror
+        self.lease: CheckpointLease | None = None
         if self.mirror:
             self.local_dir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
         else:
             self.local_dir = Path(root).expanduser() / name
+            self.lease = CheckpointLease(self.local_dir, **lease)
 
     def prepare(self) -> Path | None:
-        """Clean half-written checkpoints; return the newest complete one to resume from."""
+        """Take the folder's writer lease, clean half-written checkpoints (only a dead writer's
+        can be left once the lease is ours) and return the newest complete one to resume from."""
         if self.mirror:
             return self._download_latest()
         self.local_dir.mkdir(parents=True, exist_ok=True)
+        if self.lease is not None:
+            self.lease.acquire()
         remove_incomplete(self.local_dir)
         complete = complete_checkpoints(self.local_dir)
         return complete[-1] if complete else None
 
+    def check_lease(self) -> None:
+        """Stop (``LeaseLost``) if another writer has taken the folder over."""
+        if self.lease is not None:
+            self.lease.check()
+
     def finish_checkpoint(self, checkpoint: Path) -> None:
         """Called once the Trainer has written ``checkpoint``: mark it, upload it when mirrored."""
+        self.check_lease()
         write_marker(checkpoint)
         if self.mirror:
             self._upload(checkpoint)
 
     def close(self) -> None:
-        """Drop the local mirror (the remote copy stays)."""
+        """Release the lease; drop the local mirror (the remote copy stays)."""
+        if self.lease is not None:
+            self.lease.release()
         if self.mirror:
             shutil.rmtree(self.local_dir, ignore_errors=True)
 
@@ -178,6 +198,10 @@ def checkpoint_callback(store: CheckpointStore) -> Any:
     from transformers import TrainerCallback
 
     class _MarkCheckpoint(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            store.check_lease()  # a writer that lost its lease stops before the next step
+            return control
+
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if checkpoint.is_dir():

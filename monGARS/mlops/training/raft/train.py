@@ -320,6 +320,8 @@ def _train(
         config.seed,
         config.max_seq_length,
     )
+    # The writer lease first: an identical run already training is refused before a model loads.
+    resume = store.prepare() if store else None
     model = load_for_training(backend, base, lora, plan, env)
     loaded = load_sft_weights(model, adapter_dir)
     output_dir = store.local_dir if store else scratch_root
@@ -361,7 +363,6 @@ def _train(
             if backend == "unsloth":
                 FastLanguageModel.for_training(model)
 
-    resume = store.prepare() if store else None
     loss_sft = trainer.evaluate()["eval_loss"]
     sft_answers = answers()
     start = time.perf_counter()
@@ -378,6 +379,7 @@ def _train(
     metrics: dict[str, Any] = {
         "steps": int(trainer.state.global_step),
         "resumed_from_step": int(resume.name.rsplit("-", 1)[1]) if resume else 0,
+        "optimizer_steps_run": trainer.optimizer_steps_run,
         "sft_weights_loaded": loaded,
         "train_loss_first": losses[0][1] if losses else None,
         "train_loss_last": losses[-1][1] if losses else None,

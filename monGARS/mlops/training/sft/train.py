@@ -235,6 +235,7 @@ def train_sft(
 _METADATA_KEYS = (
     "steps",
     "resumed_from_step",
+    "optimizer_steps_run",
     "train_loss_first",
     "train_loss_last",
     "eval_loss_before",
@@ -307,6 +308,8 @@ def _train(
         config.seed,
         config.max_seq_length,
     )
+    # The writer lease first: an identical run already training is refused before a model loads.
+    resume = store.prepare() if store else None
     model = load_for_training(backend, prepared.base, lora, plan, env)
     evaluate = bool(val.examples)
     arguments = training_arguments(
@@ -327,7 +330,6 @@ def _train(
         data_collator=ChatCollator(tokenizer.pad_token_id),
         callbacks=[checkpoint_callback(store)] if store else None,
     )
-    resume = store.prepare() if store else None
     eval_before = trainer.evaluate()["eval_loss"] if evaluate else None
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -344,6 +346,7 @@ def _train(
     metrics: dict[str, Any] = {
         "steps": int(trainer.state.global_step),
         "resumed_from_step": int(resume.name.rsplit("-", 1)[1]) if resume else 0,
+        "optimizer_steps_run": trainer.optimizer_steps_run,
         "train_loss_first": losses[0][1] if losses else None,
         "train_loss_last": losses[-1][1] if losses else None,
         "eval_loss_before": eval_before,
