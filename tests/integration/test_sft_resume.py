@@ -131,9 +131,13 @@ def test_killed_run_resumes_to_the_same_adapter(
         for p in (tmp_path / "ref").rglob("*")
         if p.is_file()
     )
-    assert (new_out / "adapter" / "adapter_config.json").read_text() == (
-        tmp_path / "ref" / "adapter" / "adapter_config.json"
-    ).read_text()
+    configs = [
+        json.loads((folder / "adapter" / "adapter_config.json").read_text())
+        for folder in (new_out, tmp_path / "ref")
+    ]
+    for config in configs:  # PEFT writes this set in hash order, which varies per process
+        config["target_modules"] = sorted(config["target_modules"])
+    assert configs[0] == configs[1]
     assert expected.keys() == actual.keys()
     for name, tensor in expected.items():
         # CPU fp32 with one thread: identical, not merely close.
