@@ -224,46 +224,52 @@ def test_without_package_the_pipeline_is_compiled_from_source(kfp: tuple[str, Kf
     assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "mongars"
 
 
-def test_documented_kfp_cli_command_creates_the_run(
-    kfp: tuple[str, KfpState], package_path: Path
+def test_ci_uses_a_path_that_fails_with_the_run(
+    kfp: tuple[str, KfpState], package_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """docs/cluster.md's `kfp run create` line for CI, against the same API server."""
+    """Why CI runs ``mongars submit --wait``, not ``kfp run create --watch``: against a run that
+    FAILS, the KFP CLI (kfp 2.17 ``cli/run.py: display_run``) prints the state and exits 0, and it
+    has no service-account option; ``mongars submit --wait`` exits 1 and runs as the account."""
     import subprocess
     import sys
 
     host, state = kfp
+    state.run_script = ["RUNNING", "FAILED"]
+    state.run_error = "task sft failed: OOMKilled"
     kfp_cli = Path(sys.executable).parent / "kfp"
+    command = [str(kfp_cli), "--endpoint", host, "--existing-token", TOKEN, "run", "create"]
+    command += ["--experiment-name", "mongars", "--run-name", "ci-1"]
+    command += ["--package-file", str(package_path), "--watch", "raft=true"]
     result = subprocess.run(
-        [
-            str(kfp_cli),
-            "--endpoint",
-            host,
-            "--existing-token",
-            TOKEN,
-            "run",
-            "create",
-            "--experiment-name",
-            "mongars",
-            "--run-name",
-            "ci-1",
-            "--package-file",
-            str(package_path),
-            "raft=true",
-            "lora_r=1",
-        ],
+        command,
         capture_output=True,
         text=True,
         check=False,
         timeout=120,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    (run,) = state.runs.values()
-    assert run["display_name"] == "ci-1"
-    assert run["runtime_config"]["parameters"] == {"raft": True, "lora_r": 1}
-    assert (
-        "kfp --endpoint http://localhost:8888 run create"
-        in (REPO / "docs" / "cluster.md").read_text()
+    assert "Run is finished with state FAILED" in result.stdout
+    assert result.returncode == 0  # the trap: a CI job would go green
+
+    code = _submit(
+        host,
+        package_path,
+        "--service-account",
+        "mongars-pipeline-runner",
+        "--run-name",
+        "ci-2",
+        "--wait",
+        "--param",
+        "raft=true",
     )
+    assert code == 1
+    assert "finished: FAILED (task sft failed: OOMKilled)" in capsys.readouterr().out
+    run = next(r for r in state.runs.values() if r["display_name"] == "ci-2")
+    assert run["service_account"] == "mongars-pipeline-runner"
+
+    for doc in ("README.md", "docs/cluster.md"):
+        text = (REPO / doc).read_text(encoding="utf-8")
+        assert "run create" not in text or "exits 0" in text, f"{doc} gives kfp run create for CI"
+        assert "--service-account mongars-pipeline-runner" in text and "--wait" in text
 
 
 # --- issue 22: the namespace pods run in, caching off everywhere, refusals at submit ---------
