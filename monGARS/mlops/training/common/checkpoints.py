@@ -46,6 +46,27 @@ def hash_tree(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def adapter_digest(folder: Path) -> str:
+    """:func:`hash_tree` of a PEFT adapter folder, blind to what PEFT writes in hash order.
+
+    PEFT stores ``target_modules`` as a set, so ``adapter_config.json`` lists them in an order
+    that changes from process to process: hashed as bytes, the same adapter would give a new
+    checkpoint key in every run, and the next stage of a re-submitted run would never resume.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
+        if path.name == "adapter_config.json":
+            config = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(config.get("target_modules"), list):
+                config["target_modules"] = sorted(config["target_modules"])
+            canonical = json.dumps(config, sort_keys=True).encode("utf-8")
+            digest.update(hashlib.sha256(canonical).hexdigest().encode("ascii") + b"\n")
+        else:
+            digest.update(sha256_file(path).encode("ascii") + b"\n")
+    return digest.hexdigest()
+
+
 def run_key(inputs: dict[str, Any]) -> str:
     """A short stable hash of the task's inputs (canonical JSON)."""
     canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), ensure_ascii=True)

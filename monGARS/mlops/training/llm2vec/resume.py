@@ -31,6 +31,7 @@ from typing import Any
 from monGARS.mlops.atomic import write_json
 from monGARS.mlops.training.common.checkpoints import (
     CheckpointStore,
+    adapter_digest,
     complete_checkpoints,
     hash_tree,
     run_key,
@@ -101,7 +102,7 @@ def checkpoint_key(
     return run_key(
         {
             "base_model": hash_tree(base_model_dir),
-            "sft_adapter": hash_tree(sft_adapter) if sft_adapter else None,
+            "sft_adapter": adapter_digest(sft_adapter) if sft_adapter else None,
             "module": module,
             "config": {k: v for k, v in config.items() if k not in KEY_EXCLUDED},
             "data": run_key(data),

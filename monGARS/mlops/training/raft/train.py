@@ -50,6 +50,7 @@ from monGARS.mlops.training.common.chat_data import (
 )
 from monGARS.mlops.training.common.checkpoints import (
     CheckpointStore,
+    adapter_digest,
     checkpoint_callback,
     hash_tree,
     run_key,
@@ -189,7 +190,7 @@ def train_raft(
         key = run_key(
             {
                 "base_model": hash_tree(base),
-                "sft_adapter": hash_tree(adapter_dir),
+                "sft_adapter": adapter_digest(adapter_dir),
                 "examples": _examples_digest(train_kept),
                 "module": module,
                 "config": resolved,
