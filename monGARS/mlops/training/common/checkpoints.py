@@ -15,7 +15,8 @@ A folder on a volume has one writer at a time (``lease.CheckpointLease``): ident
 the key, and without it each would delete the other's half-written checkpoints in ``prepare`` and
 the Trainer's rotation would prune the other's finished ones. The second writer waits or refuses
 in one line; a dead writer's lease is taken over once its heartbeat is stale, and only then are its
-half-written checkpoints removed.
+half-written checkpoints removed. A mirrored ``gs://`` store has no lease (object stores offer no
+``link``); its rotation deletes only complete checkpoints older than the newest two.
 """
 
 from __future__ import annotations
