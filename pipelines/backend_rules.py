@@ -20,6 +20,10 @@ IR; ``check_pipeline`` lists every place a compiled pipeline breaks one:
   parameters: those names must be declared by the enclosing DAG, a node selector must be a STRUCT,
   tolerations a STRUCT or LIST, secret and PVC names STRING — and a Secret name cannot be empty
   (Kubernetes refuses the pod).
+* ``k8s.go: makeVolumeMountPatch`` names the pod's volume after the PVC (``Volume{Name:
+  pvcName}``): a pod volume name must be a DNS-1123 *label* (no ``.``, at most 63 characters)
+  while a PVC name may be a DNS-1123 *subdomain*, so a valid PVC such as ``cache.v2`` gives a pod
+  the API server refuses (``pvc_volume_name_problem``).
 
 ``required_backend_version`` names the oldest backend that implements every feature the IR uses.
 """
@@ -124,6 +128,27 @@ def _constant_type(value: Any) -> str:
     if isinstance(value, list):
         return "LIST"
     return "STRUCT"
+
+
+# Kubernetes' DNS-1123 label (apimachinery validation: IsDNS1123Label), what a pod volume name is.
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def pvc_volume_name_problem(name: str) -> str | None:
+    """Why the backend cannot mount PVC ``name`` (it becomes the pod volume's name), or None.
+
+    kubeflow/pipelines 2.15.0 ``backend/src/v2/driver/k8s.go: makeVolumeMountPatch`` sets both
+    ``VolumeMount.Name`` and ``Volume.Name`` to the PVC name; the pod's volume names are
+    validated as DNS-1123 labels, so a PVC name with a ``.`` (valid for the PVC itself) or longer
+    than 63 characters stops the pod at creation.
+    """
+    if len(name) > 63 or not _DNS1123_LABEL.match(name):
+        return (
+            f"{name!r} cannot be mounted: the KFP driver uses the PVC name as the pod volume's "
+            "name, which must be a DNS-1123 label (lowercase letters, digits and '-', at most 63 "
+            "characters, no '.'); use or create a PVC named that way"
+        )
+    return None
 
 
 class _Checker:
@@ -247,6 +272,11 @@ class _Checker:
             self.fail(where, f"{what} is of type {kind}; the driver needs {' or '.join(allowed)}")
         if what in ("secret name", "PVC name") and self._root_value(scope, source) == "":
             self.fail(where, f"{what} defaults to an empty string; Kubernetes refuses the pod")
+        default = self._root_value(scope, source)
+        if what == "PVC name" and isinstance(default, str) and default:
+            problem = pvc_volume_name_problem(default)
+            if problem:
+                self.fail(where, f"PVC name default {problem}")
 
     def _root_value(self, scope: _Scope, source: dict[str, Any]) -> Any:
         """The root default a ``componentInputParameter`` chain ends at (channels keep names)."""

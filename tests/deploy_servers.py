@@ -135,6 +135,10 @@ class KfpState:
     required_token: str | None = None
     # The release the v1beta1 healthz reports (tag_name); None: the field is absent.
     server_version: str | None = "2.15.0"
+    # apiserver MULTIUSER; single-user replaces every namespace with "" (resource_manager.go:
+    # ReplaceNamespace) and runs the workflow in its own POD_NAMESPACE (CreateRun).
+    multi_user: bool = False
+    pod_namespace: str = "kubeflow"
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def new_id(self, prefix: str) -> str:
@@ -220,15 +224,16 @@ class KfpHandler(BaseHTTPRequestHandler):
         parts = [unquote(p) for p in path.strip("/").split("/")]
         if parts == ["apis", "v1beta1", "healthz"] and method == "GET":
             release = {"tag_name": state.server_version} if state.server_version else {}
-            return {"commit_sha": "0" * 40, "multi_user": False, **release}
+            return {"commit_sha": "0" * 40, "multi_user": state.multi_user, **release}
         if parts[:2] != ["apis", "v2beta1"]:
             raise ApiError(404, f"no route for {path}")
         route = parts[2:]
         if route == ["healthz"] and method == "GET":
-            return {"multi_user": False, "pipeline_store": "database"}
+            return {"multi_user": state.multi_user, "pipeline_store": "database"}
         if route == ["experiments"] and method == "GET":
             name = _filter_name(query)
-            namespace = query.get("namespace", [None])[0]
+            # Single-user: ReplaceNamespace("x") == "" (every experiment is namespace-less).
+            namespace = query.get("namespace", [None])[0] if state.multi_user else None
             found = [
                 e
                 for e in state.experiments.values()
@@ -240,6 +245,13 @@ class KfpHandler(BaseHTTPRequestHandler):
             body = self._json("V2beta1Experiment")
             if not body.get("display_name"):
                 raise ApiError(400, "experiment display_name is required")
+            body["namespace"] = body.get("namespace", "") if state.multi_user else ""
+            if state.multi_user and not body["namespace"]:
+                raise ApiError(
+                    400,
+                    "Invalid input error: Resource cannot have an empty namespace and experiment "
+                    "id in multi-user mode",
+                )
             experiment = {
                 **body,
                 "experiment_id": state.new_id("exp"),
@@ -299,8 +311,12 @@ class KfpHandler(BaseHTTPRequestHandler):
         if route == ["runs"] and method == "POST":
             body = self._json("V2beta1Run")
             self._check_run_like(body)
+            experiment = state.experiments.get(body.get("experiment_id", ""), {})
             run = {
                 **body,
+                # Where CreateRun puts the Argo workflow: the experiment's namespace, or the
+                # server's own when it has none (always, single-user).
+                "_pods_namespace": experiment.get("namespace") or state.pod_namespace,
                 "run_id": state.new_id("run"),
                 "state": "PENDING",
                 "created_at": _now(),
@@ -397,6 +413,7 @@ class KubeState:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     secrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     pvcs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    service_accounts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     storage_classes: dict[str, dict[str, Any]] = field(default_factory=dict)
     forbidden: set[str] = field(default_factory=set)  # resource names answered with 403
     requests: list[str] = field(default_factory=list)
@@ -414,6 +431,8 @@ class KubeState:
             self.secrets[(meta["namespace"], meta["name"])] = obj
         elif kind == "PersistentVolumeClaim":
             self.pvcs[(meta["namespace"], meta["name"])] = obj
+        elif kind == "ServiceAccount":
+            self.service_accounts[(meta["namespace"], meta["name"])] = obj
         elif kind == "StorageClass":
             self.storage_classes[meta["name"]] = obj
         else:
@@ -496,9 +515,11 @@ class KubeHandler(BaseHTTPRequestHandler):
                 return
             if len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"]:
                 namespace, resource, name = parts[3], parts[4], parts[5]
-                table = {"secrets": state.secrets, "persistentvolumeclaims": state.pvcs}.get(
-                    resource
-                )
+                table = {
+                    "secrets": state.secrets,
+                    "persistentvolumeclaims": state.pvcs,
+                    "serviceaccounts": state.service_accounts,
+                }.get(resource)
                 if table is None:
                     raise ApiError(
                         404, f"the server could not find the requested resource {resource}"

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from monGARS.deploy.kfp_api import DEFAULT_KFP_NAMESPACE
 from monGARS.mlops.errors import MongarsError
 from monGARS.pipelines.compile import COMPILED_PIPELINE
 
@@ -29,9 +30,35 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
         "port-forward svc/ml-pipeline 8888:8888` (default: $KF_PIPELINES_ENDPOINT, in-cluster, "
         "or kubeconfig proxy). The bearer token, if any, is read from $KFP_TOKEN.",
     )
-    target.add_argument("--namespace", help="profile namespace (multi-user Kubeflow)")
+    target.add_argument(
+        "--namespace",
+        help="profile namespace (multi-user Kubeflow; required there). A single-user KFP runs "
+        "every pod in its own namespace (--kfp-namespace) and refuses to pretend otherwise",
+    )
     target.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="created when missing")
-    target.add_argument("--service-account", help="Kubernetes service account the run's pods use")
+    target.add_argument(
+        "--service-account",
+        help="Kubernetes service account the run's pods use (default: the server's, "
+        "pipeline-runner single-user / default-editor multi-user)",
+    )
+    _add_cluster_arguments(parser)
+    target.add_argument(
+        "--check-cluster",
+        action="store_true",
+        help="before creating anything, check the service account, Secret and PVC in the "
+        "namespace the pods will run in (needs kubeconfig credentials; see --kubeconfig)",
+    )
+
+
+def _add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kfp-namespace",
+        default=DEFAULT_KFP_NAMESPACE,
+        help="where a single-user (standalone) KFP is installed and runs every pod "
+        f"(default {DEFAULT_KFP_NAMESPACE})",
+    )
+    parser.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
+    parser.add_argument("--context", help="kubeconfig context (default: current)")
 
 
 def _add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +83,10 @@ def _add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     pipeline.add_argument("--pipeline-version", help="version name (default: <version>-<sha12>)")
     pipeline.add_argument("--pipeline-root", help="artifact root, e.g. gs://bucket/mongars")
     pipeline.add_argument(
-        "--no-cache", action="store_true", help="disable execution caching for this run"
+        "--no-cache",
+        action="store_true",
+        help="run every task again, loop tasks included (the YAML sent or uploaded has caching "
+        "off in every DAG; an uploaded version gets its own name)",
     )
 
 
@@ -95,9 +125,16 @@ def add_deploy_subcommands(subparsers: Any) -> None:
     preflight = subparsers.add_parser(
         "preflight", help="check the cluster has the GPU nodes, Secret and PVC a run needs"
     )
-    preflight.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
-    preflight.add_argument("--context", help="kubeconfig context (default: current)")
-    preflight.add_argument("--namespace", help="where runs go (default: the context's namespace)")
+    _add_cluster_arguments(preflight)
+    preflight.add_argument(
+        "--namespace",
+        help="profile namespace runs go to (multi-user; default: the context's namespace). "
+        "With --host, a single-user KFP is detected and --kfp-namespace is checked instead",
+    )
+    preflight.add_argument(
+        "--service-account",
+        help="the account runs use (default: the KFP default for the server's mode)",
+    )
     preflight.add_argument(
         "--package",
         help="compiled pipeline YAML whose defaults apply (default: pipelines/mongars.yaml)",
@@ -129,12 +166,13 @@ def _package(args: argparse.Namespace, scratch: Path) -> Any:
     return compile_package(scratch / "mongars.yaml")
 
 
-def _run_request(args: argparse.Namespace, package: Any, run_name: str) -> Any:
+def _run_request(args: argparse.Namespace, package: Any, run_name: str, scratch: Path) -> Any:
     from monGARS.deploy.pipeline_package import (
         default_version_name,
         parse_param_flags,
         read_params_file,
         resolve_parameters,
+        without_cache,
     )
     from monGARS.deploy.submit import RunRequest
     from monGARS.mlops.names import check_safe_name
@@ -142,6 +180,8 @@ def _run_request(args: argparse.Namespace, package: Any, run_name: str) -> Any:
 
     file_values = read_params_file(args.params_file) if args.params_file else {}
     parameters = resolve_parameters(package, parse_param_flags(args.param), file_values)
+    if args.no_cache:  # every task of every DAG, in the YAML itself: works for --pipeline-name too
+        package = without_cache(package, scratch / "mongars-no-cache.yaml")
     if args.pipeline_version and not args.pipeline_name:
         raise MongarsError("--pipeline-version: only meaningful with --pipeline-name")
     version_name = args.pipeline_version or default_version_name(package, __version__)
@@ -159,7 +199,6 @@ def _run_request(args: argparse.Namespace, package: Any, run_name: str) -> Any:
         version_name=version_name,
         service_account=args.service_account,
         pipeline_root=args.pipeline_root,
-        enable_caching=False if args.no_cache else None,
     )
 
 
@@ -169,7 +208,41 @@ def _target(args: argparse.Namespace) -> Any:
     host = args.host
     if host is not None and not host.startswith(("http://", "https://")):
         raise MongarsError(f"--host: {host!r} needs a scheme, e.g. http://localhost:8888")
-    return KfpTarget(host=host, namespace=args.namespace)
+    return KfpTarget(host=host, namespace=args.namespace, kfp_namespace=args.kfp_namespace)
+
+
+def _pods_check(args: argparse.Namespace, package: Any, parameters: dict[str, Any]) -> Any:
+    """With ``--check-cluster``: a check of the namespace the pods will run in, run by submit /
+    schedule once the server's mode is known; it refuses the submission on any failure."""
+    if not args.check_cluster:
+        return None
+    from monGARS.deploy.preflight import (
+        check_namespace_objects,
+        format_findings,
+        kube_api_client,
+        placement_from,
+    )
+
+    placement = placement_from({**package.defaults(), **parameters}, package.accelerator)
+    api_client = kube_api_client(args.kubeconfig, args.context)
+
+    def check(pods: Any) -> None:
+        findings = check_namespace_objects(
+            api_client,
+            pods.namespace,
+            placement,
+            service_account=pods.service_account,
+            parallelism=package.parallelism,
+        )
+        report, code = format_findings(findings)
+        print(report)
+        if code:
+            raise MongarsError(
+                f"--check-cluster: namespace {pods.namespace} lacks what the pods need (above); "
+                "nothing was created"
+            )
+
+    return check
 
 
 def submit_command(args: argparse.Namespace) -> int:
@@ -180,10 +253,11 @@ def submit_command(args: argparse.Namespace) -> int:
     run_name = args.run_name or f"mongars-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     with tempfile.TemporaryDirectory(prefix="mongars-submit-") as scratch:
         package = _package(args, Path(scratch))
-        request = _run_request(args, package, run_name)
+        request = _run_request(args, package, run_name, Path(scratch))
         result = submit(
             _target(args),
             request,
+            check_pods=_pods_check(args, request.package, request.parameters),
             wait=args.wait,
             timeout_s=args.timeout,
             poll_s=args.poll_interval,
@@ -203,7 +277,7 @@ def schedule_command(args: argparse.Namespace) -> int:
     parse_cron(args.cron)  # refuse a bad spec before compiling or connecting
     with tempfile.TemporaryDirectory(prefix="mongars-schedule-") as scratch:
         package = _package(args, Path(scratch))
-        request = _run_request(args, package, args.name)
+        request = _run_request(args, package, args.name, Path(scratch))
         schedule(
             _target(args),
             request,
@@ -213,11 +287,15 @@ def schedule_command(args: argparse.Namespace) -> int:
             enabled=not args.disabled,
             start_time=args.start_time,
             end_time=args.end_time,
+            check_pods=_pods_check(args, request.package, request.parameters),
         )
     return 0
 
 
 def preflight_command(args: argparse.Namespace) -> int:
+    import os
+
+    from monGARS.deploy.kfp_api import HOST_ENV, TOKEN_ENV, ServerInfo, server_info
     from monGARS.deploy.pipeline_package import (
         load_package,
         parse_param_flags,
@@ -225,7 +303,8 @@ def preflight_command(args: argparse.Namespace) -> int:
         resolve_parameters,
     )
     from monGARS.deploy.preflight import (
-        default_namespace,
+        Finding,
+        check_kfp_version,
         format_findings,
         kube_api_client,
         placement_from,
@@ -237,12 +316,32 @@ def preflight_command(args: argparse.Namespace) -> int:
     given = resolve_parameters(package, parse_param_flags(args.param), file_values)
     placement = placement_from({**package.defaults(), **given}, package.accelerator)
     api_client = kube_api_client(args.kubeconfig, args.context)
-    namespace = args.namespace or default_namespace(args.kubeconfig, args.context)
-    if not namespace:
-        raise MongarsError("--namespace: give the namespace runs go to (the context sets none)")
-    findings = [_kfp_version_finding(args.host, package.backend_version)]
+    endpoint = args.host or os.environ.get(HOST_ENV)
+    info = (
+        server_info(endpoint, os.environ.get(TOKEN_ENV) or None)
+        if endpoint
+        else ServerInfo(None, None)
+    )
+    minimum = package.backend_version
+    findings = [
+        check_kfp_version(info.release, minimum)
+        if endpoint
+        else Finding(
+            "warn",
+            "kfp-version",
+            f"KFP release not checked (needs {minimum[0]}.{minimum[1]}+)",
+            f"give --host or set {HOST_ENV}",
+        )
+    ]
+    namespace, account, mode_finding = _preflight_namespace(args, info)
+    findings.append(mode_finding)
     findings += run_preflight(
-        api_client, namespace, placement, allow_scale_from_zero=args.allow_scale_from_zero
+        api_client,
+        namespace,
+        placement,
+        allow_scale_from_zero=args.allow_scale_from_zero,
+        service_account=account,
+        parallelism=package.parallelism,
     )
     report, code = format_findings(findings, strict=args.strict)
     print(f"preflight for namespace {namespace} on {api_client.configuration.host}")
@@ -250,21 +349,39 @@ def preflight_command(args: argparse.Namespace) -> int:
     return code
 
 
-def _kfp_version_finding(host: str | None, minimum: tuple[int, int]) -> Any:
-    import os
+def _preflight_namespace(args: argparse.Namespace, info: Any) -> tuple[str, str | None, Any]:
+    """Where the pods will run (and as whom), from the server's mode when it answered."""
+    from monGARS.deploy.kfp_api import KfpTarget, pods_namespace
+    from monGARS.deploy.preflight import Finding, default_namespace
 
-    from monGARS.deploy.kfp_api import HOST_ENV, TOKEN_ENV, server_version
-    from monGARS.deploy.preflight import Finding, check_kfp_version
-
-    endpoint = host or os.environ.get(HOST_ENV)
-    if not endpoint:
-        return Finding(
-            "warn",
-            "kfp-version",
-            f"KFP release not checked (needs {minimum[0]}.{minimum[1]}+)",
-            f"give --host or set {HOST_ENV}",
+    context_namespace = default_namespace(args.kubeconfig, args.context)
+    if info.multi_user is None:
+        namespace = args.namespace or context_namespace
+        if not namespace:
+            raise MongarsError("--namespace: give the namespace runs go to (the context sets none)")
+        return (
+            namespace,
+            args.service_account,
+            Finding(
+                "warn",
+                "kfp-mode",
+                f"KFP mode unknown: pods run in {namespace} only on a multi-user KFP; a "
+                f"single-user one runs them in its own namespace ({args.kfp_namespace})",
+                "give --host or set the KFP endpoint in $KF_PIPELINES_ENDPOINT",
+            ),
         )
-    return check_kfp_version(server_version(endpoint, os.environ.get(TOKEN_ENV) or None), minimum)
+    wanted = args.namespace or (context_namespace if info.multi_user else None)
+    target = KfpTarget(None, wanted, args.kfp_namespace)
+    try:
+        pods = pods_namespace(info.multi_user, target, args.service_account)
+    except MongarsError as error:
+        if info.multi_user:
+            raise
+        # Single-user and a namespace it would ignore: say so, and check where pods really go.
+        pods = pods_namespace(False, KfpTarget(None, None, args.kfp_namespace), None)
+        pods = type(pods)(pods.namespace, args.service_account or pods.service_account, False)
+        return pods.namespace, pods.service_account, Finding("fail", "kfp-mode", str(error))
+    return pods.namespace, pods.service_account, Finding("ok", "kfp-mode", pods.describe())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

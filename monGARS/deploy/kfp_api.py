@@ -20,16 +20,28 @@ from monGARS.mlops.errors import MongarsError
 
 TOKEN_ENV = "KFP_TOKEN"
 HOST_ENV = "KF_PIPELINES_ENDPOINT"
+DEFAULT_KFP_NAMESPACE = "kubeflow"
+"""Where a standalone KFP runs pods: the API server's ``POD_NAMESPACE`` (kubeflow/pipelines 2.15.0
+``backend/src/apiserver/common/const.go: DefaultPodNamespace``)."""
+# The runner accounts KFP's own manifests configure (2.15.0 ``common/const.go:
+# DefaultPipelineRunnerServiceAccount``; multi-user ``manifests/kustomize/base/installs/multi-user/
+# api-service/params.env: DEFAULTPIPELINERUNNERSERVICEACCOUNT=default-editor``).
+SINGLE_USER_RUNNER = "pipeline-runner"
+MULTI_USER_RUNNER = "default-editor"
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class KfpTarget:
-    """Where runs go: the KFP API endpoint and (multi-user Kubeflow) the profile namespace."""
+    """Where runs go: the KFP API endpoint and (multi-user Kubeflow) the profile namespace.
+
+    ``kfp_namespace`` is where a single-user KFP runs every pod whatever the run asks.
+    """
 
     host: str | None
     namespace: str | None
+    kfp_namespace: str = DEFAULT_KFP_NAMESPACE
 
     def describe(self) -> str:
         return self.host or os.environ.get(HOST_ENV) or "the in-cluster / kubeconfig KFP endpoint"
@@ -48,11 +60,74 @@ def _probe(host: str, token: str | None, target: KfpTarget) -> None:
         api.healthz_service_get_healthz(_request_timeout=30)
 
 
-def server_version(host: str, token: str | None) -> str | None:
-    """The KFP release the API server reports (v1beta1 healthz ``tag_name``), None if it says none.
+@dataclass(frozen=True)
+class PodsNamespace:
+    """Where a run's pods will really run, as which account, and why."""
 
-    The v2beta1 healthz answers only ``multi_user``; the v1beta1 one, still served by KFP 2.x,
-    carries the release tag.
+    namespace: str
+    service_account: str
+    multi_user: bool
+
+    def describe(self) -> str:
+        mode = "multi-user" if self.multi_user else "single-user"
+        return (
+            f"pods run in namespace {self.namespace} as service account {self.service_account} "
+            f"({mode} Kubeflow Pipelines)"
+        )
+
+
+def pods_namespace(
+    multi_user: bool, target: KfpTarget, service_account: str | None
+) -> PodsNamespace:
+    """The namespace the backend will run the pods in; refuse a ``--namespace`` it would ignore.
+
+    kubeflow/pipelines 2.15.0: ``apiserver/server/experiment_server.go: createExperiment`` and
+    ``run_server.go`` pass the namespace through ``resource/resource_manager.go:
+    ReplaceNamespace``, which returns "" unless ``IsMultiUserMode()``; ``CreateRun`` then puts the
+    Argo workflow in ``common.GetPodNamespace()`` (the API server's own namespace). So on a
+    single-user install the Secret, PVC and service account must live in *that* namespace, and a
+    ``--namespace`` elsewhere would only send the run where none of them is. Multi-user refuses a
+    run without a namespace (``run_server.go``: "A run cannot have an empty namespace in
+    multi-user mode").
+    """
+    if multi_user:
+        if not target.namespace:
+            raise MongarsError(
+                "--namespace: this Kubeflow Pipelines is multi-user (healthz multi_user=true): "
+                "give your profile namespace, where runs and their pods go"
+            )
+        return PodsNamespace(target.namespace, service_account or MULTI_USER_RUNNER, True)
+    if target.namespace and target.namespace != target.kfp_namespace:
+        raise MongarsError(
+            f"--namespace {target.namespace}: this Kubeflow Pipelines is single-user (healthz "
+            f"multi_user=false) and runs every pod in its own namespace "
+            f"({target.kfp_namespace}), whatever the run asks; drop --namespace and keep the "
+            f"Secret, PVC and service account in {target.kfp_namespace} (--kfp-namespace if KFP "
+            "is installed elsewhere)"
+        )
+    return PodsNamespace(target.kfp_namespace, service_account or SINGLE_USER_RUNNER, False)
+
+
+def read_multi_user(client: Any, target: KfpTarget) -> bool:
+    """The server's ``multi_user`` (v2beta1 healthz; 2.15.0 ``backend/src/apiserver/main.go``)."""
+    response = call(target, "read healthz", client._healthz_api.healthz_service_get_healthz)
+    return bool(getattr(response, "multi_user", False))
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What the v1beta1 healthz says: the release tag and the mode (None where it says none)."""
+
+    release: str | None
+    multi_user: bool | None
+
+
+def server_info(host: str, token: str | None) -> ServerInfo:
+    """The release and mode the API server reports (``/apis/v1beta1/healthz``).
+
+    kubeflow/pipelines 2.15.0 ``backend/src/apiserver/main.go`` serves ``commit_sha``,
+    ``tag_name`` and ``multi_user`` there (the v2beta1 one adds ``pipeline_store``; the SDK's
+    model of it drops ``tag_name``).
     """
     import urllib.error
     import urllib.request
@@ -64,9 +139,21 @@ def server_version(host: str, token: str | None) -> str | None:
         with urllib.request.urlopen(request, timeout=30) as response:
             payload = json.loads(response.read() or b"{}")
     except (urllib.error.URLError, OSError, ValueError):
-        return None
-    tag = payload.get("tag_name") if isinstance(payload, dict) else None
-    return str(tag) if tag else None
+        return ServerInfo(None, None)
+    if not isinstance(payload, dict):
+        return ServerInfo(None, None)
+    tag = payload.get("tag_name")
+    mode = payload.get("multi_user")
+    return ServerInfo(str(tag) if tag else None, mode if isinstance(mode, bool) else None)
+
+
+def server_version(host: str, token: str | None) -> str | None:
+    """The KFP release the API server reports (v1beta1 healthz ``tag_name``), None if it says none.
+
+    The v2beta1 healthz answers only ``multi_user``; the v1beta1 one, still served by KFP 2.x,
+    carries the release tag.
+    """
+    return server_info(host, token).release
 
 
 def check_server_version(host: str, token: str | None, minimum: tuple[int, int]) -> str:

@@ -18,7 +18,11 @@ from typing import Any
 import yaml
 
 from monGARS.mlops.errors import MongarsError
-from monGARS.pipelines.backend_rules import check_pipeline, required_backend_version
+from monGARS.pipelines.backend_rules import (
+    check_pipeline,
+    pvc_volume_name_problem,
+    required_backend_version,
+)
 
 # parameterType in the compiled IR -> the Python types a value may have.
 _PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
@@ -33,6 +37,8 @@ _PARAMETER_TYPES: dict[str, tuple[type, ...]] = {
 # (they would be stored with the run and shown in the UI).
 _HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{20,}\b")
 # Parameters that name Kubernetes objects mounted into pods: Kubernetes refuses an empty name.
+TOLERATION_OPERATORS = frozenset({"Exists", "Equal"})
+TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
 _REQUIRED_NAMES = {
     "hf_token_secret": "a Kubernetes Secret (Kubernetes refuses an empty name); the Secret is "
     "optional, so keep the default hf-token for public models even if it does not exist",
@@ -54,6 +60,8 @@ class PipelinePackage:
     """The oldest KFP release whose backend runs this YAML (``backend_rules``)."""
     accelerator: tuple[str, int] | None = None
     """What each GPU task requests (fixed at compile time), None when no task asks for one."""
+    parallelism: int = 1
+    """How many loop iterations run at once (the ParallelFor's ``parallelismLimit``; 0: all)."""
 
     def defaults(self) -> dict[str, Any]:
         """Default values of the pipeline's parameters, typed as the pipeline declares them."""
@@ -113,7 +121,22 @@ def load_package(path: str | Path) -> PipelinePackage:
         digest=hashlib.sha256(raw).hexdigest(),
         backend_version=required_backend_version(spec, platform),
         accelerator=_accelerator(executors),
+        parallelism=_parallelism(spec),
     )
+
+
+def _parallelism(spec: dict[str, Any]) -> int:
+    """The widest ParallelFor: its ``iteratorPolicy.parallelismLimit``, 0 when unbounded, 1 when
+    the pipeline has no loop."""
+    widest = 1
+    for _dag, _name, task in dag_tasks(spec):
+        if "parameterIterator" not in task and "artifactIterator" not in task:
+            continue
+        limit = int((task.get("iteratorPolicy") or {}).get("parallelismLimit") or 0)
+        if limit == 0:
+            return 0
+        widest = max(widest, limit)
+    return widest
 
 
 def _accelerator(executors: dict[str, Any]) -> tuple[str, int] | None:
@@ -247,9 +270,112 @@ def resolve_parameters(
             problems.append(f"{key}: must name {_REQUIRED_NAMES[key]}")
             continue
         resolved[key] = value
+    problems += placement_problems(resolved)
     if problems:
         raise MongarsError("invalid pipeline parameters: " + "; ".join(problems))
     return resolved
+
+
+def placement_problems(values: dict[str, Any]) -> list[str]:
+    """What the backend would accept here and Kubernetes refuse at pod creation, for the given
+    placement values (checked at submit/schedule time, not only by ``mongars preflight``).
+
+    The driver (kubeflow/pipelines 2.15.0 ``backend/src/v2/driver/k8s.go: extendPodSpecPatch``)
+    unmarshals ``gpu_node_selector`` into ``map[string]string`` and each toleration into a
+    ``k8score.Toleration``: a YAML ``true`` or ``1`` as a label value fails there, mid-run, at the
+    first GPU task. ``model_cache_pvc`` becomes the pod volume's name (``makeVolumeMountPatch``).
+    """
+    problems: list[str] = []
+    if "gpu_node_selector" in values:
+        selector = values["gpu_node_selector"]
+        if not isinstance(selector, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) for k, v in selector.items()
+        ):
+            wrong = (
+                {k: v for k, v in selector.items() if not isinstance(v, str)}
+                if isinstance(selector, dict)
+                else selector
+            )
+            problems.append(
+                f"gpu_node_selector: must map label names to string values (quote them, e.g. "
+                f'{{"nvidia.com/gpu.present": "true"}}); got {wrong!r}'[:240]
+            )
+    if "gpu_tolerations" in values:
+        tolerations = values["gpu_tolerations"]
+        if isinstance(tolerations, dict):
+            tolerations = [tolerations]
+        if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
+            problems.append(
+                "gpu_tolerations: must be a list of {key, operator, value, effect} objects"
+            )
+            tolerations = []
+        for index, toleration in enumerate(tolerations):
+            problems += _toleration_problems(index, toleration)
+    pvc = values.get("model_cache_pvc")
+    if isinstance(pvc, str) and pvc.strip():
+        problem = pvc_volume_name_problem(pvc)
+        if problem:
+            problems.append(f"model_cache_pvc: {problem}")
+    return problems
+
+
+def _toleration_problems(index: int, toleration: dict[str, Any]) -> list[str]:
+    problems = []
+    operator = toleration.get("operator", "Equal")
+    if operator not in TOLERATION_OPERATORS:
+        problems.append(f"gpu_tolerations[{index}].operator: {operator!r} is not Exists or Equal")
+    if toleration.get("effect", "") not in TAINT_EFFECTS | {""}:
+        problems.append(
+            f"gpu_tolerations[{index}].effect: {toleration.get('effect')!r} is not one of "
+            f"{', '.join(sorted(TAINT_EFFECTS))}"
+        )
+    if not toleration.get("key") and operator != "Exists":
+        problems.append(f"gpu_tolerations[{index}]: an empty key needs operator Exists")
+    for field_name in ("key", "value", "operator", "effect"):
+        if field_name in toleration and not isinstance(toleration[field_name], str):
+            problems.append(
+                f"gpu_tolerations[{index}].{field_name}: must be a string, got "
+                f"{toleration[field_name]!r}"
+            )
+    return problems
+
+
+def dag_tasks(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Every task of every DAG in a compiled spec: (DAG name, task name, task spec).
+
+    The root DAG and each sub-DAG (a ParallelFor or condition body is a component with a
+    ``dag``) list their own tasks; the driver reads a task's caching option from the DAG that
+    holds it (kubeflow/pipelines 2.15.0 ``backend/src/v2/driver/container.go: Container`` reads
+    ``opts.Task.GetCachingOptions().GetEnableCache()``), so an override must reach all of them.
+    """
+    found = [("root", name, task) for name, task in spec["root"]["dag"].get("tasks", {}).items()]
+    for component_name, component in (spec.get("components") or {}).items():
+        for name, task in ((component or {}).get("dag") or {}).get("tasks", {}).items():
+            found.append((component_name, name, task))
+    return found
+
+
+def without_cache(package: PipelinePackage, output: str | Path) -> PipelinePackage:
+    """A copy of ``package`` at ``output`` whose every task, loop bodies included, skips the cache.
+
+    Why not ``kfp.Client(enable_caching=False)``: the SDK (kfp 2.17 ``client.py:
+    _create_job_config`` -> ``_override_caching_options``) rewrites only
+    ``pipeline_spec.root.dag.tasks`` and only when the run carries the package inline, so tasks
+    inside the ParallelFor keep their cache and a run of an uploaded pipeline version keeps all of
+    it. The v2beta1 run has no run-level cache switch (``backend/api/v2beta1/run.proto``; the
+    server-wide ``CacheDisabled`` in ``apiserver/template/template.go: TemplateOptions`` is an
+    install setting), so the IR itself is rewritten: every task in every DAG gets
+    ``cachingOptions: {}`` (``enableCache`` false, what the SDK compiles for
+    ``set_caching_options(False)``). A task that is not cached still writes its result, so the
+    next cached run reuses this one's fresh outputs.
+    """
+    documents = [doc for doc in yaml.safe_load_all(package.path.read_bytes()) if doc is not None]
+    for _dag, _name, task in dag_tasks(documents[0]):
+        task["cachingOptions"] = {}
+    target = Path(output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump_all(documents, sort_keys=True), encoding="utf-8")
+    return load_package(target)
 
 
 def default_version_name(package: PipelinePackage, package_version: str) -> str:

@@ -17,8 +17,6 @@ from monGARS.mlops.errors import MongarsError
 
 HF_TOKEN_KEY = "token"
 BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
-TOLERATION_OPERATORS = frozenset({"Exists", "Equal"})
-TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
 # The CUDA 13 runtime in the training image (torch 2.13 from PyPI) needs this driver or newer.
 MIN_DRIVER_MAJOR = 580
 DRIVER_LABELS = ("nvidia.com/cuda.driver-version.major", "nvidia.com/cuda.driver.major")
@@ -53,34 +51,15 @@ def placement_from(
 
     ``accelerator`` is what the compiled pipeline's GPU tasks request (fixed at compile time).
     """
-    problems: list[str] = []
+    from monGARS.deploy.pipeline_package import placement_problems
+
+    problems = placement_problems(parameters)
+    if problems:
+        raise MongarsError("invalid placement parameters: " + "; ".join(problems))
     selector = parameters.get("gpu_node_selector") or {}
-    if not isinstance(selector, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in selector.items()
-    ):
-        problems.append("gpu_node_selector: must map label names to string values")
-        selector = {}
     tolerations = parameters.get("gpu_tolerations") or []
     if isinstance(tolerations, dict):
         tolerations = [tolerations]
-    if not isinstance(tolerations, list) or not all(isinstance(t, dict) for t in tolerations):
-        problems.append("gpu_tolerations: must be a list of {key, operator, value, effect} objects")
-        tolerations = []
-    for index, toleration in enumerate(tolerations):
-        operator = toleration.get("operator", "Equal")
-        if operator not in TOLERATION_OPERATORS:
-            problems.append(
-                f"gpu_tolerations[{index}].operator: {operator!r} is not Exists or Equal"
-            )
-        if toleration.get("effect", "") not in TAINT_EFFECTS | {""}:
-            problems.append(
-                f"gpu_tolerations[{index}].effect: {toleration.get('effect')!r} is not one of "
-                f"{', '.join(sorted(TAINT_EFFECTS))}"
-            )
-        if not toleration.get("key") and operator != "Exists":
-            problems.append(f"gpu_tolerations[{index}]: an empty key needs operator Exists")
-    if problems:
-        raise MongarsError("invalid placement parameters: " + "; ".join(problems))
     accelerator_type, gpu_limit = accelerator or ("nvidia.com/gpu", 1)
     return Placement(
         accelerator_type=accelerator_type,
@@ -303,13 +282,61 @@ def check_secret(
     return [Finding("ok", "hf-token", f"secret {name} has a non-empty {HF_TOKEN_KEY!r} key")]
 
 
+# CSI drivers / in-tree provisioners whose volumes are block devices, attachable to one node at a
+# time: ReadWriteOnce only (GKE PD, EBS, Azure Disk, Cinder, vSphere, local-path, TopoLVM).
+BLOCK_PROVISIONERS = frozenset(
+    {
+        "pd.csi.storage.gke.io",
+        "kubernetes.io/gce-pd",
+        "ebs.csi.aws.com",
+        "kubernetes.io/aws-ebs",
+        "disk.csi.azure.com",
+        "kubernetes.io/azure-disk",
+        "cinder.csi.openstack.org",
+        "csi.vsphere.vmware.com",
+        "rancher.io/local-path",
+        "topolvm.io",
+    }
+)
+RWX = "ReadWriteMany"
+
+
+def check_service_account(
+    account: dict[str, Any] | None, name: str, namespace: str
+) -> list[Finding]:
+    """The service account the pods run as exists where they run (else Argo cannot start them)."""
+    if account is None:
+        return [
+            Finding(
+                "fail",
+                "service-acct",
+                f"service account {name} not found in namespace {namespace}: the run's pods "
+                "could not be created",
+                f"kubectl apply -k manifests/overlays/<yours> with namespace {namespace} (it "
+                "creates mongars-pipeline-runner), or pass --service-account NAME of an existing "
+                "one",
+            )
+        ]
+    return [Finding("ok", "service-acct", f"service account {name} exists in {namespace}")]
+
+
 def check_pvc(
     pvc: dict[str, Any] | None,
     storage_class: dict[str, Any] | None,
     placement: Placement,
     namespace: str,
+    *,
+    parallelism: int = 0,
 ) -> list[Finding]:
-    """The model-cache PVC exists and is Bound (or waits for its first consumer)."""
+    """The model-cache PVC exists, binds, and can be mounted by every pod that needs it at once.
+
+    ``parallelism`` is the compiled ParallelFor's limit (0 = every module at once): above 1, sft,
+    llm2vec, raft and merge pods of different modules mount the volume at the same time from
+    different nodes, which only ReadWriteMany allows (a ReadWriteOnce volume attaches to one node:
+    the other pods stay ContainerCreating with a Multi-Attach error). Binding follows the
+    StorageClass's ``volumeBindingMode``: ``WaitForFirstConsumer`` leaves a healthy claim Pending
+    until a pod uses it; ``Immediate`` (the default) should have bound it already.
+    """
     name = placement.model_cache_pvc
     if not name:
         return [Finding("ok", "model-cache", "model_cache_pvc is empty: no shared model cache")]
@@ -323,11 +350,13 @@ def check_pvc(
                 "mongars-model-cache), or set --param model_cache_pvc to an existing PVC",
             )
         ]
-    phase = str((pvc.get("status") or {}).get("phase", "Pending"))
+    spec, status = pvc.get("spec") or {}, pvc.get("status") or {}
+    phase = str(status.get("phase", "Pending"))
+    class_name = spec.get("storageClassName") or "(default class)"
+    findings = _access_mode_findings(pvc, storage_class, name, parallelism)
     if phase == "Bound":
-        modes = ", ".join((pvc.get("spec") or {}).get("accessModes") or [])
-        return [Finding("ok", "model-cache", f"PVC {name} is Bound ({modes})")]
-    class_name = (pvc.get("spec") or {}).get("storageClassName") or "(default class)"
+        modes = ", ".join(status.get("accessModes") or spec.get("accessModes") or [])
+        return [Finding("ok", "model-cache", f"PVC {name} is Bound ({modes})"), *findings]
     if (
         phase == "Pending"
         and (storage_class or {}).get("volumeBindingMode") == "WaitForFirstConsumer"
@@ -338,17 +367,66 @@ def check_pvc(
                 "model-cache",
                 f"PVC {name} is Pending: storage class {class_name} binds it when the first pod "
                 "uses it",
-            )
+            ),
+            *findings,
         ]
     return [
         Finding(
             "fail",
             "model-cache",
-            f"PVC {name} is {phase} (storage class {class_name})",
+            f"PVC {name} is {phase} (storage class {class_name}"
+            + (
+                ", volumeBindingMode Immediate: it should be Bound by now"
+                if phase == "Pending"
+                else ""
+            )
+            + ")",
             f"kubectl -n {namespace} describe pvc {name}; the class must provision "
             "ReadWriteMany volumes (GKE: standard-rwx with the Filestore CSI driver enabled)",
-        )
+        ),
+        *findings,
     ]
+
+
+def _access_mode_findings(
+    pvc: dict[str, Any],
+    storage_class: dict[str, Any] | None,
+    name: str,
+    parallelism: int,
+) -> list[Finding]:
+    spec, status = pvc.get("spec") or {}, pvc.get("status") or {}
+    # A bound claim's status carries the modes the volume really has.
+    modes = set(status.get("accessModes") or spec.get("accessModes") or [])
+    several_nodes = parallelism != 1
+    at_once = "every module" if parallelism == 0 else f"{parallelism} modules"
+    findings: list[Finding] = []
+    if several_nodes and RWX not in modes:
+        findings.append(
+            Finding(
+                "fail",
+                "cache-access",
+                f"PVC {name} is {', '.join(sorted(modes)) or 'without access modes'}; the "
+                f"pipeline trains {at_once} at once on several nodes, which needs {RWX}",
+                "recreate the PVC with accessModes [ReadWriteMany] on a class that provides it "
+                "(GKE: standard-rwx; EKS: efs-sc; AKS: azurefile-csi; NFS CSI), or compile with "
+                "--parallelism 1",
+            )
+        )
+    provisioner = str((storage_class or {}).get("provisioner") or "")
+    if RWX in modes and provisioner in BLOCK_PROVISIONERS:
+        findings.append(
+            Finding(
+                "fail",
+                "cache-access",
+                f"PVC {name} asks for {RWX} but storage class "
+                f"{(storage_class or {}).get('metadata', {}).get('name', '?')} uses {provisioner}, "
+                "whose volumes attach to one node (ReadWriteOnce): the claim never binds",
+                "use a file-storage class (Filestore, EFS, Azure Files, NFS, CephFS)",
+            )
+        )
+    elif several_nodes and RWX in modes:
+        findings.append(Finding("ok", "cache-access", f"PVC {name} is {RWX}"))
+    return findings
 
 
 # --- talking to the cluster ----------------------------------------------------------------
@@ -426,8 +504,10 @@ def run_preflight(
     placement: Placement,
     *,
     allow_scale_from_zero: bool = False,
+    service_account: str | None = None,
+    parallelism: int = 0,
 ) -> list[Finding]:
-    """Fetch nodes, the Secret, the PVC (and its class) and run every check."""
+    """Fetch nodes and the namespace's objects, and run every check."""
     from kubernetes import client
 
     core = client.CoreV1Api(api_client)
@@ -440,6 +520,35 @@ def run_preflight(
     findings += check_gpu_nodes(
         [plain(n) for n in nodes.items], placement, allow_scale_from_zero=allow_scale_from_zero
     )
+    findings += check_namespace_objects(
+        api_client, namespace, placement, service_account=service_account, parallelism=parallelism
+    )
+    return findings
+
+
+def check_namespace_objects(
+    api_client: Any,
+    namespace: str,
+    placement: Placement,
+    *,
+    service_account: str | None = None,
+    parallelism: int = 0,
+) -> list[Finding]:
+    """The service account, Secret and PVC the pods use, in the namespace they run in."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+    plain = api_client.sanitize_for_serialization
+    host = str(api_client.configuration.host)
+    findings: list[Finding] = []
+    if service_account:
+        with _kube_errors(f"read service account {service_account}", host):
+            account = _read_or_none(
+                core.read_namespaced_service_account, service_account, namespace
+            )
+        findings += check_service_account(
+            plain(account) if account is not None else None, service_account, namespace
+        )
     if placement.hf_token_secret:
         with _kube_errors(f"read secret {placement.hf_token_secret}", host):
             secret = _read_or_none(
@@ -459,14 +568,14 @@ def run_preflight(
             )
         pvc = plain(pvc_obj) if pvc_obj is not None else None
         class_name = ((pvc or {}).get("spec") or {}).get("storageClassName")
-        if pvc and (pvc.get("status") or {}).get("phase") != "Bound" and class_name:
+        if pvc and class_name:
             from kubernetes.client.exceptions import ApiException
 
             # Optional detail: many users may not read cluster-scoped StorageClasses.
             with contextlib.suppress(ApiException):
                 found = client.StorageV1Api(api_client).read_storage_class(class_name)
                 storage_class = plain(found)
-    findings += check_pvc(pvc, storage_class, placement, namespace)
+    findings += check_pvc(pvc, storage_class, placement, namespace, parallelism=parallelism)
     return findings
 
 

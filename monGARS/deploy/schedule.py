@@ -14,8 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from monGARS.deploy.kfp_api import KfpTarget, call, make_client
-from monGARS.deploy.submit import RunRequest, ensure_experiment, pipeline_source
+from monGARS.deploy.kfp_api import KfpTarget, call
+from monGARS.deploy.submit import (
+    PodsCheck,
+    RunRequest,
+    connect,
+    ensure_experiment,
+    pipeline_source,
+)
 from monGARS.mlops.errors import MongarsError
 
 MAX_CONCURRENCY_LIMIT = 10  # the KFP API server refuses more
@@ -138,6 +144,7 @@ def schedule(
     start_time: str | None = None,
     end_time: str | None = None,
     echo: Callable[[str], None] = print,
+    check_pods: PodsCheck | None = None,
 ) -> RecurringResult:
     """Create a recurring run of the pipeline; ``request.run_name`` names the schedule."""
     trigger = parse_cron(cron)
@@ -150,7 +157,7 @@ def schedule(
     end = _check_time("--end-time", end_time)
     if trigger.note:
         echo(f"note: {trigger.note}")
-    client = make_client(target, request.package.backend_version)
+    client = connect(target, request, echo, check_pods)
     experiment_id = ensure_experiment(client, target, request.experiment)
     source = pipeline_source(client, target, request)
     recurring = call(
@@ -168,7 +175,6 @@ def schedule(
         params=request.parameters,
         enabled=enabled,
         pipeline_root=request.pipeline_root,
-        enable_caching=request.enable_caching,
         service_account=request.service_account,
         **source,
     )

@@ -12,7 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from monGARS.deploy.kfp_api import KfpTarget, call, make_client
+from monGARS.deploy.kfp_api import (
+    KfpTarget,
+    PodsNamespace,
+    call,
+    make_client,
+    pods_namespace,
+    read_multi_user,
+)
 from monGARS.deploy.pipeline_package import PipelinePackage
 from monGARS.mlops.errors import MongarsError
 
@@ -33,7 +40,6 @@ class RunRequest:
     version_name: str | None = None
     service_account: str | None = None
     pipeline_root: str | None = None
-    enable_caching: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,6 @@ def create_run(client: Any, target: KfpTarget, request: RunRequest) -> SubmitRes
         job_name=request.run_name,
         params=request.parameters,
         pipeline_root=request.pipeline_root,
-        enable_caching=request.enable_caching,
         service_account=request.service_account,
         **source,
     )
@@ -177,6 +182,26 @@ def wait_for_run(
         sleep(poll_s)
 
 
+PodsCheck = Callable[[PodsNamespace], None]
+
+
+def connect(
+    target: KfpTarget,
+    request: RunRequest,
+    echo: Callable[[str], None],
+    check_pods: PodsCheck | None = None,
+) -> Any:
+    """A client for ``target`` once the server's release and mode fit, and the namespace the
+    pods will really run in is known (and, with ``check_pods``, checked) — before anything is
+    created."""
+    client = make_client(target, request.package.backend_version)
+    pods = pods_namespace(read_multi_user(client, target), target, request.service_account)
+    echo(pods.describe())
+    if check_pods is not None:
+        check_pods(pods)
+    return client
+
+
 def submit(
     target: KfpTarget,
     request: RunRequest,
@@ -185,9 +210,10 @@ def submit(
     timeout_s: float = 86_400.0,
     poll_s: float = 30.0,
     echo: Callable[[str], None] = print,
+    check_pods: PodsCheck | None = None,
 ) -> SubmitResult:
     """Create the run and, with ``wait``, follow it to its final state."""
-    client = make_client(target, request.package.backend_version)
+    client = connect(target, request, echo, check_pods)
     result = create_run(client, target, request)
     echo(f"run {result.run_id} created: {request.run_name!r} in experiment {request.experiment!r}")
     if target.host:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,39 @@ COMPLETE_MARKER = ".complete"
 
 
 def cache_dir(*, writable: bool) -> Path | None:
-    """The shared cache volume (``$MONGARS_CACHE_DIR``, else the PVC mount), or None if absent."""
+    """The shared cache volume (``$MONGARS_CACHE_DIR``, else the PVC mount), or None if absent.
+
+    A volume that is there but that this user cannot write is an error, never a quiet fallback
+    (weights copied into the artifact, checkpoints off): on a cluster it is an NFS root owned by
+    root, and the run would otherwise lose resumability without a word. The images do not create
+    the mount point themselves, so on a cluster it exists only where the PVC is mounted.
+    """
     raw = os.environ.get(CACHE_DIR_ENV, "")
     folder = Path(raw).expanduser() if raw else CLUSTER_CACHE_DIR
     if not folder.is_dir():
         return None
-    if writable and not os.access(folder, os.W_OK | os.X_OK):
-        return None
+    if writable:
+        check_writable(folder)
     return folder
+
+
+def check_writable(folder: Path) -> None:
+    """Create and remove a file in ``folder`` (what the stage will do), or fail in one line.
+
+    A real write, not ``os.access``: NFS servers with root squash or ID mapping decide on the
+    server side, which ``access(2)`` on the client does not always see.
+    """
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise MongarsError(
+            f"model_cache_pvc: the shared cache volume at {folder} is not writable by uid "
+            f"{os.getuid()} gid {os.getgid()} ({error.strerror or error}); make it group-writable "
+            "once (docs/cluster.md, 'The cache volume must be writable by UID 1000') or use a "
+            "storage class that honours fsGroup"
+        ) from None
 
 
 def default_checkpoint_root() -> str:

@@ -98,7 +98,7 @@ def sft_config(parameters: Mapping[str, Any]) -> Any:
 def llm2vec_config(parameters: Mapping[str, Any]) -> Any:
     from monGARS.mlops.training.llm2vec.upstream import load_llm2vec_config
 
-    return load_llm2vec_config(stage_values("llm2vec", parameters))
+    return load_llm2vec_config(_with_checkpoint_default(stage_values("llm2vec", parameters)))
 
 
 def raft_config(parameters: Mapping[str, Any]) -> Any:

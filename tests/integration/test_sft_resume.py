@@ -1,4 +1,5 @@
-"""SIGKILL mid-training, rerun with the same inputs: it resumes and ends with the same adapter."""
+"""SIGKILL mid-training, a *new* run with the same inputs: it continues (optimizer, scheduler, data
+order and RNG restored, only the remaining optimizer steps run) and ends with the same adapter."""
 
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ def test_killed_run_resumes_to_the_same_adapter(
         tmp_path / "ref",
     )
     assert reference["resumed_from_step"] == 0 and reference["steps"] == 60
+    assert reference["optimizer_steps_run"] == 60
 
     root = tmp_path / "ckpt"
     out = tmp_path / "out"
@@ -101,8 +103,11 @@ def test_killed_run_resumes_to_the_same_adapter(
     (partial / MARKER).unlink()
     (partial / "optimizer.pt").write_bytes(b"truncated")
 
+    # A new run: its own output folder (KFP gives each run its own artifact paths); only the
+    # parameters and inputs are the same, and they alone key the checkpoint folder.
+    new_out = tmp_path / "out-new-run"
     rerun = subprocess.run(
-        _command(tiny_model_dir, data, out, root),
+        _command(tiny_model_dir, data, new_out, root),
         env=_environment(),
         capture_output=True,
         text=True,
@@ -112,13 +117,37 @@ def test_killed_run_resumes_to_the_same_adapter(
     resumed = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert resumed["resumed_from_step"] == step
     assert resumed["steps"] == 60
+    # It continued: only the remaining steps ran. A resume that restarted at step 0 (e.g.
+    # ``trainer.train(resume_from_checkpoint=None)``) runs all 60 and ends with the same adapter
+    # on this deterministic CPU setup, so the adapter alone would not tell.
+    assert resumed["optimizer_steps_run"] == 60 - step
     assert not partial.exists() or (partial / MARKER).is_file()  # removed, never resumed from
 
     expected = load_file(str(tmp_path / "ref" / "adapter" / "adapter_model.safetensors"))
-    actual = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    actual = load_file(str(new_out / "adapter" / "adapter_model.safetensors"))
+    names = sorted(p.relative_to(new_out).as_posix() for p in new_out.rglob("*") if p.is_file())
+    assert names == sorted(
+        p.relative_to(tmp_path / "ref").as_posix()
+        for p in (tmp_path / "ref").rglob("*")
+        if p.is_file()
+    )
+    configs = [
+        json.loads((folder / "adapter" / "adapter_config.json").read_text())
+        for folder in (new_out, tmp_path / "ref")
+    ]
+    for config in configs:  # PEFT writes this set in hash order, which varies per process
+        config["target_modules"] = sorted(config["target_modules"])
+    assert configs[0] == configs[1]
     assert expected.keys() == actual.keys()
     for name, tensor in expected.items():
         # CPU fp32 with one thread: identical, not merely close.
         assert torch.equal(actual[name], tensor), name
     assert resumed["eval_loss_after"] == reference["eval_loss_after"]
     assert resumed["train_loss_first"] == reference["train_loss_first"]
+    # Optimizer and scheduler state restored: the losses logged after the resume step are the
+    # uninterrupted run's (fresh Adam moments or a restarted warmup would move them).
+    history = json.loads((new_out / "metrics.json").read_text())["loss_history"]
+    reference_history = json.loads((tmp_path / "ref" / "metrics.json").read_text())["loss_history"]
+    after = [entry for entry in history if entry["step"] > step]
+    assert after and after == [entry for entry in reference_history if entry["step"] > step]
+    assert not list(root.glob(f"sft-{MODULE}-*/writer.lease"))  # released at the end

@@ -118,6 +118,19 @@ def test_an_empty_secret_name_default_is_found(committed: tuple[dict, dict]) -> 
     assert problems and all("secret name defaults to an empty string" in p for p in problems)
 
 
+@pytest.mark.parametrize("name", ["cache.v2", "x" * 64, "Cache"])
+def test_a_pvc_default_the_pod_cannot_name_its_volume_after_is_found(
+    committed: tuple[dict, dict], name: str
+) -> None:
+    """``driver/k8s.go: makeVolumeMountPatch``: the pod volume is named after the PVC, and pod
+    volume names are DNS-1123 labels; a PVC may be a subdomain (with dots)."""
+    spec, platform = copy.deepcopy(committed)
+    spec["root"]["inputDefinitions"]["parameters"]["model_cache_pvc"]["defaultValue"] = name
+    problems = check_pipeline(spec, platform)
+    assert problems and all("must be a DNS-1123 label" in p for p in problems), problems
+    assert not check_pipeline(*committed)
+
+
 def test_gpu_tasks_request_constant_string_accelerators(committed: tuple[dict, dict]) -> None:
     spec, _ = committed
     for component in ("comp-sft", "comp-llm2vec", "comp-raft"):

@@ -87,6 +87,15 @@ def healthy(state: KubeState) -> None:
     state.add(node("cpu-a", {}, gpus=0))
     state.add(secret({"token": SECRET_VALUE}))
     state.add(pvc("Bound"))
+    state.add(service_account("default-editor"))
+
+
+def service_account(name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": name, "namespace": namespace},
+    }
 
 
 def preflight(kubeconfig: Path, *extra: str) -> int:
@@ -265,6 +274,7 @@ def test_kfp_release_is_checked_against_the_pipeline(
     monkeypatch.delenv("KFP_TOKEN", raising=False)
     with kfp_server() as (host, kfp_state):
         kfp_state.server_version = reported
+        kfp_state.multi_user = True  # team-ml is a profile namespace
         assert preflight(kubeconfig, "--host", host) == code
     assert expected in capsys.readouterr().out
 
@@ -333,3 +343,129 @@ def test_prefer_no_schedule_taints_do_not_block() -> None:
     )
     findings = check_gpu_nodes([soft], Placement(node_selector=L4, tolerations=[]))
     assert [f.level for f in findings] == ["ok", "ok"]
+
+
+# --- the namespace pods really run in (issue 22, point 3) -----------------------------------
+
+
+def test_single_user_kfp_is_checked_in_its_own_namespace(
+    cluster: tuple[Path, KubeState],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kubeflow/pipelines 2.15.0 ``resource_manager.go: ReplaceNamespace`` drops the namespace
+    unless multi-user and ``CreateRun`` runs the workflow in ``GetPodNamespace()``: a standalone
+    KFP's pods never see team-ml, so preflight checks ``kubeflow`` (and says team-ml is ignored)."""
+    from deploy_servers import kfp_server
+
+    kubeconfig, state = cluster
+    healthy(state)  # everything in team-ml: useless to a single-user KFP
+    monkeypatch.delenv("KFP_TOKEN", raising=False)
+    with kfp_server() as (host, kfp_state):
+        assert kfp_state.multi_user is False
+        assert preflight(kubeconfig, "--host", host, "--namespace", NAMESPACE) == 1
+        out = capsys.readouterr().out
+        assert (
+            "FAIL  kfp-mode     --namespace team-ml: this Kubeflow Pipelines is single-user" in out
+        )
+        assert "preflight for namespace kubeflow" in out
+        assert "PVC mongars-model-cache not found in namespace kubeflow" in out
+        assert "service account pipeline-runner not found in namespace kubeflow" in out
+
+        # Set up where the pods really run: passes, and says where and as whom.
+        claim = pvc("Bound")
+        claim["metadata"]["namespace"] = "kubeflow"
+        state.add(claim)
+        token = secret({"token": SECRET_VALUE})
+        token["metadata"]["namespace"] = "kubeflow"
+        state.add(token)
+        state.add(service_account("pipeline-runner", "kubeflow"))
+        assert preflight(kubeconfig, "--host", host) == 0
+        out = capsys.readouterr().out
+        assert (
+            "OK    kfp-mode     pods run in namespace kubeflow as service account pipeline-runner "
+            "(single-user Kubeflow Pipelines)" in out
+        )
+
+        kfp_state.multi_user = True  # the same cluster seen as multi-user: team-ml it is
+        assert preflight(kubeconfig, "--host", host) == 0
+        assert "namespace team-ml as service account default-editor" in capsys.readouterr().out
+        assert preflight(kubeconfig, "--host", host, "--service-account", "mongars-runner") == 1
+        assert "service account mongars-runner not found in namespace team-ml" in (
+            capsys.readouterr().out
+        )
+
+
+# --- the volume (issue 22, point 7) --------------------------------------------------------
+
+
+def _claim(modes: list[str], phase: str, class_name: str = "standard-rwx") -> dict[str, Any]:
+    claim = pvc(phase, class_name)
+    claim["spec"]["accessModes"] = modes
+    if phase == "Bound":
+        claim["status"]["accessModes"] = modes
+    return claim
+
+
+FILESTORE, GKE_PD = "filestore.csi.storage.gke.io", "pd.csi.storage.gke.io"
+RWX, RWO, LATE = ["ReadWriteMany"], ["ReadWriteOnce"], "WaitForFirstConsumer"
+CLAIM = "PVC mongars-model-cache"
+
+
+@pytest.mark.parametrize(
+    ("modes", "phase", "provisioner", "binding", "code", "expected"),
+    [
+        (RWX, "Bound", FILESTORE, "Immediate", 0, f"OK    cache-access {CLAIM} is ReadWriteMany"),
+        (
+            RWO,
+            "Bound",
+            GKE_PD,
+            "Immediate",
+            1,
+            f"FAIL  cache-access {CLAIM} is ReadWriteOnce; the pipeline trains 4 modules at once "
+            "on several nodes, which needs ReadWriteMany",
+        ),
+        (RWX, "Pending", GKE_PD, LATE, 1, f"uses {GKE_PD}, whose volumes attach to one node"),
+        (
+            RWX,
+            "Pending",
+            FILESTORE,
+            LATE,
+            0,
+            f"WARN  model-cache  {CLAIM} is Pending: storage class standard-rwx binds it when",
+        ),
+        (RWX, "Pending", FILESTORE, "Immediate", 1, "Immediate: it should be Bound by now"),
+        (RWX, "Lost", FILESTORE, "Immediate", 1, f"FAIL  model-cache  {CLAIM} is Lost"),
+    ],
+)
+def test_the_cache_volume_must_be_shareable_across_nodes_and_bind(
+    cluster: tuple[Path, KubeState],
+    capsys: pytest.CaptureFixture[str],
+    modes: list[str],
+    phase: str,
+    provisioner: str,
+    binding: str,
+    code: int,
+    expected: str,
+) -> None:
+    """The committed YAML runs 4 modules at once (``parallelismLimit: 4``): their GPU and merge
+    pods mount the volume from several nodes at the same time, which needs ReadWriteMany."""
+    kubeconfig, state = cluster
+    state.add(node("gpu-a", L4, taints=[GPU_TAINT]))
+    state.add(secret({"token": SECRET_VALUE}))
+    state.add(_claim(modes, phase))
+    klass = storage_class("standard-rwx", binding)
+    klass["provisioner"] = provisioner
+    state.add(klass)
+    assert preflight(kubeconfig) == code
+    assert expected in capsys.readouterr().out
+
+
+def test_one_module_at_a_time_may_use_a_read_write_once_volume() -> None:
+    from monGARS.deploy.preflight import check_pvc
+
+    placement = Placement(model_cache_pvc="mongars-model-cache")
+    claim = _claim(["ReadWriteOnce"], "Bound")
+    assert [f.level for f in check_pvc(claim, None, placement, NAMESPACE, parallelism=1)] == ["ok"]
+    levels = [f.level for f in check_pvc(claim, None, placement, NAMESPACE, parallelism=0)]
+    assert levels == ["ok", "fail"]

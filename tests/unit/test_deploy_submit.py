@@ -224,43 +224,274 @@ def test_without_package_the_pipeline_is_compiled_from_source(kfp: tuple[str, Kf
     assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "mongars"
 
 
-def test_documented_kfp_cli_command_creates_the_run(
-    kfp: tuple[str, KfpState], package_path: Path
+def test_ci_uses_a_path_that_fails_with_the_run(
+    kfp: tuple[str, KfpState], package_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """docs/cluster.md's `kfp run create` line for CI, against the same API server."""
+    """Why CI runs ``mongars submit --wait``, not ``kfp run create --watch``: against a run that
+    FAILS, the KFP CLI (kfp 2.17 ``cli/run.py: display_run``) prints the state and exits 0, and it
+    has no service-account option; ``mongars submit --wait`` exits 1 and runs as the account."""
     import subprocess
     import sys
 
     host, state = kfp
+    state.run_script = ["RUNNING", "FAILED"]
+    state.run_error = "task sft failed: OOMKilled"
     kfp_cli = Path(sys.executable).parent / "kfp"
+    command = [str(kfp_cli), "--endpoint", host, "--existing-token", TOKEN, "run", "create"]
+    command += ["--experiment-name", "mongars", "--run-name", "ci-1"]
+    command += ["--package-file", str(package_path), "--watch", "raft=true"]
     result = subprocess.run(
-        [
-            str(kfp_cli),
-            "--endpoint",
-            host,
-            "--existing-token",
-            TOKEN,
-            "run",
-            "create",
-            "--experiment-name",
-            "mongars",
-            "--run-name",
-            "ci-1",
-            "--package-file",
-            str(package_path),
-            "raft=true",
-            "lora_r=1",
-        ],
+        command,
         capture_output=True,
         text=True,
         check=False,
         timeout=120,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    (run,) = state.runs.values()
-    assert run["display_name"] == "ci-1"
-    assert run["runtime_config"]["parameters"] == {"raft": True, "lora_r": 1}
-    assert (
-        "kfp --endpoint http://localhost:8888 run create"
-        in (REPO / "docs" / "cluster.md").read_text()
+    assert "Run is finished with state FAILED" in result.stdout
+    assert result.returncode == 0  # the trap: a CI job would go green
+
+    code = _submit(
+        host,
+        package_path,
+        "--service-account",
+        "mongars-pipeline-runner",
+        "--run-name",
+        "ci-2",
+        "--wait",
+        "--param",
+        "raft=true",
     )
+    assert code == 1
+    assert "finished: FAILED (task sft failed: OOMKilled)" in capsys.readouterr().out
+    run = next(r for r in state.runs.values() if r["display_name"] == "ci-2")
+    assert run["service_account"] == "mongars-pipeline-runner"
+
+    for doc in ("README.md", "docs/cluster.md"):
+        text = (REPO / doc).read_text(encoding="utf-8")
+        assert "run create" not in text or "exits 0" in text, f"{doc} gives kfp run create for CI"
+        assert "--service-account mongars-pipeline-runner" in text and "--wait" in text
+
+
+# --- issue 22: the namespace pods run in, caching off everywhere, refusals at submit ---------
+
+
+def _cached_tasks(spec: dict) -> dict[str, bool]:
+    """``dag/task`` -> enableCache, for every task of every DAG (the driver reads each one)."""
+    from monGARS.deploy.pipeline_package import dag_tasks
+
+    return {
+        f"{dag}/{name}": bool((task.get("cachingOptions") or {}).get("enableCache"))
+        for dag, name, task in dag_tasks(spec)
+        if "componentRef" in task and not name.startswith("for-loop")
+    }
+
+
+def test_no_cache_reaches_every_task_inline_and_by_pipeline_name(
+    kfp: tuple[str, KfpState], package_path: Path
+) -> None:
+    """kfp 2.17 ``client.py: _override_caching_options`` touches only ``root.dag.tasks`` and only
+    for an inline package: with it, sft/llm2vec/raft/merge/export (in the ParallelFor's DAG) and
+    every task of an uploaded version would still hit the cache. The driver
+    (2.15.0 ``driver/container.go: Container``) reads each task's own ``cachingOptions``."""
+    host, state = kfp
+    committed = next(yaml.safe_load_all(package_path.read_text(encoding="utf-8")))
+    cached = _cached_tasks(committed)
+    assert cached["comp-for-loop-1/sft"] and cached["root/build-datasets"]  # on by default
+    assert {"comp-for-loop-1/sft", "comp-for-loop-1/raft", "comp-for-loop-1/export"} <= set(cached)
+
+    assert _submit(host, package_path, "--no-cache", "--run-name", "inline") == 0
+    assert _submit(host, package_path, "--run-name", "cached") == 0
+    inline, plain = (run["pipeline_spec"]["pipeline_spec"] for run in state.runs.values())
+    assert set(_cached_tasks(inline)) == set(cached)
+    assert not any(_cached_tasks(inline).values()), _cached_tasks(inline)
+    assert all(_cached_tasks(plain).values())
+
+    for run_name, extra in (("v-cached", ()), ("v-fresh", ("--no-cache",))):
+        assert (
+            _submit(
+                host, package_path, "--pipeline-name", "mongars", "--run-name", run_name, *extra
+            )
+            == 0
+        )
+    *_, cached_run, fresh_run = state.runs.values()
+    version = {
+        run["display_name"]: state.versions[
+            run["pipeline_version_reference"]["pipeline_version_id"]
+        ]
+        for run in (cached_run, fresh_run)
+    }
+    assert version["v-cached"]["display_name"] != version["v-fresh"]["display_name"]
+    fresh_spec = version["v-fresh"]["pipeline_spec"]["pipeline_spec"]
+    assert not any(_cached_tasks(fresh_spec).values())
+    assert all(_cached_tasks(version["v-cached"]["pipeline_spec"]["pipeline_spec"]).values())
+    # The Kubernetes platform spec (node selector, PVC, secret) survives the rewrite.
+    assert (
+        version["v-fresh"]["pipeline_spec"]["platform_spec"]
+        == (version["v-cached"]["pipeline_spec"]["platform_spec"])
+    )
+
+
+def test_schedule_no_cache_reaches_loop_tasks(
+    kfp: tuple[str, KfpState], package_path: Path
+) -> None:
+    host, state = kfp
+    code = main(
+        [
+            "schedule",
+            "--host",
+            host,
+            "--package",
+            str(package_path),
+            "--cron",
+            "0 0 2 * * *",
+            "--no-cache",
+        ]
+    )
+    assert code == 0
+    (recurring,) = state.recurring_runs.values()
+    assert not any(_cached_tasks(recurring["pipeline_spec"]["pipeline_spec"]).values())
+
+
+def test_single_user_kfp_runs_pods_in_its_own_namespace(
+    kfp: tuple[str, KfpState], package_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """2.15.0 ``resource_manager.go: ReplaceNamespace`` + ``CreateRun``: a standalone KFP puts
+    every run in its own namespace; a ``--namespace`` there is refused, not silently ignored."""
+    host, state = kfp
+    assert _submit(host, package_path, "--namespace", "team-ml") == 2
+    err = capsys.readouterr().err
+    assert "--namespace team-ml: this Kubeflow Pipelines is single-user" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not state.runs and not state.experiments
+
+    assert _submit(host, package_path, "--run-name", "standalone") == 0
+    assert "pods run in namespace kubeflow as service account pipeline-runner" in (
+        capsys.readouterr().out
+    )
+    (run,) = state.runs.values()
+    assert run["_pods_namespace"] == "kubeflow"
+    assert (
+        _submit(
+            host, package_path, "--kfp-namespace", "ml-pipelines", "--namespace", "ml-pipelines"
+        )
+        == 0
+    )
+    assert "pods run in namespace ml-pipelines" in capsys.readouterr().out
+
+
+def test_multi_user_kfp_needs_the_profile_namespace(
+    kfp: tuple[str, KfpState], package_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, state = kfp
+    state.multi_user = True
+    assert _submit(host, package_path) == 2
+    assert "multi-user (healthz multi_user=true): give your profile namespace" in (
+        capsys.readouterr().err
+    )
+    assert not state.runs
+    assert (
+        _submit(
+            host,
+            package_path,
+            "--namespace",
+            "team-ml",
+            "--service-account",
+            "mongars-pipeline-runner",
+        )
+        == 0
+    )
+    assert "pods run in namespace team-ml as service account mongars-pipeline-runner" in (
+        capsys.readouterr().out
+    )
+    (run,) = state.runs.values()
+    assert run["_pods_namespace"] == "team-ml"
+    assert run["service_account"] == "mongars-pipeline-runner"
+
+
+def test_check_cluster_looks_where_the_pods_will_run(
+    kfp: tuple[str, KfpState],
+    package_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--check-cluster``: the service account, Secret and PVC, in the namespace the server's
+    mode sends the pods to; a missing one refuses the submission before anything is created."""
+    import base64
+
+    from deploy_servers import kube_server
+
+    host, state = kfp
+    with kube_server(tmp_path, namespace="team-ml") as (kubeconfig, kube):
+        check = ("--check-cluster", "--kubeconfig", str(kubeconfig))
+        assert _submit(host, package_path, *check) == 2
+        captured = capsys.readouterr()
+        assert "service account pipeline-runner not found in namespace kubeflow" in captured.out
+        assert "--check-cluster: namespace kubeflow lacks what the pods need" in captured.err
+        assert not state.runs and not state.experiments
+        meta = {"namespace": "kubeflow"}
+        kube.add(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "pipeline-runner", **meta},
+            }
+        )
+        kube.add(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "hf-token", **meta},
+                "data": {"token": base64.b64encode(b"x").decode()},
+            }
+        )
+        kube.add(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "mongars-model-cache", **meta},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "resources": {"requests": {"storage": "1Ti"}},
+                },
+                "status": {"phase": "Bound", "accessModes": ["ReadWriteMany"]},
+            }
+        )
+        assert _submit(host, package_path, *check) == 0
+        assert len(state.runs) == 1
+
+
+STRING_VALUES = "gpu_node_selector: must map label names to string values"
+
+
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [
+        ('gpu_node_selector={"nvidia.com/gpu.present": true}', STRING_VALUES),
+        ('gpu_node_selector={"pool": 1}', STRING_VALUES),
+        (
+            'gpu_tolerations=[{"key": "nvidia.com/gpu", "operator": "Exist"}]',
+            "gpu_tolerations[0].operator: 'Exist' is not Exists or Equal",
+        ),
+        (
+            "model_cache_pvc=cache.v2",
+            "model_cache_pvc: 'cache.v2' cannot be mounted: the KFP driver uses the PVC name as "
+            "the pod volume's name",
+        ),
+        ("model_cache_pvc=" + "c" * 64, "must be a DNS-1123 label"),
+    ],
+)
+def test_placement_values_are_type_checked_at_submit(
+    kfp: tuple[str, KfpState],
+    package_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    param: str,
+    expected: str,
+) -> None:
+    """2.15.0 ``driver/k8s.go: extendPodSpecPatch`` unmarshals the node selector into
+    ``map[string]string`` and ``makeVolumeMountPatch`` names the pod volume after the PVC: both
+    fail at the first GPU task, an hour in; here they fail before any request."""
+    host, state = kfp
+    assert _submit(host, package_path, "--param", param) == 2
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1
+    assert state.requests == []

@@ -107,3 +107,27 @@ def test_mirrored_store_uploads_marker_last_and_downloads_latest(tmp_path: Path)
         assert (resume / "adapter_model.safetensors").read_bytes() == b"w" * 130
     finally:
         reader.close()
+
+
+def test_adapter_digest_ignores_the_order_peft_writes_target_modules_in(tmp_path: Path) -> None:
+    """PEFT serialises ``target_modules`` (a set) in hash order, which differs per process: the
+    raft and llm2vec checkpoint keys must not change when a new run rewrites the same adapter."""
+    import json
+
+    from monGARS.mlops.training.common.checkpoints import adapter_digest
+
+    def adapter(folder: Path, modules: list[str], weights: bytes) -> Path:
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(weights)
+        config = {"r": 8, "target_modules": modules}
+        (folder / "adapter_config.json").write_text(json.dumps(config))
+        return folder
+
+    first = adapter(tmp_path / "a", ["q_proj", "v_proj", "o_proj"], b"w")
+    second = adapter(tmp_path / "b", ["o_proj", "q_proj", "v_proj"], b"w")
+    assert hash_tree(first) != hash_tree(second)  # what the keys used before
+    assert adapter_digest(first) == adapter_digest(second)
+    assert adapter_digest(first) != adapter_digest(adapter(tmp_path / "c", ["q_proj"], b"w"))
+    assert adapter_digest(first) != adapter_digest(
+        adapter(tmp_path / "d", ["q_proj", "v_proj", "o_proj"], b"x")
+    )

@@ -10,6 +10,13 @@ The Trainer writes ``checkpoint-N`` folders file by file. A checkpoint counts on
 after the Trainer has finished the folder; a folder without a valid marker is half-written and is
 deleted before training resumes. For ``gs://`` roots the Trainer writes to a local mirror and each
 finished checkpoint is uploaded file by file, its marker last.
+
+A folder on a volume has one writer at a time (``lease.CheckpointLease``): identical runs share
+the key, and without it each would delete the other's half-written checkpoints in ``prepare`` and
+the Trainer's rotation would prune the other's finished ones. The second writer waits or refuses
+in one line; a dead writer's lease is taken over once its heartbeat is stale, and only then are its
+half-written checkpoints removed. A mirrored ``gs://`` store has no lease (object stores offer no
+``link``); its rotation deletes only complete checkpoints older than the newest two.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 from monGARS.mlops import storage
 from monGARS.mlops.atomic import sha256_file, write_json
 from monGARS.mlops.training.common.distributed import World, barrier, from_main
+from monGARS.mlops.training.common.lease import CheckpointLease
 
 MARKER = "mongars-checkpoint.json"
 KEEP = 2  # complete checkpoints kept; the newest may be mid-write when a kill lands
@@ -37,6 +45,27 @@ def hash_tree(folder: Path) -> str:
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
         digest.update(sha256_file(path).encode("ascii") + b"\n")
+    return digest.hexdigest()
+
+
+def adapter_digest(folder: Path) -> str:
+    """:func:`hash_tree` of a PEFT adapter folder, blind to what PEFT writes in hash order.
+
+    PEFT stores ``target_modules`` as a set, so ``adapter_config.json`` lists them in an order
+    that changes from process to process: hashed as bytes, the same adapter would give a new
+    checkpoint key in every run, and the next stage of a re-submitted run would never resume.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
+        if path.name == "adapter_config.json":
+            config = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(config.get("target_modules"), list):
+                config["target_modules"] = sorted(config["target_modules"])
+            canonical = json.dumps(config, sort_keys=True).encode("utf-8")
+            digest.update(hashlib.sha256(canonical).hexdigest().encode("ascii") + b"\n")
+        else:
+            digest.update(sha256_file(path).encode("ascii") + b"\n")
     return digest.hexdigest()
 
 
@@ -107,36 +136,52 @@ class CheckpointStore:
         *,
         mirror: bool | None = None,
         mirror_dir: Path | None = None,
+        **lease: Any,
     ) -> None:
         """``mirror_dir``: where a ``gs://`` root is mirrored (data-parallel ranks share one);
-        owned by the caller, so ``close`` leaves it. Default: a fresh temporary folder."""
+        owned by the caller, so ``close`` leaves it. Default: a fresh temporary folder.
+        ``lease``: :class:`CheckpointLease` settings for a local folder (taken by ``prepare``,
+        which only rank 0 calls)."""
         self.root = root
         self.name = name
         self.location = f"{root.rstrip('/')}/{name}"
         self.mirror = storage.is_gcs(root) if mirror is None else mirror
         self._owns_mirror = mirror_dir is None
+        self.lease: CheckpointLease | None = None
         if self.mirror:
             self.local_dir = mirror_dir or Path(tempfile.mkdtemp(prefix=f"{name}-"))
         else:
             self.local_dir = Path(root).expanduser() / name
+            self.lease = CheckpointLease(self.local_dir, **lease)
 
     def prepare(self) -> Path | None:
-        """Clean half-written checkpoints; return the newest complete one to resume from."""
+        """Take the folder's writer lease, clean half-written checkpoints (only a dead writer's
+        can be left once the lease is ours) and return the newest complete one to resume from."""
         if self.mirror:
             return self._download_latest()
         self.local_dir.mkdir(parents=True, exist_ok=True)
+        if self.lease is not None:
+            self.lease.acquire()
         remove_incomplete(self.local_dir)
         complete = complete_checkpoints(self.local_dir)
         return complete[-1] if complete else None
 
+    def check_lease(self) -> None:
+        """Stop (``LeaseLost``) if another writer has taken the folder over."""
+        if self.lease is not None:
+            self.lease.check()
+
     def finish_checkpoint(self, checkpoint: Path) -> None:
         """Called once the Trainer has written ``checkpoint``: mark it, upload it when mirrored."""
+        self.check_lease()
         write_marker(checkpoint)
         if self.mirror:
             self._upload(checkpoint)
 
     def close(self) -> None:
-        """Drop the local mirror (the remote copy stays)."""
+        """Release the lease; drop the local mirror (the remote copy stays)."""
+        if self.lease is not None:
+            self.lease.release()
         if self.mirror and self._owns_mirror:
             shutil.rmtree(self.local_dir, ignore_errors=True)
 
@@ -197,6 +242,10 @@ def checkpoint_callback(store: CheckpointStore, world: World | None = None) -> A
     world = world or World()
 
     class _MarkCheckpoint(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            store.check_lease()  # a writer that lost its lease stops before the next step
+            return control
+
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             barrier(world)
             checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"

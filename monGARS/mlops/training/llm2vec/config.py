@@ -166,6 +166,12 @@ class Llm2VecConfig:
     min_eval_queries: int = 10
     eval_batch_size: int = 16
 
+    # Resume: checkpoints under <checkpoint_root>/llm2vec-<module>-<key>/ every save_steps
+    # optimizer steps and at each phase's end ('' = no checkpoints; the pipeline's stage entry
+    # point puts them on the shared cache volume, as for sft and raft).
+    checkpoint_root: str = ""
+    save_steps: int = 100
+
     def lora_alpha(self, stage: Phase) -> int:
         """The LoRA alpha a stage uses (2 * r when left at 0, as upstream)."""
         alpha: int = getattr(self, f"{stage}_lora_alpha")
@@ -261,6 +267,7 @@ class Llm2VecConfig:
             check.found.append(problem)
         check.at_least("min_eval_queries", self.min_eval_queries, 1)
         check.at_least("eval_batch_size", self.eval_batch_size, 1)
+        check.at_least("save_steps", self.save_steps, 1)
         for name in ("mntp_config", "simcse_config", "supervised_config"):
             value = getattr(self, name)
             check.require(

@@ -65,11 +65,17 @@ def train_steps(
     weight_decay: float,
     max_grad_norm: float,
     phase: str,
+    start_step: int = 0,
+    optimizer_state: dict[str, Any] | None = None,
+    losses: list[float] | None = None,
+    on_step: Callable[[int, Any, list[float]], None] | None = None,
 ) -> list[float]:
     """Run ``steps`` AdamW updates of ``accumulation`` micro-batches each; return the step losses.
 
     ``micro_step`` computes one micro-batch's loss. A non-finite loss stops the run with a one-line
-    error naming the phase, instead of saving a broken encoder.
+    error naming the phase, instead of saving a broken encoder. A resumed phase starts at
+    ``start_step`` with the saved ``optimizer_state`` and the ``losses`` so far; ``on_step(step,
+    optimizer, losses)`` runs after each update (checkpoints).
 
     Data-parallel ranks (``common/distributed.py``): each rank's ``micro_step`` returns its share
     of the global micro-batch's loss (the shares add up to it), so the step's gradient is the sum
@@ -90,9 +96,11 @@ def train_steps(
     if not params:
         raise MongarsError(f"{phase}: no trainable parameters; the LoRA was not attached")
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
     model.train()
-    losses: list[float] = []
-    for step in range(steps):
+    losses = list(losses or [])
+    for step in range(start_step, steps):
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(accumulation):
@@ -111,6 +119,8 @@ def train_steps(
         if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:
             # One line per tenth of the phase: what the local run's progress bar follows.
             LOG.info("%s: step %d/%d, loss %.4g", phase, step + 1, steps, value)
+        if on_step is not None:
+            on_step(step + 1, optimizer, losses)
     optimizer.zero_grad(set_to_none=True)
     model.eval()
     return losses

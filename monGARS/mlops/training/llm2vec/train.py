@@ -18,6 +18,7 @@ Output folder (written atomically):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -30,14 +31,17 @@ from monGARS.mlops.atomic import write_json
 from monGARS.mlops.configs import config_to_dict
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.names import check_safe_name
+from monGARS.mlops.training.common.checkpoints import CheckpointStore
 from monGARS.mlops.training.common.distributed import (
     current_world,
     init,
     launch,
     main_writes,
     process_count,
+    shared_dir,
 )
 from monGARS.mlops.training.common.retrieval_eval import evaluate_retrieval
+from monGARS.mlops.training.common.runtime import package_versions
 from monGARS.mlops.training.llm2vec.bidirectional import check_supported, enable_bidirectional
 from monGARS.mlops.training.llm2vec.config import Llm2VecConfig, Phase
 from monGARS.mlops.training.llm2vec.data import (
@@ -49,6 +53,12 @@ from monGARS.mlops.training.llm2vec.data import (
 from monGARS.mlops.training.llm2vec.encoder import ENCODER_JSON, ENCODER_SUBDIR, embed_texts
 from monGARS.mlops.training.llm2vec.lora import add_lora, cycle_batches, merge_lora, train_steps
 from monGARS.mlops.training.llm2vec.mntp import make_mntp_step, resolve_mask_token_id
+from monGARS.mlops.training.llm2vec.resume import (
+    Llm2VecCheckpoints,
+    Progress,
+    Resumed,
+    checkpoint_key,
+)
 from monGARS.mlops.training.llm2vec.simcse import make_simcse_step, simcse_dropout
 from monGARS.mlops.training.llm2vec.supervised import (
     ContrastiveRecord,
@@ -149,10 +159,80 @@ def _load_start_model(
     return enable_bidirectional(model)
 
 
+@dataclasses.dataclass
+class _Run:
+    """The resume context of one stage run: checkpoints, the resume point, the random streams."""
+
+    config: Llm2VecConfig
+    phases: list[Phase]  # mntp first
+    generator: Any
+    checkpoints: Llm2VecCheckpoints | None = None
+    resumed: Resumed | None = None
+    losses: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    retrieval: dict[str, Any] = dataclasses.field(default_factory=dict)
+    steps_run: int = 0  # optimizer steps this process ran (fewer than the total after a resume)
+
+    def offset(self, index: int) -> int:
+        """Optimizer steps of the phases before ``index`` (checkpoint numbers run on)."""
+        return sum(int(getattr(self.config, f"{p}_steps")) for p in self.phases[:index])
+
+    def resumes_at(self, index: int) -> int | None:
+        """Steps already done in phase ``index`` when resuming into it, else None."""
+        if self.resumed is None or self.resumed.progress.phase_index != index:
+            return None
+        return self.resumed.progress.phase_step
+
+    def done(self, index: int) -> bool:
+        return self.resumed is not None and index < self.resumed.progress.phase_index
+
+    def save(self, index: int, step: int, peft_model: Any = None, optimizer: Any = None) -> None:
+        if self.checkpoints is None:
+            return
+        from peft import get_peft_model_state_dict
+
+        progress = Progress(
+            phase_index=index,
+            phase_step=step,
+            losses=dict(self.losses),
+            retrieval=dict(self.retrieval),
+            global_step=self.offset(index) + step,
+        )
+        state = get_peft_model_state_dict(peft_model) if peft_model is not None else None
+        self.checkpoints.save(progress, self.generator, state, optimizer)
+
+
+def _rebuild_phase(model: Any, config: Llm2VecConfig, phase: Phase, adapter: Path) -> Any:
+    """A finished phase, from its saved LoRA: attach, load, merge (the weights it merged)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    peft_model = add_lora(
+        model,
+        getattr(config, f"{phase}_lora_r"),
+        config.lora_alpha(phase),
+        getattr(config, f"{phase}_lora_dropout"),
+    )
+    set_peft_model_state_dict(peft_model, load_file(str(adapter)))
+    return enable_bidirectional(merge_lora(peft_model))
+
+
 def _train_phase(
-    model: Any, config: Llm2VecConfig, phase: Phase, make_step: Any, batches: Any
+    model: Any,
+    config: Llm2VecConfig,
+    phase: Phase,
+    make_step: Any,
+    batches: Any,
+    run: _Run | None = None,
+    index: int = 0,
 ) -> tuple[Any, list[float]]:
-    """Attach a fresh LoRA, train it, merge it; return the merged model and the step losses."""
+    """Attach a fresh LoRA, train it, merge it; return the merged model and the step losses.
+
+    With ``run``, a phase killed midway continues from its last checkpoint: LoRA and AdamW state
+    loaded, the batch stream fast-forwarded, every random stream restored.
+    """
+    resume_step = run.resumes_at(index) if run else None
+    if run is not None and run.resumed is not None and resume_step == 0:
+        run.resumed.restore_rng(run.generator)  # saved at the phase boundary, before the LoRA
     peft_model = add_lora(
         model,
         getattr(config, f"{phase}_lora_r"),
@@ -161,16 +241,43 @@ def _train_phase(
     )
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    steps = int(getattr(config, f"{phase}_steps"))
+    accumulation = int(getattr(config, f"{phase}_gradient_accumulation_steps"))
+    start, optimizer_state, prior = 0, None, []
+    if run is not None and run.resumed is not None and resume_step:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(peft_model, load_file(str(run.resumed.current)))
+        optimizer_state = run.resumed.load_optimizer()
+        start, prior = resume_step, list(run.resumed.progress.losses.get(phase, []))
+        for _ in range(start * accumulation):  # the micro-batches the killed run had drawn
+            next(batches)
+        run.resumed.restore_rng(run.generator)
+
+    def on_step(step: int, optimizer: Any, losses: list[float]) -> None:
+        if run is not None and run.checkpoints is not None and run.checkpoints.due(step, steps):
+            run.losses[phase] = list(losses)
+            run.save(index, step, peft_model, optimizer)
+
     losses = train_steps(
         peft_model,
         make_step(peft_model, batches),
-        steps=getattr(config, f"{phase}_steps"),
-        accumulation=getattr(config, f"{phase}_gradient_accumulation_steps"),
+        steps=steps,
+        accumulation=accumulation,
         learning_rate=getattr(config, f"{phase}_learning_rate"),
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         phase=phase,
+        start_step=start,
+        optimizer_state=optimizer_state,
+        losses=prior,
+        on_step=on_step,
     )
+    if run is not None and run.checkpoints is not None:
+        from peft import get_peft_model_state_dict
+
+        run.checkpoints.finish_phase(index, phase, get_peft_model_state_dict(peft_model))
     merged = merge_lora(peft_model)
     if config.gradient_checkpointing:
         merged.gradient_checkpointing_disable()
@@ -219,6 +326,8 @@ def _contrastive_phase(
     phase: Phase,
     texts: list[str],
     pairs: list[ContrastiveRecord],
+    run: _Run | None = None,
+    index: int = 1,
 ) -> tuple[Any, list[float]]:
     """One contrastive phase after MNTP: SimCSE on ``texts`` or supervised on ``pairs``."""
     if phase == "supervised":
@@ -238,6 +347,8 @@ def _contrastive_phase(
                 query_instruction=config.query_instruction,
             ),
             batches,
+            run,
+            index,
         )
     with simcse_dropout(model, config.simcse_dropout, config.simcse_hidden_dropout):
         return _train_phase(
@@ -252,7 +363,84 @@ def _contrastive_phase(
                 temperature=config.temperature,
             ),
             cycle_batches(texts, config.simcse_batch_size, config.seed + 1),
+            run,
+            index,
         )
+
+
+def _data_identity(
+    corpus: TrainingTexts, pairs: list[ContrastiveRecord], eval_set: RetrievalSet
+) -> dict[str, Any]:
+    """What the phases train and measure on, in the order they use it (part of the key)."""
+    return {
+        "texts": corpus.texts,
+        "pairs": [[p.query, list(p.positives), list(p.negatives)] for p in pairs],
+        "eval": [eval_set.queries, eval_set.passages, [sorted(r) for r in eval_set.relevant]],
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class _MntpMasking:
+    """MNTP's masking as resolved for the model family (``Llm2VecConfig.mntp_masking``)."""
+
+    mask_token_id: int
+    collator_type: str
+    probability: float
+
+
+def _run_phases(
+    model: Any,
+    tokenizer: Any,
+    config: Llm2VecConfig,
+    run: _Run,
+    corpus: TrainingTexts,
+    pairs: list[ContrastiveRecord],
+    eval_set: RetrievalSet,
+    max_length: int,
+    masking: _MntpMasking,
+) -> Any:
+    """MNTP then the contrastive phase(s), each evaluated; finished ones rebuilt on a resume."""
+    if "before" not in run.retrieval:
+        run.retrieval["before"] = _evaluate(model, tokenizer, eval_set, config, max_length)
+        LOG.info("llm2vec: retrieval before MNTP: %s", run.retrieval["before"])
+    for index, phase in enumerate(run.phases):
+        if run.done(index):
+            assert run.resumed is not None and run.checkpoints is not None
+            saved = run.resumed.adapter(index, phase)
+            model = _rebuild_phase(model, config, phase, saved)
+            from safetensors.torch import load_file
+
+            run.checkpoints.finished[(index, phase)] = load_file(str(saved))
+            continue
+        if phase == "mntp":
+            model, losses = _train_phase(
+                model,
+                config,
+                "mntp",
+                lambda peft_model, batches: make_mntp_step(
+                    peft_model,
+                    tokenizer,
+                    batches,
+                    max_length=config.mntp_max_seq_length,
+                    probability=masking.probability,
+                    mask_token_id=masking.mask_token_id,
+                    collator_type=masking.collator_type,
+                    generator=run.generator,
+                ),
+                cycle_batches(corpus.texts, config.mntp_batch_size, config.seed),
+                run,
+                index,
+            )
+        else:
+            model, losses = _contrastive_phase(
+                model, tokenizer, config, phase, corpus.texts, pairs, run, index
+            )
+        done_before = run.resumes_at(index) or 0
+        run.steps_run += len(losses) - done_before
+        run.losses[phase] = losses
+        run.retrieval[f"after_{phase}"] = _evaluate(model, tokenizer, eval_set, config, max_length)
+        run.save(index + 1, 0)  # the phase boundary: merged weights rebuilt from its LoRA
+    return model
 
 
 def train_llm2vec(
@@ -321,46 +509,65 @@ def train_llm2vec(
     model = _load_start_model(config, base_model_dir, adapter, device)
     collator_type, mlm_probability = config.mntp_masking(model.config.model_type)
 
-    before = _evaluate(model, tokenizer, eval_set, config, max_length)
-    LOG.info("llm2vec: retrieval before MNTP: %s", before)
-    model, mntp_losses = _train_phase(
-        model,
-        config,
-        "mntp",
-        lambda peft_model, batches: make_mntp_step(
-            peft_model,
+    all_phases: list[Phase] = ["mntp", *phases]
+    run = _Run(config, all_phases, generator)
+    if config.checkpoint_root:
+        key = checkpoint_key(
+            config_to_dict(config),
+            Path(base_model_dir),
+            adapter,
+            module,
+            _data_identity(corpus, pairs, eval_set),
+            package_versions().get("mongars-mlops", "source"),
+        )
+        name = f"llm2vec-{module}-{key}"
+        # Data-parallel ranks share one mirror of a gs:// root; rank 0 alone writes (resume.py).
+        mirror_dir = shared_dir(name) if world.distributed else None
+        store = CheckpointStore(config.checkpoint_root, name, mirror_dir=mirror_dir)
+        run.checkpoints = Llm2VecCheckpoints(store, config.save_steps, world)
+    try:
+        if run.checkpoints is not None:
+            run.resumed = run.checkpoints.resume()
+        if run.resumed is not None:
+            run.losses = {k: list(v) for k, v in run.resumed.progress.losses.items()}
+            run.retrieval = dict(run.resumed.progress.retrieval)
+            LOG.info(
+                "llm2vec: resuming at %s step %d (checkpoint %s)",
+                all_phases[min(run.resumed.progress.phase_index, len(all_phases) - 1)],
+                run.resumed.progress.phase_step,
+                run.resumed.folder.name,
+            )
+        model = _run_phases(
+            model,
             tokenizer,
-            batches,
-            max_length=config.mntp_max_seq_length,
-            probability=mlm_probability,
-            mask_token_id=mask_token_id,
-            collator_type=collator_type,
-            generator=generator,
-        ),
-        cycle_batches(corpus.texts, config.mntp_batch_size, config.seed),
-    )
-    stages: dict[str, dict[str, Any]] = {
-        "mntp": {
-            **_loss_summary(mntp_losses),
-            "data_collator_type": collator_type,
-            "mlm_probability": mlm_probability,
-            "mask_token_id": mask_token_id,
-        }
+            config,
+            run,
+            corpus,
+            pairs,
+            eval_set,
+            max_length,
+            _MntpMasking(mask_token_id, collator_type, mlm_probability),
+        )
+    finally:
+        if run.checkpoints is not None:
+            run.checkpoints.store.close()
+    retrieval_so_far = run.retrieval
+    stages: dict[str, dict[str, Any]] = {p: _loss_summary(run.losses[p]) for p in all_phases}
+    stages["mntp"] |= {
+        "data_collator_type": collator_type,
+        "mlm_probability": mlm_probability,
+        "mask_token_id": mask_token_id,
     }
     retrieval: dict[str, Any] = {
         "split": eval_set.split,
         "note": eval_set.note,
         "queries": len(eval_set.queries),
         "passages": len(eval_set.passages),
-        "before": before,
-        "after_mntp": _evaluate(model, tokenizer, eval_set, config, max_length),
+        **retrieval_so_far,
     }
-    for phase in phases:
-        model, losses = _contrastive_phase(model, tokenizer, config, phase, corpus.texts, pairs)
-        stages[phase] = _loss_summary(losses)
-        retrieval[f"after_{phase}"] = _evaluate(model, tokenizer, eval_set, config, max_length)
     retrieval["after"] = retrieval[f"after_{phases[-1]}"]
     LOG.info("llm2vec: retrieval after %s: %s", phases[-1], retrieval["after"])
+    stage_steps_run = run.steps_run
     if "supervised" in stages:
         stages["supervised"]["pairs"] = len(pairs)
         stages["supervised"]["batch_size_used"] = min(config.supervised_batch_size, len(pairs))
@@ -390,6 +597,9 @@ def train_llm2vec(
         "excluded_eval_pairs": pairs_excluded,
         "excluded_eval_texts": corpus.excluded,
         "missing_sources": corpus.missing,
+        "resumed_from_step": run.resumed.progress.global_step if run.resumed else 0,
+        "optimizer_steps_run": stage_steps_run,
+        "checkpoint_location": run.checkpoints.store.location if run.checkpoints else "",
     }
     with main_writes(world, out_dir) as scratch:  # rank 0 writes; the others hold the same model
         if scratch is not None:
@@ -416,6 +626,8 @@ def train_llm2vec(
         "train_pairs": len(pairs),
         "excluded_eval_texts": corpus.excluded,
         "excluded_eval_pairs": pairs_excluded,
+        "resumed_from_step": metrics["resumed_from_step"],
+        "optimizer_steps_run": stage_steps_run,
     }
     for name, stage in stages.items():
         summary[f"{name}_steps"] = stage["steps"]

@@ -50,6 +50,7 @@ from monGARS.mlops.training.common.chat_data import (
 )
 from monGARS.mlops.training.common.checkpoints import (
     CheckpointStore,
+    adapter_digest,
     checkpoint_callback,
     hash_tree,
     prepare_for_ranks,
@@ -227,7 +228,7 @@ def train_raft(
         key = run_key(
             {
                 "base_model": hash_tree(base),
-                "sft_adapter": hash_tree(adapter_dir),
+                "sft_adapter": adapter_digest(adapter_dir),
                 "examples": _examples_digest(train_kept),
                 "module": module,
                 "config": resolved,
@@ -368,13 +369,15 @@ def _train(
         config.seed,
         config.max_seq_length,
     )
+    # The writer lease first (rank 0 takes it): an identical run already training is refused
+    # before a model loads.
+    resume = prepare_for_ranks(store, world) if store else None
     local_rank = world.local_rank if world.distributed else None
     model = load_for_training(backend, base, lora, plan, env, local_rank=local_rank)
     loaded = load_sft_weights(model, adapter_dir)
     output_dir = store.local_dir if store else scratch_root
     assert output_dir is not None
     # A resumed run finds its step-0 evaluation (the SFT adapter's loss) in the restored history.
-    resume = prepare_for_ranks(store, world) if store else None
     arguments = training_arguments(
         sft_config,
         plan,
@@ -433,6 +436,7 @@ def _train(
     metrics: dict[str, Any] = {
         "steps": int(trainer.state.global_step),
         "resumed_from_step": int(resume.name.rsplit("-", 1)[1]) if resume else 0,
+        "optimizer_steps_run": trainer.optimizer_steps_run,
         "sft_weights_loaded": loaded,
         "train_loss_first": losses[0][1] if losses else None,
         "train_loss_last": losses[-1][1] if losses else None,

@@ -282,6 +282,7 @@ _METADATA_KEYS = (
     "resumed_from_step",
     "world_size",
     "trained_tokens",
+    "optimizer_steps_run",
     "train_loss_first",
     "train_loss_last",
     "eval_loss_before",
@@ -357,11 +358,12 @@ def _train(
         config.seed,
         config.max_seq_length,
     )
+    # The writer lease first (rank 0 takes it): an identical run already training is refused
+    # before a model loads. A resumed run finds its step-0 evaluation in the restored log history.
+    resume = prepare_for_ranks(store, world) if store else None
     local_rank = world.local_rank if world.distributed else None
     model = load_for_training(backend, prepared.base, lora, plan, env, local_rank=local_rank)
     evaluate = bool(val.examples)
-    # A resumed run finds its step-0 evaluation in the restored log history.
-    resume = prepare_for_ranks(store, world) if store else None
     arguments = training_arguments(
         config,
         plan,
@@ -399,6 +401,7 @@ def _train(
     metrics: dict[str, Any] = {
         "steps": int(trainer.state.global_step),
         "resumed_from_step": int(resume.name.rsplit("-", 1)[1]) if resume else 0,
+        "optimizer_steps_run": trainer.optimizer_steps_run,
         "train_loss_first": losses[0][1] if losses else None,
         "train_loss_last": losses[-1][1] if losses else None,
         "eval_loss_before": eval_before,
