@@ -22,15 +22,19 @@ LOG = logging.getLogger(__name__)
 
 
 class CountingTrainer(Trainer):
-    """A Trainer that counts the real (non-padding) tokens it trains on and its time in eval."""
+    """A Trainer that counts the real (non-padding) tokens and the micro-batches it trains on in
+    this process, and its time in eval. After a resume both count only what ran after the
+    checkpoint: the evidence that training continued rather than restarted."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.trained_tokens = 0
+        self.trained_batches = 0
         self.eval_seconds = 0.0
 
     def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         self.trained_tokens += int(inputs["attention_mask"].sum())
+        self.trained_batches += 1
         return super().training_step(model, inputs, *args, **kwargs)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:

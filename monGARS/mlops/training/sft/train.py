@@ -349,6 +349,7 @@ def _train(
         "eval_loss_before": eval_before,
         "eval_loss_after": eval_after,
         "trained_tokens": trainer.trained_tokens,
+        "trained_batches": trainer.trained_batches,
         "train_seconds": round(train_seconds, 3),
         "tokens_per_second": round(trainer.trained_tokens / train_seconds, 1)
         if train_seconds > 0
@@ -356,6 +357,11 @@ def _train(
         "peak_memory_mb": round(peak_mb, 1),
         "peak_memory_kind": peak_kind,
         "loss_history": [{"step": s, "loss": v} for s, v in losses],
+        "learning_rate_history": [
+            {"step": e["step"], "learning_rate": e["learning_rate"]}
+            for e in history
+            if "learning_rate" in e
+        ],
         "eval_history": [
             {"step": e["step"], "eval_loss": e["eval_loss"]} for e in history if "eval_loss" in e
         ],
