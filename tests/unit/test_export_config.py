@@ -57,11 +57,18 @@ def test_unknown_quant_type_and_bad_bounds_are_all_reported() -> None:
     assert any("iq2_xxs" in problem for problem in caught.value.problems)
 
 
-def test_every_quant_type_names_a_llama_cpp_ftype() -> None:
+def test_every_quant_type_asks_llama_cpp_for_the_file_type_it_is_named_after() -> None:
+    """The ftype passed to llama_model_quantize is what lands in ``general.file_type``; gguf's
+    own enum (written independently of llama_cpp's constants) says which number each name is."""
+    import gguf
     import llama_cpp
 
     for name, constant in QUANT_FTYPES.items():
-        assert isinstance(getattr(llama_cpp, constant), int), name
+        expected = gguf.LlamaFileType[f"MOSTLY_{name.upper()}"]
+        assert getattr(llama_cpp, constant) == expected.value, (
+            f"quant {name!r} asks llama.cpp for ftype {getattr(llama_cpp, constant)} "
+            f"({constant}), a {name.upper()} file is general.file_type {expected.value}"
+        )
     assert set(QUANT_FTYPES) <= set(VALID_METHODS)
 
 
