@@ -122,7 +122,7 @@ def check_continued(reference_dir: Path, resumed_dir: Path, step: int, *, total:
     """Evidence that the run in ``resumed_dir`` continued from checkpoint ``step``.
 
     A restart from step 0 gives the same adapter on CPU, and ``resumed_from_step`` is only the
-    folder's name, so neither proves a resume. What does: this process trained only the batches
+    folder's name, so neither proves a resume. What does: this process ran only the optimizer steps
     after the checkpoint (fewer tokens than a fresh run), the learning rate of every logged step
     is the uninterrupted run's (scheduler state restored), the losses after the checkpoint are the
     uninterrupted run's (optimizer moments restored: fresh Adam moments change the very next
@@ -130,10 +130,10 @@ def check_continued(reference_dir: Path, resumed_dir: Path, step: int, *, total:
     """
     reference = json.loads((reference_dir / "metrics.json").read_text(encoding="utf-8"))
     resumed = json.loads((resumed_dir / "metrics.json").read_text(encoding="utf-8"))
-    assert reference["trained_batches"] == total
-    assert resumed["trained_batches"] == total - step, (
-        f"the rerun trained {resumed['trained_batches']} batches in its own process; resuming "
-        f"from checkpoint-{step} leaves {total - step}: the checkpoint was not resumed from"
+    assert reference["optimizer_steps_run"] == total
+    assert resumed["optimizer_steps_run"] == total - step, (
+        f"the rerun ran {resumed['optimizer_steps_run']} optimizer steps in its own process; "
+        f"checkpoint-{step} leaves {total - step}: the checkpoint was not resumed from"
     )
     assert 0 < resumed["trained_tokens"] < reference["trained_tokens"], (
         "the rerun trained as many tokens as a fresh run: it restarted instead of resuming"

@@ -1,4 +1,4 @@
-"""The train/val split: a side per record from its id and seed, and the rebalancing of an empty side.
+"""The train/val split: a side per record from id and seed, and the rebalancing of an empty side.
 
 Every test reads the files back: a record must be on exactly one side, the counts ``close()``
 returns (what summary.json reports) must be the files' line counts, and a rebalancing move must
@@ -136,3 +136,42 @@ def test_write_serialises_sorted_and_readable(tmp_path: Path) -> None:
     writer.close()
     line = (tmp_path / "train.jsonl").read_text(encoding="utf-8")
     assert line == '{"a": "ça", "b": 1, "id": "é"}\n'
+
+
+@pytest.mark.parametrize("position", [0, 1, 2])
+def test_the_farthest_val_record_moves_wherever_it_was_written(
+    tmp_path: Path, position: int
+) -> None:
+    others = [("a", 0.3), ("b", 0.2)]
+    ordered = [*others[:position], ("farthest", 0.45), *others[position:]]
+    writer = SplitWriter(tmp_path, val_split=0.5, seed=0)
+    for record_id, score in ordered:
+        writer.write_line(dumps({"id": record_id}), score)
+    counts = writer.close()
+    _check_partition(tmp_path, counts, [r for r, _ in ordered])
+    train, val = _written(tmp_path)
+    assert train == ["farthest"] and val == [r for r, _ in ordered if r != "farthest"]
+
+
+def test_ties_at_the_cut_move_the_first_record_written(tmp_path: Path) -> None:
+    """Equal scores (possible through ``write_line``): the first one written is the one moved."""
+    for side, val_split, scores in (("val", 0.1, (0.4, 0.4)), ("train", 0.9, (0.6, 0.6))):
+        folder = tmp_path / side
+        writer = SplitWriter(folder, val_split=val_split, seed=0)
+        for record_id, score in zip(("first", "second"), scores, strict=True):
+            writer.write_line(dumps({"id": record_id}), score)
+        counts = writer.close()
+        _check_partition(folder, counts, ["first", "second"])
+        moved = _written(folder)[0 if side == "train" else 1]
+        assert moved == ["first"], f"the tie moved {moved} to {side}"
+
+
+def test_writes_into_an_existing_or_nested_folder(tmp_path: Path) -> None:
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    nested = tmp_path / "a" / "b" / "c"
+    for folder in (existing, nested):
+        writer = SplitWriter(folder, val_split=0.5, seed=0)
+        writer.write_line(dumps({"id": "x"}), 0.7)
+        writer.write_line(dumps({"id": "y"}), 0.2)
+        _check_partition(folder, writer.close(), ["x", "y"])

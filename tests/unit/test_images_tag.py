@@ -37,9 +37,7 @@ def tree(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("relative", sorted(TREE))
-def test_a_content_change_in_any_image_source_changes_the_digest(
-    tree: Path, relative: str
-) -> None:
+def test_a_content_change_in_any_image_source_changes_the_digest(tree: Path, relative: str) -> None:
     before = images.source_digest(tree)
     path = tree / relative
     path.write_text(path.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from monGARS.mlops.training.common.backends import Environment, MemoryPlan
 from monGARS.mlops.training.sft.config import SFTConfig
@@ -22,19 +22,19 @@ LOG = logging.getLogger(__name__)
 
 
 class CountingTrainer(Trainer):
-    """A Trainer that counts the real (non-padding) tokens and the micro-batches it trains on in
-    this process, and its time in eval. After a resume both count only what ran after the
-    checkpoint: the evidence that training continued rather than restarted."""
+    """A Trainer that counts the real (non-padding) tokens it trains on, its time in eval, and the
+    optimizer steps this process ran (``optimizer_steps_run``: fewer than ``max_steps`` after a
+    real resume; a resume that silently restarted at step 0 would show all of them)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.trained_tokens = 0
-        self.trained_batches = 0
         self.eval_seconds = 0.0
+        self.optimizer_steps_run = 0
+        self.add_callback(_StepCounter(self))
 
     def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         self.trained_tokens += int(inputs["attention_mask"].sum())
-        self.trained_batches += 1
         return super().training_step(model, inputs, *args, **kwargs)
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
@@ -50,6 +50,17 @@ class CountingTrainer(Trainer):
             return super().evaluate(*args, **kwargs)
         finally:
             self.eval_seconds += time.perf_counter() - start
+
+
+class _StepCounter(TrainerCallback):
+    """Counts ``on_step_end``: called once per optimizer step, after gradient accumulation."""
+
+    def __init__(self, trainer: CountingTrainer) -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        self.trainer.optimizer_steps_run += 1
+        return control
 
 
 def total_steps(config: SFTConfig, train_examples: int, plan: MemoryPlan) -> int:

@@ -235,6 +235,7 @@ def train_sft(
 _METADATA_KEYS = (
     "steps",
     "resumed_from_step",
+    "optimizer_steps_run",
     "train_loss_first",
     "train_loss_last",
     "eval_loss_before",
@@ -344,12 +345,12 @@ def _train(
     metrics: dict[str, Any] = {
         "steps": int(trainer.state.global_step),
         "resumed_from_step": int(resume.name.rsplit("-", 1)[1]) if resume else 0,
+        "optimizer_steps_run": trainer.optimizer_steps_run,
         "train_loss_first": losses[0][1] if losses else None,
         "train_loss_last": losses[-1][1] if losses else None,
         "eval_loss_before": eval_before,
         "eval_loss_after": eval_after,
         "trained_tokens": trainer.trained_tokens,
-        "trained_batches": trainer.trained_batches,
         "train_seconds": round(train_seconds, 3),
         "tokens_per_second": round(trainer.trained_tokens / train_seconds, 1)
         if train_seconds > 0
