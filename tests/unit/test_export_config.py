@@ -23,6 +23,38 @@ def test_defaults_are_valid_and_write_q8_0_and_q4_k_m() -> None:
     assert config.logit_bounds("q8_0")[1] < config.logit_bounds("q4_k_m")[1]
 
 
+# Worst figures measured per tier (ExportConfig's comment, docs/export.md): (cosine, rel diff).
+MEASURED = {
+    "f16": (0.9999994, 8.2e-4),
+    "q8_0": (0.99764, 0.020),
+    "kquant": (0.943, 0.235),
+    "lowbit": (0.71, 0.59),
+}
+TIERS = {"f16": "f16", "q8_0": "q8_0", "q6_k": "kquant", "q4_k_m": "kquant", "q4_0": "kquant"}
+TIERS |= {"q3_k_m": "lowbit", "q2_k": "lowbit"}
+
+
+def _passes(bounds: tuple[float, float], figures: tuple[float, float]) -> bool:
+    return figures[0] >= bounds[0] and figures[1] <= bounds[1]
+
+
+@pytest.mark.parametrize(("quant", "tier"), sorted(TIERS.items()))
+def test_default_bounds_pass_their_tier_and_refuse_the_next_worse_one(
+    quant: str, tier: str
+) -> None:
+    """Each default bound accepts its tier's measured worst file and refuses a file that behaves
+    like the next coarser tier: an f16 file that is really a 4-bit one fails verification."""
+    bounds = ExportConfig().logit_bounds(quant)
+    assert _passes(bounds, MEASURED[tier]), f"{quant}: bound {bounds} refuses its measured figures"
+    order = list(MEASURED)
+    worse = order[order.index(tier) + 1 :]
+    for other in worse:
+        assert not _passes(bounds, MEASURED[other]), (
+            f"{quant}: bound {bounds} accepts a file as bad as {other} {MEASURED[other]}"
+        )
+    assert not _passes(bounds, (0.2, 2.0))  # noise
+
+
 @pytest.mark.parametrize(
     ("method", "expected"),
     [
