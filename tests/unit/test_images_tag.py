@@ -138,3 +138,26 @@ def test_uncommitted_sources_are_listed_but_not_the_compiled_yaml(tree: Path) ->
     (tree / "docs").mkdir()
     (tree / "docs/x.md").write_text("not a source\n", encoding="utf-8")
     assert images.uncommitted_image_sources(tree) == ["components/sft.py"]
+
+
+def test_version_falls_back_to_the_installed_package_then_to_zero(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib.metadata import PackageNotFoundError
+
+    (tree / "monGARS/version.py").unlink()
+    monkeypatch.setattr(images, "version", lambda name: f"installed-{name}")
+    assert images.package_version(tree) == "installed-mongars-mlops"
+
+    def not_installed(name: str) -> str:
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(images, "version", not_installed)
+    assert images.package_version(tree) == "0.0.0"
+
+
+def test_no_git_means_no_uncommitted_sources(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tree / "nowhere"))  # git cannot be found: OSError
+    assert images.uncommitted_image_sources(tree) == []
+    monkeypatch.undo()
+    assert images.uncommitted_image_sources(tree) == []  # not a checkout: git fails
