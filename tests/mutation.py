@@ -4,13 +4,16 @@
 tests/mutation.toml, in a scratch copy of the checkout (cosmic-ray edits files in place), every
 mutant of the module runs only that module's tests; the score is killed / (mutants - equivalent).
 Equivalent mutants (no behaviour can tell them apart) are listed with a reason in
-tests/mutation-equivalent.toml. Prints one line per module and every survivor, writes the figures
-to ``mutation-report.json`` in the current folder, and exits 1 when a module is under the bar.
+tests/mutation-equivalent.toml; mutants inside annotations that ``from __future__ import
+annotations`` leaves unevaluated are equivalent by construction and counted apart. Prints one
+line per module and every survivor, writes the figures to ``mutation-report.json`` in the
+current folder, and exits 1 when a module is under the bar.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -83,12 +86,40 @@ def _equivalents(module: str) -> dict[tuple[int, str, int], str]:
     }
 
 
-def _results(session: Path, module: str) -> dict:
+def _annotation_spans(source: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Where the module's annotations are, when ``from __future__ import annotations`` makes them
+    strings that are never evaluated: a mutant inside one is equivalent by construction."""
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    postponed = any(
+        isinstance(node, ast.ImportFrom)
+        and node.module == "__future__"
+        and any(alias.name == "annotations" for alias in node.names)
+        for node in tree.body
+    )
+    if not postponed:
+        return []
+    annotations: list[ast.expr] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            annotations.append(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns:
+            annotations.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            annotations.append(node.annotation)
+    return [
+        ((a.lineno, a.col_offset), (a.end_lineno or a.lineno, a.end_col_offset or 0))
+        for a in annotations
+    ]
+
+
+def _results(session: Path, module: str, source: Path) -> dict:
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import TestOutcome, WorkerOutcome
 
     equivalent = _equivalents(module)
+    annotations = _annotation_spans(source)
     figures = {"mutants": 0, "killed": 0, "survived": 0, "equivalent": 0, "incompetent": 0}
+    figures["annotation"] = 0  # of the equivalent ones: inside a never-evaluated annotation
     survivors: list[str] = []
     with use_db(str(session), WorkDB.Mode.open) as db:
         for item, result in db.completed_work_items:
@@ -103,6 +134,9 @@ def _results(session: Path, module: str) -> dict:
                 figures["incompetent"] += 1  # the mutant cannot even be imported: killed
             elif where in equivalent or (where[0], where[1], -1) in equivalent:
                 figures["equivalent"] += 1
+            elif any(start <= tuple(mutation.start_pos) < end for start, end in annotations):
+                figures["equivalent"] += 1
+                figures["annotation"] += 1
             else:
                 figures["survived"] += 1
                 survivors.append(
@@ -141,7 +175,7 @@ def run_target(target: dict, scratch: Path, timeout: float) -> dict:
                 f"{module}: {' '.join(str(p) for p in command[:2])} failed "
                 f"(the tests must pass unmutated):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
             )
-    figures = _results(session, module)
+    figures = _results(session, module, tree / module)
     figures["seconds"] = round(time.monotonic() - started, 1)
     figures["module"], figures["tests"] = module, tests
     return figures
@@ -164,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{figures['module']}: {figures['mutants']} mutants, killed "
             f"{figures['killed'] + figures['incompetent']}, survived {figures['survived']}, "
-            f"equivalent {figures['equivalent']}, score {figures['score']:.1%} "
+            f"equivalent {figures['equivalent']} ({figures['annotation']} in annotations), "
+            f"score {figures['score']:.1%} "
             f"({figures['seconds']:.0f} s)",
             flush=True,
         )
