@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from monGARS.mlops import storage
-from monGARS.mlops.training.common import checkpoints
 from monGARS.mlops.training.common.checkpoints import (
     MARKER,
     CheckpointStore,
@@ -225,18 +223,3 @@ def test_gs_roots_are_mirrored_and_local_roots_are_not(tmp_path: Path) -> None:
         assert remote.local_dir.is_dir() and remote.local_dir.name.startswith("run-")
     finally:
         remote.close()
-
-
-def test_the_callback_marks_the_checkpoint_the_trainer_just_saved(tmp_path: Path) -> None:
-    """Last: it imports transformers."""
-    store = CheckpointStore(str(tmp_path), "run")
-    store.prepare()
-    callback = checkpoints.checkpoint_callback(store)
-    _checkpoint(store.local_dir, 7, marked=False)
-    args = SimpleNamespace(output_dir=str(store.local_dir))
-    control = object()
-    assert callback.on_save(args, SimpleNamespace(global_step=7), control) is control
-    assert is_complete(store.local_dir / "checkpoint-7")
-    # A save step with no folder (the Trainer skipped it) marks nothing and creates nothing.
-    assert callback.on_save(args, SimpleNamespace(global_step=8), control) is control
-    assert not (store.local_dir / "checkpoint-8").exists()
