@@ -131,7 +131,9 @@ def _results(session: Path, module: str, source: Path) -> dict:
             if result.test_outcome == TestOutcome.KILLED:
                 figures["killed"] += 1
             elif result.test_outcome == TestOutcome.INCOMPETENT:
-                figures["incompetent"] += 1  # the mutant cannot even be imported: killed
+                # The worker could not test it (interrupted, crashed): neither killed nor
+                # survived; left out of the score and printed, so a broken run shows.
+                figures["incompetent"] += 1
             elif where in equivalent or (where[0], where[1], -1) in equivalent:
                 figures["equivalent"] += 1
             elif any(start <= tuple(mutation.start_pos) < end for start, end in annotations):
@@ -143,9 +145,8 @@ def _results(session: Path, module: str, source: Path) -> dict:
                     f"{module}:{mutation.start_pos[0]} {mutation.operator_name} "
                     f"(occurrence {mutation.occurrence})"
                 )
-    scored = figures["mutants"] - figures["equivalent"]
-    caught = figures["killed"] + figures["incompetent"]
-    figures["score"] = round(caught / scored, 4) if scored else 1.0
+    scored = figures["mutants"] - figures["equivalent"] - figures["incompetent"]
+    figures["score"] = round(figures["killed"] / scored, 4) if scored else 1.0
     figures["survivors"] = survivors
     return figures
 
@@ -197,9 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         report.append(figures)
         print(
             f"{figures['module']}: {figures['mutants']} mutants, killed "
-            f"{figures['killed'] + figures['incompetent']}, survived {figures['survived']}, "
+            f"{figures['killed']}, survived {figures['survived']}, "
             f"equivalent {figures['equivalent']} ({figures['annotation']} in annotations), "
-            f"score {figures['score']:.1%} "
+            f"untested {figures['incompetent']}, score {figures['score']:.1%} "
             f"({figures['seconds']:.0f} s)",
             flush=True,
         )
