@@ -223,3 +223,43 @@ def test_gs_roots_are_mirrored_and_local_roots_are_not(tmp_path: Path) -> None:
         assert remote.local_dir.is_dir() and remote.local_dir.name.startswith("run-")
     finally:
         remote.close()
+
+
+def test_local_store_resumes_from_the_newest_of_several_complete(tmp_path: Path) -> None:
+    store = CheckpointStore(str(tmp_path), "run")
+    for step in (30, 10, 20):
+        _checkpoint(store.local_dir, step)
+    assert store.prepare() == store.local_dir / "checkpoint-30"
+
+
+def test_pruning_counts_only_complete_remote_checkpoints(tmp_path: Path) -> None:
+    """A half-uploaded remote folder (no marker) must not evict a complete one."""
+    remote = tmp_path / "bucket"
+    store = CheckpointStore(str(remote), "run", mirror=True)
+    try:
+        store.finish_checkpoint(_checkpoint(store.local_dir, 10, marked=False))
+        half = remote / "run" / "checkpoint-15"
+        half.mkdir(parents=True)
+        (half / "adapter_model.safetensors").write_bytes(b"x")
+        store.finish_checkpoint(_checkpoint(store.local_dir, 20, marked=False))
+        complete = sorted(p.name for p in (remote / "run").iterdir() if (p / MARKER).is_file())
+        assert complete == ["checkpoint-10", "checkpoint-20"]
+    finally:
+        store.close()
+
+
+def test_mirror_downloads_deeply_nested_files(tmp_path: Path) -> None:
+    remote = tmp_path / "bucket"
+    writer = CheckpointStore(str(remote), "run", mirror=True)
+    checkpoint = _checkpoint(writer.local_dir, 10, marked=False)
+    (checkpoint / "global_step10" / "zero").mkdir(parents=True)
+    (checkpoint / "global_step10" / "zero" / "states.pt").write_bytes(b"s" * 3)
+    writer.finish_checkpoint(checkpoint)
+    writer.close()
+    reader = CheckpointStore(str(remote), "run", mirror=True)
+    try:
+        resume = reader.prepare()
+        assert resume is not None and is_complete(resume)
+        assert (resume / "global_step10" / "zero" / "states.pt").read_bytes() == b"sss"
+    finally:
+        reader.close()
