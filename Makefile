@@ -13,11 +13,12 @@ export TOKENIZERS_PARALLELISM ?= false
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-unit lint format compile check-compiled bench clean help
+.PHONY: setup run test test-unit mutation lint format compile check-compiled bench clean help
 
 help:
 	@echo "make run        run the whole pipeline locally on the tiny model (RUN_ID=$(RUN_ID))"
 	@echo "make test       run the whole test suite"
+	@echo "make mutation   mutation testing of the critical modules (MODULES=split,images ... to pick)"
 	@echo "make compile    regenerate pipelines/mongars.yaml"
 	@echo "make lint       ruff check + format check"
 	@echo "make images     build the container images (needs Docker; see docs/cluster.md)"
@@ -38,6 +39,14 @@ test: setup
 
 test-unit: setup
 	$(TEST_ENV) $(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# Mutation testing (cosmic-ray), one module at a time with only its own tests: tens of minutes on
+# 2 cores, so not part of `make test` or CI; docs/testing.md has the figures and how to read them.
+MODULES ?=
+mutation: setup
+	$(TEST_ENV) $(PY) tests/mutation.py $(subst $(comma), ,$(MODULES))
+
+comma := ,
 
 lint: setup
 	$(VENV)/bin/ruff check .

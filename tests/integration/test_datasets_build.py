@@ -137,6 +137,14 @@ def test_default_build_writes_the_contract_layout(tmp_path: Path) -> None:
     assert summary["totals"]["records_kept"] == sum(
         counts["train"] + counts["val"] for counts in summary["outputs"].values()
     )
+    # What summary.json counts is what the files hold, and no record is on both sides.
+    sides = [(summary["outputs"][kind], out / "corpora" / kind) for kind in KINDS]
+    sides += [(summary["modules"][module], out / "modules" / module) for module in modules]
+    for counts, folder in sides:
+        train_ids = [r["id"] for r in read_jsonl(folder / "train.jsonl")]
+        val_ids = [r["id"] for r in read_jsonl(folder / "val.jsonl")]
+        assert not set(train_ids) & set(val_ids), f"{folder}: records in both train and val"
+        assert (counts["train"], counts["val"]) == (len(train_ids), len(val_ids)), folder
     assert all(isinstance(v, str | int | float) for v in result.metadata.values())
     assert result.metadata["module_count"] == len(modules)
     assert result.metadata["instruction_train"] + result.metadata["instruction_val"] == 40

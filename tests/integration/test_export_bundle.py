@@ -181,6 +181,48 @@ def test_encoder_file_is_non_causal_with_mean_pooling(exported: dict) -> None:
     assert "llama.attention.causal" not in chat.fields
 
 
+def test_every_file_declares_its_quant_type_and_the_tokenizer_special_ids(
+    exported: dict, tiny_model_dir: Path
+) -> None:
+    """Read each GGUF's metadata back: the type its name promises, the HF tokenizer's ids.
+
+    Parity bounds alone do not tell Q4_K_M from Q4_K_S, and a swapped BOS/EOS id still gives
+    close logits; llama.cpp stops generating on ``eos_token_id``, so it must be the HF one.
+    """
+    import gguf
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    assert tokenizer.bos_token_id != tokenizer.eos_token_id  # else the check below proves nothing
+    expected_ids = {
+        gguf.Keys.Tokenizer.BOS_ID: tokenizer.bos_token_id,
+        gguf.Keys.Tokenizer.EOS_ID: tokenizer.eos_token_id,
+        gguf.Keys.Tokenizer.PAD_ID: tokenizer.pad_token_id,
+    }
+    end_of_turn = set(GenerationConfig.from_pretrained(str(tiny_model_dir)).eos_token_id)
+    end_of_turn.discard(tokenizer.eos_token_id)
+    bundle = json.loads((exported["out"] / "bundle.json").read_text())
+    checked = 0
+    for family in ("chat", "encoder"):
+        for label, entry in bundle[family]["files"].items():
+            reader = gguf.GGUFReader(str(exported["out"] / entry["path"]))
+            file_type = int(reader.fields[gguf.Keys.General.FILE_TYPE].contents())
+            assert file_type == gguf.LlamaFileType[f"MOSTLY_{label}"].value, (
+                f"{entry['path']} is labelled {label} but its general.file_type is "
+                f"{gguf.LlamaFileType(file_type).name}"
+            )
+            for key, expected in expected_ids.items():
+                got = int(reader.fields[key].contents())
+                assert got == expected, (
+                    f"{entry['path']}: {key} is {got}, the tokenizer's {expected}"
+                )
+            if end_of_turn:
+                got = int(reader.fields[gguf.Keys.Tokenizer.EOT_ID].contents())
+                assert got in end_of_turn, f"{entry['path']}: end-of-turn id {got}"
+            checked += 1
+    assert checked == 6
+
+
 def test_non_causal_parity_would_catch_a_causal_encoder(
     exported: dict, tiny_model_dir: Path
 ) -> None:

@@ -122,6 +122,9 @@ def test_killed_run_resumes_to_the_same_adapter(
     # on this deterministic CPU setup, so the adapter alone would not tell.
     assert resumed["optimizer_steps_run"] == 60 - step
     assert not partial.exists() or (partial / MARKER).is_file()  # removed, never resumed from
+    check_continued(tmp_path / "ref", new_out, step, total=60)
+    assert resumed["eval_loss_after"] == reference["eval_loss_after"]
+    assert resumed["train_loss_first"] == reference["train_loss_first"]
 
     expected = load_file(str(tmp_path / "ref" / "adapter" / "adapter_model.safetensors"))
     actual = load_file(str(new_out / "adapter" / "adapter_model.safetensors"))
@@ -151,3 +154,43 @@ def test_killed_run_resumes_to_the_same_adapter(
     after = [entry for entry in history if entry["step"] > step]
     assert after and after == [entry for entry in reference_history if entry["step"] > step]
     assert not list(root.glob(f"sft-{MODULE}-*/writer.lease"))  # released at the end
+
+
+def check_continued(reference_dir: Path, resumed_dir: Path, step: int, *, total: int) -> None:
+    """Evidence that the run in ``resumed_dir`` continued from checkpoint ``step``.
+
+    A restart from step 0 gives the same adapter on CPU, and ``resumed_from_step`` is only the
+    folder's name, so neither proves a resume. What does: this process ran only the optimizer steps
+    after the checkpoint (fewer tokens than a fresh run), the learning rate of every logged step
+    is the uninterrupted run's (scheduler state restored), the losses after the checkpoint are the
+    uninterrupted run's (optimizer moments restored: fresh Adam moments change the very next
+    update), and the final adapter is bit-identical.
+    """
+    reference = json.loads((reference_dir / "metrics.json").read_text(encoding="utf-8"))
+    resumed = json.loads((resumed_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert reference["optimizer_steps_run"] == total
+    assert resumed["optimizer_steps_run"] == total - step, (
+        f"the rerun ran {resumed['optimizer_steps_run']} optimizer steps in its own process; "
+        f"checkpoint-{step} leaves {total - step}: the checkpoint was not resumed from"
+    )
+    assert 0 < resumed["trained_tokens"] < reference["trained_tokens"], (
+        "the rerun trained as many tokens as a fresh run: it restarted instead of resuming"
+    )
+    assert resumed["learning_rate_history"] == reference["learning_rate_history"], (
+        "the learning rates after the resume differ from the uninterrupted run's: "
+        "the scheduler state was not restored"
+    )
+    losses = {e["step"]: e["loss"] for e in reference["loss_history"]}
+    after = [e for e in resumed["loss_history"] if e["step"] > step]
+    assert after, "no loss was logged after the resume"
+    for entry in after:
+        assert entry["loss"] == losses[entry["step"]], (
+            f"loss at step {entry['step']} is {entry['loss']}, the uninterrupted run's "
+            f"{losses[entry['step']]}: the optimizer state was not restored"
+        )
+    expected = load_file(str(reference_dir / "adapter" / "adapter_model.safetensors"))
+    actual = load_file(str(resumed_dir / "adapter" / "adapter_model.safetensors"))
+    assert expected.keys() == actual.keys()
+    for name, tensor in expected.items():
+        # CPU fp32 with one thread: identical, not merely close.
+        assert torch.equal(actual[name], tensor), f"{name} differs from the uninterrupted run's"

@@ -23,6 +23,110 @@ def test_defaults_are_valid_and_write_q8_0_and_q4_k_m() -> None:
     assert config.logit_bounds("q8_0")[1] < config.logit_bounds("q4_k_m")[1]
 
 
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "export.md"
+
+
+def _docs_rows(first_cell: str) -> dict[str, list[str]]:
+    """Rows of docs/export.md's tables keyed by their first cell (backticks dropped)."""
+    rows = {}
+    for line in DOCS.read_text(encoding="utf-8").splitlines():
+        cells = [cell.strip().strip("`") for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] != first_cell:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _bounds_table() -> dict[str, tuple[float, float, float, float]]:
+    """type -> (worst cosine measured, worst rel measured, bound cosine, bound rel)."""
+    table = {}
+    for quant, cells in _docs_rows("type").items():
+        if quant in ("f16", *QUANT_FTYPES) and len(cells) == 4:
+            worst_rel = max(float(x) for x in cells[0].split("/"))
+            table[quant] = (float(cells[1].split()[0]), worst_rel, float(cells[2]), float(cells[3]))
+    return table
+
+
+def test_documented_bounds_are_the_defaults() -> None:
+    table = _bounds_table()
+    assert set(table) >= {"f16", "q8_0", "q4_k_m", "q2_k"}, sorted(table)
+    for quant, (_, _, cosine, rel) in table.items():
+        assert ExportConfig().logit_bounds(quant) == (cosine, rel), f"docs/export.md {quant}"
+
+
+def test_documented_config_defaults_are_the_code_defaults() -> None:
+    rows = _docs_rows("field")
+    config = ExportConfig()
+    assert rows["verify"][0] == str(config.verify).lower() == "true"
+    assert rows["quantize_encoder"][0] == str(config.quantize_encoder).lower() == "true"
+    assert int(rows["generate_tokens"][0]) == config.generate_tokens
+    assert int(rows["n_ctx"][0]) == config.n_ctx
+    assert json.loads(rows["quant_types"][0]) == config.quant_types
+    assert json.loads(rows["export_method"][0]) == config.export_method
+
+
+def _passes(bounds: tuple[float, float], cosine: float, rel: float) -> bool:
+    return cosine >= bounds[0] and rel <= bounds[1]
+
+
+@pytest.mark.parametrize("quant", ["f16", "q8_0", "q6_k", "q4_k_m", "q4_0", "q3_k_m", "q2_k"])
+def test_each_bound_passes_its_measured_worst_and_refuses_noise(quant: str) -> None:
+    """Each default bound accepts its type's worst measured figures (docs/export.md), and each
+    of its two figures alone refuses a file whose logits are noise."""
+    cosine, rel, _, _ = _bounds_table()[quant]
+    bounds = ExportConfig().logit_bounds(quant)
+    assert _passes(bounds, cosine, rel), f"{quant}: bound {bounds} refuses its measured figures"
+    assert not _passes(bounds, 0.2, rel), f"{quant}: cosine bound {bounds[0]} accepts noise"
+    assert not _passes(bounds, cosine, 2.0), f"{quant}: rel bound {bounds[1]} accepts noise"
+
+
+def test_tiers_are_nested_finer_types_get_tighter_bounds() -> None:
+    """An f16 file that behaves like a q8_0 one fails, a q8_0 like a k-quant fails, and so on."""
+    config = ExportConfig()
+    tiers = [config.logit_bounds(quant) for quant in ("f16", "q8_0", "q4_k_m", "q2_k")]
+    cosines, rels = [b[0] for b in tiers], [b[1] for b in tiers]
+    assert cosines == sorted(cosines, reverse=True) and len(set(cosines)) == 4, cosines
+    assert rels == sorted(rels) and len(set(rels)) == 4, rels
+
+
+def test_encoder_bound_tells_a_causal_encoder_from_a_faithful_one() -> None:
+    """docs/export.md: f16 0.9999997, q8_0 0.99990, q4_k_m 0.980; the same file against the
+    causal model 0.56. Quantised encoders get min(encoder bound, the tier's)."""
+    config = ExportConfig()
+    assert 0.56 < config.encoder_min_cosine <= 0.99990
+    assert min(config.encoder_min_cosine, config.logit_bounds("q4_k_m")[0]) <= 0.980
+
+
+def test_config_is_immutable() -> None:
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ExportConfig().verify = False  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"f16_min_cosine": 1.0001}, "f16_min_cosine"),
+        ({"q8_min_cosine": -1.0001}, "q8_min_cosine"),
+        ({"encoder_min_cosine": -1.5}, "encoder_min_cosine"),
+        ({"generate_tokens": 0}, "generate_tokens"),
+        ({"n_ctx": 63}, "n_ctx"),
+        ({"kquant_max_rel_diff": 0.0}, "kquant_max_rel_diff"),
+    ],
+)
+def test_values_just_outside_the_ranges_are_refused(values: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        load_config(ExportConfig, values)
+
+
+def test_values_at_the_edges_of_the_ranges_are_accepted() -> None:
+    for values in (
+        {"f16_min_cosine": 1.0, "q8_min_cosine": -1.0, "kquant_min_cosine": -0.5},
+        {"lowbit_min_cosine": 0.5, "generate_tokens": 1, "n_ctx": 64},
+    ):
+        load_config(ExportConfig, values)
+
+
 @pytest.mark.parametrize(
     ("method", "expected"),
     [
@@ -57,11 +161,18 @@ def test_unknown_quant_type_and_bad_bounds_are_all_reported() -> None:
     assert any("iq2_xxs" in problem for problem in caught.value.problems)
 
 
-def test_every_quant_type_names_a_llama_cpp_ftype() -> None:
+def test_every_quant_type_asks_llama_cpp_for_the_file_type_it_is_named_after() -> None:
+    """The ftype passed to llama_model_quantize is what lands in ``general.file_type``; gguf's
+    own enum (written independently of llama_cpp's constants) says which number each name is."""
+    import gguf
     import llama_cpp
 
     for name, constant in QUANT_FTYPES.items():
-        assert isinstance(getattr(llama_cpp, constant), int), name
+        expected = gguf.LlamaFileType[f"MOSTLY_{name.upper()}"]
+        assert getattr(llama_cpp, constant) == expected.value, (
+            f"quant {name!r} asks llama.cpp for ftype {getattr(llama_cpp, constant)} "
+            f"({constant}), a {name.upper()} file is general.file_type {expected.value}"
+        )
     assert set(QUANT_FTYPES) <= set(VALID_METHODS)
 
 

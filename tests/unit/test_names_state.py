@@ -37,3 +37,28 @@ def test_corrupted_state_is_a_clear_error(tmp_path: Path, content: bytes) -> Non
     (tmp_path / "state.json").write_bytes(content)
     with pytest.raises(MongarsError, match="rebuild it with --build-datasets"):
         load_state(tmp_path)
+
+
+def test_a_state_file_of_the_current_format_still_loads(tmp_path: Path) -> None:
+    """Users' runs/<id>/state.json files are version 1: a format change must be deliberate."""
+    (tmp_path / "state.json").write_text(
+        '{"version": 1, "run_id": "demo", "history": [{"status": "failed"}]}', encoding="utf-8"
+    )
+    assert load_state(tmp_path)["history"] == [{"status": "failed"}]
+    save_state(tmp_path, "demo", {"status": "succeeded"}, None)
+    assert load_state(tmp_path)["version"] == 1
+
+
+@pytest.mark.parametrize("version", [0, 2, "1", None])
+def test_other_state_versions_are_refused(tmp_path: Path, version: object) -> None:
+    import json
+
+    (tmp_path / "state.json").write_text(json.dumps({"version": version}), encoding="utf-8")
+    with pytest.raises(MongarsError, match="not a monGARS state file"):
+        load_state(tmp_path)
+
+
+def test_unreadable_state_error_says_why(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_bytes(b"{not json")
+    with pytest.raises(MongarsError, match=r"cannot be read \(Expecting property name"):
+        load_state(tmp_path)

@@ -97,7 +97,7 @@ def is_complete(checkpoint: Path) -> bool:
         files = marker["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    if marker.get("step") != _step(checkpoint.name) or not files:
+    if marker.get("step") != _step(checkpoint.name) or not isinstance(files, dict) or not files:
         return False
     for relative, size in files.items():
         path = checkpoint / relative

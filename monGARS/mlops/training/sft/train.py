@@ -413,6 +413,11 @@ def _train(
         "peak_memory_mb": round(peak_mb, 1),
         "peak_memory_kind": peak_kind,
         "loss_history": [{"step": s, "loss": v} for s, v in losses],
+        "learning_rate_history": [
+            {"step": e["step"], "learning_rate": e["learning_rate"]}
+            for e in history
+            if "learning_rate" in e
+        ],
         "eval_history": [
             {"step": e["step"], "eval_loss": e["eval_loss"]} for e in history if "eval_loss" in e
         ],
