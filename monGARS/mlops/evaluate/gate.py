@@ -55,6 +55,10 @@ class Decision:
         }
 
 
+def _fmt(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4f}"
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -72,9 +76,13 @@ def decide(
     checks: list[Check] = []
     nll, base_nll = _number(tuned.get("assistant_nll")), _number(base.get("assistant_nll"))
     if nll is None or not math.isfinite(nll):
-        checks.append(Check("gain_over_base", False, f"tuned assistant NLL is {nll} (not finite)"))
+        checks.append(
+            Check("gain_over_base", False, f"tuned assistant NLL is {_fmt(nll)} (not finite)")
+        )
     elif base_nll is None or not math.isfinite(base_nll):
-        checks.append(Check("gain_over_base", True, f"base NLL {base_nll}: any finite NLL gains"))
+        checks.append(
+            Check("gain_over_base", True, f"base NLL {_fmt(base_nll)}: any finite NLL gains")
+        )
     else:
         gain = base_nll - nll
         checks.append(
@@ -110,7 +118,7 @@ def _against_champion(
             Check(
                 "vs_champion:assistant_nll",
                 ok,
-                f"assistant NLL {nll} vs champion {best:.4f} (at most {ceiling:.4f})",
+                f"assistant NLL {_fmt(nll)} vs champion {best:.4f} (at most {ceiling:.4f})",
             )
         )
     for figure in SHARE_FIGURES:
@@ -123,7 +131,7 @@ def _against_champion(
             Check(
                 f"vs_champion:{figure}",
                 ok,
-                f"{figure} {mine} vs champion {theirs:.4f} (at least {floor:.4f})",
+                f"{figure} {_fmt(mine)} vs champion {theirs:.4f} (at least {floor:.4f})",
             )
         )
     return checks

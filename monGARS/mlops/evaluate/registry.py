@@ -131,6 +131,10 @@ class ChampionRegistry:
                 "missing (no manifest.json)"
             ) from None
 
+    def read_version_json(self, module: str, version: str, name: str) -> dict[str, Any]:
+        """A JSON file of a version (bundle.json, evaluation.json, lineage.json)."""
+        return json.loads(self.fs.cat_file(self._path(module, VERSIONS, version, name)))
+
     def champion(self, module: str) -> tuple[Pointer, dict[str, Any]] | None:
         """The current champion's pointer and manifest, or None."""
         pointer = self.pointer(module)
@@ -161,6 +165,8 @@ class ChampionRegistry:
     ) -> dict[str, Any]:
         """Upload ``files`` (registry name -> local path), then the manifest that completes it."""
         entries = {}
+        if not self.gcs:  # object stores have no folders; a local one must exist first
+            self.fs.makedirs(self._path(module, VERSIONS, version), exist_ok=True)
         for name, local in sorted(files.items()):
             self.fs.put(str(local), self._path(module, VERSIONS, version, name))
             entries[name] = {"bytes": Path(local).stat().st_size, "sha256": sha256_file(local)}
@@ -234,7 +240,7 @@ class ChampionRegistry:
                 uploadType="media",
                 name=key,
                 ifGenerationMatch=str(generation),
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": "application/octet-stream"},
                 data=payload,
                 json_out=True,
             )
