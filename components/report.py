@@ -14,6 +14,8 @@ def report(
     sft_adapters: dsl.Input[list[dsl.Model]] = None,
     encoders: dsl.Input[list[dsl.Model]] = None,
     ggufs: dsl.Input[list[dsl.Model]] = None,
+    evaluations: dsl.Input[list[dsl.Artifact]] = None,
+    promotion: dsl.Input[dsl.Artifact] = None,
 ) -> str:
     """Gather every stage's figures; return a JSON summary of artifact locations per module."""
     from monGARS.mlops import stages
@@ -30,6 +32,8 @@ def report(
             locations(encoders),
             locations(ggufs),
             report_html.path,
+            locations(evaluations),
+            promotion.path if promotion is not None else None,
         )
     log_metrics(metrics, figures)
     return summary

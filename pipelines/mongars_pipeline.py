@@ -1,4 +1,5 @@
-"""The monGARS pipeline: fetch + build_datasets, then per module sft -> llm2vec -> raft -> export.
+"""The monGARS pipeline: fetch + build_datasets, per module sft -> llm2vec -> raft -> export ->
+evaluate, then promote (the gate and the champion registry) and report.
 
 ``build_pipeline(last_stage, options)`` builds the DAG up to a stage (the runbook's stage flags);
 the compiled, committed YAML is the full pipeline, and ``kfp.local`` runs that same definition.
@@ -19,10 +20,13 @@ from typing import Any
 from kfp import dsl
 
 from monGARS.components.build_datasets import build_datasets
+from monGARS.components.evaluate import evaluate
 from monGARS.components.export import export
 from monGARS.components.fetch_base_model import fetch_base_model
+from monGARS.components.images import CPU_IMAGE
 from monGARS.components.llm2vec import llm2vec
 from monGARS.components.merge_adapter import merge_adapter
+from monGARS.components.promote import promote
 from monGARS.components.raft import raft as raft_component
 from monGARS.components.report import report
 from monGARS.components.sft import sft
@@ -33,7 +37,7 @@ PIPELINE_NAME = "mongars"
 STAGE_ORDER = ("build_datasets", "sft", "llm2vec", "raft", "export", "report")
 DESCRIPTION = (
     "monGARS: French, code-aware assistant — datasets, QLoRA SFT, LLM2Vec encoder, optional "
-    "RAFT, verified GGUF export, report."
+    "RAFT, verified GGUF export, evaluation and promotion gate, report."
 )
 
 
@@ -174,7 +178,38 @@ def build_pipeline(
                         ),
                         "export",
                     )
-                    collected["ggufs"] = dsl.Collected(export_task.outputs["gguf"])
+                    gguf = export_task.outputs["gguf"]
+                    collected["ggufs"] = dsl.Collected(gguf)
+                    # The files that ship, scored on CPU; a small artifact for promote and report.
+                    evaluate_task = _cached(
+                        evaluate(
+                            gguf=export_task.outputs["gguf"],
+                            chat_model=chat_model,
+                            base_model=base,
+                            datasets=datasets,
+                            module=module,
+                            **stage_args("evaluate"),
+                        ),
+                        "evaluate",
+                    )
+                    placement.use_shared_cache(evaluate_task, params["model_cache_pvc"])
+                    collected["evaluations"] = dsl.Collected(evaluate_task.outputs["evaluation"])
+
+        if "evaluations" in collected:
+            # Never cached: it reads and writes the champion registry, which outlives runs.
+            promote_task = promote(
+                # Its own Collected objects: one instance read by two tasks confuses the compiler.
+                evaluations=dsl.Collected(evaluate_task.outputs["evaluation"]),
+                ggufs=dsl.Collected(gguf),
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                image=CPU_IMAGE,
+                **stage_args("promote"),
+            )
+            promote_task.set_caching_options(enable_caching=False)
+            placement.set_resources(promote_task, "promote")
+            placement.use_shared_cache(promote_task, params["model_cache_pvc"])
+            collected["promotion"] = promote_task.outputs["promotion"]
 
         report_task = _cached(
             report(run_name=params["run_name"], datasets=datasets, **collected), "report"

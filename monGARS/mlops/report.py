@@ -36,6 +36,8 @@ class ModuleOutputs:
     encoder_metrics: dict[str, Any] = field(default_factory=dict)
     bundle: dict[str, Any] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    promotion: dict[str, Any] = field(default_factory=dict)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -66,6 +68,8 @@ def gather(
     sft_dirs: Sequence[str],
     encoder_dirs: Sequence[str],
     gguf_dirs: Sequence[str],
+    evaluation_dirs: Sequence[str] = (),
+    promotion: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, ModuleOutputs]]:
     """Read the datasets summary and every module's stage outputs."""
     datasets = Path(datasets_dir)
@@ -101,7 +105,14 @@ def gather(
 
     attach(sft_dirs, ["training_config.json", "metrics.json"], add_sft)
     attach(encoder_dirs, ["encoder.json", "metrics.json"], add_encoder)
+
+    def add_evaluation(module: ModuleOutputs, folder: Path) -> None:
+        module.evaluation = _read_json(folder / "evaluation.json")
+
     attach(gguf_dirs, ["bundle.json"], add_bundle)
+    attach(evaluation_dirs, ["evaluation.json"], add_evaluation)
+    for name, result in ((promotion or {}).get("modules") or {}).items():
+        modules.setdefault(name, ModuleOutputs(name=name)).promotion = dict(result)
     return _read_json(datasets / "summary.json"), modules
 
 
@@ -128,6 +139,9 @@ def figures(modules: dict[str, ModuleOutputs]) -> dict[str, float]:
             for entry in bundle_files(module.bundle)
         }
         _flatten(f"{name}.gguf_bytes", gguf_sizes, flat)
+        _flatten(f"{name}.evaluation", module.evaluation.get("summary") or {}, flat)
+        if module.promotion:
+            flat[f"{name}.promoted"] = int(bool(module.promotion.get("promoted")))
     return {key: float(value) for key, value in flat.items()}
 
 
@@ -750,8 +764,15 @@ section.module{border-top:1px solid var(--line);margin-top:28px}
 """
 
 
-def render_html(run_name: str, summary: dict[str, Any], modules: dict[str, ModuleOutputs]) -> str:
-    """The report page for a run: overview, datasets, then one section per module."""
+def render_html(
+    run_name: str,
+    summary: dict[str, Any],
+    modules: dict[str, ModuleOutputs],
+    promotion: dict[str, Any] | None = None,
+) -> str:
+    """The report page for a run: promotion, overview, datasets, then one section per module."""
+    from monGARS.mlops.evaluate.report_section import evaluation_section, promotion_banner
+
     names = sorted(modules)
     stages = [
         label
@@ -760,6 +781,7 @@ def render_html(run_name: str, summary: dict[str, Any], modules: dict[str, Modul
             ("SFT", any(m.sft_metrics or m.sft_adapter for m in modules.values())),
             ("llm2vec", any(m.encoder_metrics or m.encoder for m in modules.values())),
             ("GGUF export", any(m.bundle for m in modules.values())),
+            ("evaluation", any(m.evaluation for m in modules.values())),
         )
         if present
     ]
@@ -773,6 +795,7 @@ def render_html(run_name: str, summary: dict[str, Any], modules: dict[str, Modul
         "<nav>Jump to: <a href='#overview'>overview</a><a href='#datasets'>datasets</a>"
         + "".join(f"<a href='#module-{_esc(n)}'>{_esc(n)}</a>" for n in names)
         + "</nav>",
+        promotion_banner(promotion or {}),
         "<section id='overview'><h2>Overview</h2>",
         _overview(modules),
         "<p class='muted'>Losses are mean cross-entropy per token (lower is better); retrieval "
@@ -784,7 +807,12 @@ def render_html(run_name: str, summary: dict[str, Any], modules: dict[str, Modul
         module = modules[name]
         parts.append(f"<section class='module' id='module-{_esc(name)}'>")
         parts.append(f"<h2>Module <code>{_esc(name)}</code></h2>")
-        body = _sft_section(module) + _llm2vec_section(module) + _gguf_section(module)
+        body = (
+            _sft_section(module)
+            + _llm2vec_section(module)
+            + _gguf_section(module)
+            + evaluation_section(module.evaluation, module.promotion)
+        )
         parts.append(body or "<p class='muted'>no training stage ran for this module yet</p>")
         parts.append("</section>")
     parts.append("</main></body></html>")
@@ -798,10 +826,15 @@ def write_report(
     encoder_dirs: Sequence[str],
     gguf_dirs: Sequence[str],
     html_path: str | Path,
+    evaluation_dirs: Sequence[str] = (),
+    promotion_dir: str | None = None,
 ) -> tuple[str, dict[str, float]]:
     """Write the HTML report; return (JSON summary of artifact locations, flat figures)."""
-    summary, modules = gather(datasets_dir, sft_dirs, encoder_dirs, gguf_dirs)
-    write_text(html_path, render_html(run_name, summary, modules))
+    promotion = _read_json(Path(promotion_dir) / "promotion.json") if promotion_dir else {}
+    summary, modules = gather(
+        datasets_dir, sft_dirs, encoder_dirs, gguf_dirs, evaluation_dirs, promotion
+    )
+    write_text(html_path, render_html(run_name, summary, modules, promotion))
     locations = {
         "datasets": str(datasets_dir),
         "report": str(html_path),
@@ -816,8 +849,38 @@ def write_report(
                     str(Path(module.gguf_bundle) / str(entry.get("path", "")))
                     for entry in bundle_files(module.bundle)
                 ],
+                **_evaluation_outputs(module),
             }
             for name, module in sorted(modules.items())
         },
     }
+    if promotion:
+        from monGARS.mlops.evaluate.promote import outcome_lines
+
+        locations["promotion"] = {
+            "registry": promotion.get("registry", ""),
+            "promoted": promotion.get("promoted", []),
+            "rejected": promotion.get("rejected", []),
+            "lines": outcome_lines(promotion),
+        }
     return json.dumps(locations, sort_keys=True), figures(modules)
+
+
+def _evaluation_outputs(module: ModuleOutputs) -> dict[str, Any]:
+    """What state.json keeps per module of the evaluation and the gate's decision."""
+    out: dict[str, Any] = {}
+    if module.evaluation:
+        out["evaluation"] = {
+            "quant": module.evaluation.get("quant"),
+            "items": module.evaluation.get("items"),
+            "seconds": (module.evaluation.get("seconds") or {}).get("total"),
+            **{k: v for k, v in (module.evaluation.get("summary") or {}).items() if v},
+        }
+    if module.promotion:
+        out["promotion"] = {
+            "outcome": module.promotion.get("outcome"),
+            "reasons": module.promotion.get("reasons", []),
+            "champion": module.promotion.get("champion_after"),
+            "published": module.promotion.get("published", False),
+        }
+    return out

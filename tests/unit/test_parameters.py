@@ -23,7 +23,12 @@ from monGARS.mlops.parameters import (
 from monGARS.pipelines.compile import COMPILED_PIPELINE
 
 # Arguments a stage's component takes besides its stage parameters (and its artifacts).
-TASK_ARGUMENTS = {"build_datasets": set(), "export": {"module"}, "raft": {"module", "enabled"}}
+TASK_ARGUMENTS = {
+    "build_datasets": set(),
+    "export": {"module"},
+    "raft": {"module", "enabled"},
+    "promote": {"run_id", "job_name", "image"},  # lineage, from KFP placeholders and the tag
+}
 LOADER_KEYS = {"llm2vec": {"mntp_config", "simcse_config"}}  # consumed by load_llm2vec_config
 IR_TYPES = {
     str: "STRING",
@@ -37,6 +42,7 @@ IR_TYPES = {
 
 def _config_class(stage: str) -> type:
     from monGARS.mlops.datasets.config import DatasetsConfig
+    from monGARS.mlops.evaluate.config import EvaluateConfig, PromotionConfig
     from monGARS.mlops.export.config import ExportConfig
     from monGARS.mlops.training.llm2vec.config import Llm2VecConfig
     from monGARS.mlops.training.raft.config import RaftConfig
@@ -48,6 +54,8 @@ def _config_class(stage: str) -> type:
         "llm2vec": Llm2VecConfig,
         "raft": RaftConfig,
         "export": ExportConfig,
+        "evaluate": EvaluateConfig,
+        "promote": PromotionConfig,
     }[stage]
 
 

@@ -110,7 +110,11 @@ def promote_modules(
         bundles[str(_read_json(folder / "bundle.json", "bundle")["module"])] = folder
     uri = resolve_registry(cfg.registry)
     registry = ChampionRegistry(uri) if uri else None
+    import os
+
     run_id = str(lineage.get("run_id", ""))
+    # Version names read better with the local run id or the KFP run's name than with a uuid.
+    run_label = os.environ.get("MONGARS_RUN_ID") or str(lineage.get("job_name") or run_id)
     modules: dict[str, Any] = {}
     target = Path(out_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +125,7 @@ def promote_modules(
             if module not in bundles:
                 raise MongarsError(f"promote: module {module} was evaluated but has no GGUF bundle")
             modules[module] = _promote_one(
-                cfg, registry, module, folder, evaluation, bundles[module], lineage, run_id,
+                cfg, registry, module, folder, evaluation, bundles[module], lineage, run_label,
                 Path(scratch),
             )  # fmt: skip
     record = {
@@ -136,6 +140,37 @@ def promote_modules(
     with atomic_dir(target) as stage:
         write_json(stage / PROMOTION_JSON, record)
     return record
+
+
+def module_lineage_record(
+    cfg: PromotionConfig,
+    module: str,
+    evaluation: Mapping[str, Any],
+    bundle_dir: Path,
+    lineage: Mapping[str, Any],
+) -> dict[str, Any]:
+    """What a champion version records of its origin: run, image, base, data, parameters."""
+    import os
+
+    measured = dict(evaluation.get("lineage") or {})
+    training = measured.pop("training_config", {})
+    bundle = _read_json(bundle_dir / "bundle.json", "bundle")
+    return {
+        **lineage,
+        "local_run_id": os.environ.get("MONGARS_RUN_ID", ""),
+        "module": module,
+        **measured,
+        "parameters": {
+            "training": training,
+            "export": bundle.get("config", {}),
+            "evaluate": evaluation.get("config", {}),
+            "promote": config_to_dict(cfg),
+        },
+        "evaluation": {
+            "items_digest": evaluation.get("items_digest"),
+            "quant": evaluation["quant"],
+        },
+    }
 
 
 def _promote_one(
@@ -161,14 +196,15 @@ def _promote_one(
     published: dict[str, Any] | None = None
     if decision.promoted and registry is not None and cfg.publish:
         files = {**_bundle_files(bundle_dir), EVALUATION_JSON: evaluation_dir / EVALUATION_JSON}
+        module_lineage = module_lineage_record(cfg, module, evaluation, bundle_dir, lineage)
         lineage_path = scratch / f"{module}-{LINEAGE_JSON}"
-        lineage_path.write_text(json.dumps({**lineage, "module": module}, indent=2, sort_keys=True))
+        write_json(lineage_path, module_lineage)
         files[LINEAGE_JSON] = lineage_path
         try:
             published = registry.promote(
                 module,
                 files,
-                {"lineage": {**lineage, "module": module}, "summary": tuned, "base": base},
+                {"lineage": module_lineage, "summary": tuned, "base": base},
                 expected=pointer,
                 run_id=run_id,
             )

@@ -229,9 +229,9 @@ def evaluate_module(
         mark = lap("tuned_gguf", mark)
         from monGARS.mlops.evaluate.base_gguf import base_gguf
 
-        base_path, base_info = base_gguf(
-            base_artifact, base_dir, quant, Path(scratch), dict(export_values or {})
-        )
+        # The base goes through the same writer settings the module's export used.
+        conversion = dict(export_values or bundle.manifest.get("config") or {})
+        base_path, base_info = base_gguf(base_artifact, base_dir, quant, Path(scratch), conversion)
         mark = lap("base_convert", mark)
         base = chat_figures(base_path, items, cfg.max_new_tokens, stop_ids)
         if encoder:
@@ -272,6 +272,7 @@ def evaluate_module(
             },
             "seconds": timings,
             "config": config_to_dict(cfg),
+            "lineage": lineage(base_artifact, chat_model_dir, datasets_dir, module, base_info),
         }
         write_json(stage / EVALUATION_JSON, evaluation)
         write_json(stage / ITEMS_JSON, {**_items_payload(items, stop_ids), "retrieval": retrieval})
@@ -299,6 +300,50 @@ def _hf_figures(
         model.close()
         decoder.close()
     return _with_scores(scored, items)
+
+
+def _digest_files(paths: list[Path]) -> str:
+    import hashlib
+
+    from monGARS.mlops.atomic import sha256_file
+
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def lineage(
+    base_artifact: str | Path,
+    chat_model_dir: str | Path,
+    datasets_dir: str | Path,
+    module: str,
+    base_info: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Where the evaluated model came from: base revision, dataset digests, training settings."""
+    import json
+
+    from monGARS.mlops.shared_cache import REFERENCE_FILE
+
+    reference_path = Path(base_artifact) / REFERENCE_FILE
+    reference = (
+        json.loads(reference_path.read_text(encoding="utf-8")) if reference_path.is_file() else {}
+    )
+    provenance_path = Path(chat_model_dir) / "provenance.json"
+    provenance = (
+        json.loads(provenance_path.read_text(encoding="utf-8")) if provenance_path.is_file() else {}
+    )
+    data = Path(datasets_dir)
+    module_files = sorted((data / "modules" / module).glob("*.jsonl"))
+    corpus_files = sorted((data / "corpora").glob("*/*.jsonl"))
+    return {
+        "base_model": reference.get("base_model", ""),
+        "base_revision": reference.get("revision") or base_info.get("base_key", ""),
+        "base_key": base_info.get("base_key", ""),
+        "module_datasets_sha256": _digest_files(module_files),
+        "corpora_sha256": _digest_files(corpus_files),
+        "training_config": provenance.get("training_config", {}),
+    }
 
 
 def flat_metadata(evaluation: Mapping[str, Any]) -> dict[str, Any]:
