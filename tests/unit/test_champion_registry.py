@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -146,3 +147,32 @@ def test_a_kill_during_promotion_leaves_the_champion_whole(
 def test_bad_uri_is_refused() -> None:
     with pytest.raises(MongarsError, match="URI is empty"):
         ChampionRegistry("  ")
+
+
+def test_champion_cli_reads_and_restores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monGARS.cli import main
+
+    root = tmp_path / "runs" / "champions"
+    registry = ChampionRegistry(str(root))
+    first = registry.promote("m", files_of(tmp_path / "a", "one"), {"summary": {"token_f1": 0.5}},
+                             expected=None, run_id="r1")  # fmt: skip
+    registry.promote("m", files_of(tmp_path / "b", "two"), {}, expected=registry.pointer("m"),
+                     run_id="r2")  # fmt: skip
+    assert main(["champion", "list", "--runs-root", str(tmp_path / "runs")]) == 0
+    listing = capsys.readouterr().out
+    assert "m " in listing and "1 earlier champion(s)" in listing
+    assert main(["champion", "show", "m", "--registry", str(root)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert set(shown["manifest"]["files"]) == {
+        "m-chat-Q8_0.gguf", "m-encoder-F16.gguf", "Modelfile", "bundle.json"
+    }  # fmt: skip
+    assert (
+        main(["champion", "rollback", "m", "--to", first["version"], "--registry", str(root)]) == 0
+    )
+    assert f"champion is now {first['version']}" in capsys.readouterr().out
+    assert main(["champion", "show", "other", "--registry", str(root)]) == 2
+    assert "other has no champion; modules with one: m" in capsys.readouterr().err
+    assert main(["champion", "list", "--registry", str(tmp_path / "nowhere")]) == 2
+    assert "no such folder" in capsys.readouterr().err

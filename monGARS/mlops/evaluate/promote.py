@@ -187,6 +187,21 @@ def _promote_one(
     tuned = evaluation["summary"]["tuned"]
     base = evaluation["summary"]["base"]
     pointer = registry.pointer(module) if registry else None
+    if registry is not None and pointer is not None and _is_champion(registry, pointer, bundle_dir):
+        # A resumed or repeated run whose files already are the champion: nothing to publish.
+        return {
+            "module": module,
+            "outcome": "promoted",
+            "promoted": True,
+            "reasons": [],
+            "checks": [],
+            "note": "these files already are the champion",
+            "figures": {"base": base, "tuned": tuned, "champion": None},
+            "gguf_vs_hf": evaluation.get("gguf_vs_hf"),
+            "champion_before": pointer.version,
+            "champion_after": pointer.version,
+            "published": True,
+        }
     champion = (
         champion_figures(registry, module, pointer.version, evaluation_dir, scratch)
         if registry and pointer
@@ -223,6 +238,20 @@ def _promote_one(
         else (pointer.version if pointer else None),
         "published": published is not None,
     }
+
+
+def _is_champion(registry: ChampionRegistry, pointer: Any, bundle_dir: Path) -> bool:
+    """Do the champion's stored GGUF files have exactly this bundle's sha256s (from bundle.json)?"""
+    stored = registry.manifest(pointer.data["module"], pointer.version)["files"]
+    bundle = _read_json(bundle_dir / "bundle.json", "bundle")
+    entries = [
+        entry
+        for kind in ("chat", "encoder")
+        for entry in ((bundle.get(kind) or {}).get("files") or {}).values()
+    ]
+    return bool(entries) and all(
+        stored.get(entry["path"], {}).get("sha256") == entry["sha256"] for entry in entries
+    )
 
 
 def flat_metrics(record: Mapping[str, Any]) -> dict[str, Any]:
