@@ -27,6 +27,9 @@ class EvaluateConfig:
     max_seq_length: int = 1024
     # Also score the merged HF model on the same items: what quantisation costs on the task.
     hf_parity: bool = True
+    # The HF model's NLL covers every item; its greedy answers (slow: f32 on CPU) only the first
+    # ``hf_answers``, compared with the GGUF's answers on those same items.
+    hf_answers: int = 8
     # Retrieval queries scored with the encoder (the held-out ones the llm2vec stage leaves out of
     # training, ``llm2vec/data.py: load_retrieval_eval``); 0 turns the encoder figures off.
     retrieval_max_queries: int = 64
@@ -37,6 +40,7 @@ class EvaluateConfig:
         checks.at_least("max_new_tokens", self.max_new_tokens, 1)
         checks.at_least("max_seq_length", self.max_seq_length, 16)
         checks.at_least("retrieval_max_queries", self.retrieval_max_queries, 0)
+        checks.at_least("hf_answers", self.hf_answers, 0)
         return checks.found
 
 

@@ -164,22 +164,26 @@ def score_model(
     *,
     max_new_tokens: int,
     stop_ids: Sequence[int],
+    answer_limit: int | None = None,
 ) -> dict[str, Any]:
     """NLL, perplexity and greedy answers (ids and text) of one model on ``items``.
 
     Every model's answers are decoded by the same kind of detokenizer (llama.cpp's, from a GGUF
-    file of the same vocabulary), so text scores differ only where the generated ids do.
+    file of the same vocabulary), so text scores differ only where the generated ids do. With
+    ``answer_limit`` only the first items get an answer (the NLL still covers them all).
     """
     total = 0.0
     count = 0
     per_item: list[float] = []
     answers: list[str] = []
     answer_ids: list[list[int]] = []
-    for item in items:
+    for index, item in enumerate(items):
         nll = scorer.token_nll(item)
         total += float(np.sum(nll))
         count += len(nll)
         per_item.append(float(np.mean(nll)) if nll else float("nan"))
+        if answer_limit is not None and index >= answer_limit:
+            continue
         generated = scorer.greedy(item, max_new_tokens, stop_ids)
         answer_ids.append(generated)
         answers.append(decode(generated))

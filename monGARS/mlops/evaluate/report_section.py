@@ -63,6 +63,8 @@ def evaluation_section(evaluation: Mapping[str, Any], promotion: Mapping[str, An
         return ""
     summaries = evaluation.get("summary") or {}
     base, tuned, hf = (summaries.get(k) or {} for k in ("base", "tuned", "hf"))
+    # HF answers cover the first items only: compare the GGUF on those same items.
+    gguf_for_hf = {**tuned, **(summaries.get("tuned_on_hf_items") or {})}
     champion = ((promotion or {}).get("figures") or {}).get("champion") or {}
     rows = []
     for key, label, lower, digits in ROWS:
@@ -75,7 +77,7 @@ def evaluation_section(evaluation: Mapping[str, Any], promotion: Mapping[str, An
                 _change(champion.get(key), tuned.get(key), lower_is_better=lower, digits=digits)
                 if champion
                 else "–",
-                _change(hf.get(key), tuned.get(key), lower_is_better=lower, digits=digits)
+                _change(hf.get(key), gguf_for_hf.get(key), lower_is_better=lower, digits=digits)
                 if hf
                 else "–",
             ]

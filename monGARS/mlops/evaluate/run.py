@@ -129,12 +129,22 @@ def summary(figures: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def _on_first(figures: Mapping[str, Any], items: list[EvalItem], count: int) -> dict[str, Any]:
+    """A model's figures with its answer scores restricted to the first ``count`` items."""
+    scored = {**figures, "answers": figures["answers"][:count]}
+    scored["answer_ids"] = figures["answer_ids"][:count]
+    return _with_scores(scored, items[:count])
+
+
 def _parity(gguf: Mapping[str, Any], hf: Mapping[str, Any]) -> dict[str, Any]:
-    same = sum(1 for a, b in zip(gguf["answer_ids"], hf["answer_ids"], strict=True) if a == b)
+    """GGUF minus HF on the same items (answers: the items both answered)."""
+    pairs = list(zip(gguf["answer_ids"], hf["answer_ids"], strict=True))
+    same = sum(1 for a, b in pairs if a == b)
     nll_delta = gguf["assistant_nll"] - hf["assistant_nll"]
     return {
         "nll_delta": nll_delta if math.isfinite(nll_delta) else None,
-        "same_answer_share": round(same / len(gguf["answer_ids"]), 4),
+        "answered_items": len(pairs),
+        "same_answer_share": round(same / len(pairs), 4) if pairs else None,
         "token_f1_delta": round((gguf["token_f1"] or 0.0) - (hf["token_f1"] or 0.0), 4),
         "fact_recall_delta": None
         if gguf["fact_recall"] is None
@@ -238,10 +248,12 @@ def evaluate_module(
             base["retrieval"] = retrieval_figures(base_path, retrieval, pooling="mean", causal=True)
         mark = lap("base_gguf", mark)
         hf: dict[str, Any] | None = None
+        tuned_on_hf_items: dict[str, Any] | None = None
         parity: dict[str, Any] | None = None
         if cfg.hf_parity:
             hf = _hf_figures(chat_model_dir, bundle.file("chat"), items, cfg, stop_ids)
-            parity = _parity(tuned, hf)
+            tuned_on_hf_items = _on_first(tuned, items, len(hf["answers"]))
+            parity = _parity(tuned_on_hf_items, hf)
             mark = lap("hf", mark)
         timings["total"] = round(time.monotonic() - started, 2)
         evaluation = {
@@ -256,7 +268,12 @@ def evaluate_module(
             "base": _compact(base),
             "hf": _compact(hf) if hf else None,
             "gguf_vs_hf": parity,
-            "summary": {"tuned": summary(tuned), "base": summary(base), "hf": summary(hf)},
+            "summary": {
+                "tuned": summary(tuned),
+                "base": summary(base),
+                "hf": summary(hf),
+                "tuned_on_hf_items": summary(tuned_on_hf_items),
+            },
             "samples": [
                 {
                     "record_id": item.record_id,
@@ -294,12 +311,17 @@ def _hf_figures(
     model = HfChat(chat_model_dir)
     try:
         scored = score_model(
-            model, items, decoder.decode, max_new_tokens=cfg.max_new_tokens, stop_ids=stop_ids
+            model,
+            items,
+            decoder.decode,
+            max_new_tokens=cfg.max_new_tokens,
+            stop_ids=stop_ids,
+            answer_limit=cfg.hf_answers,
         )
     finally:
         model.close()
         decoder.close()
-    return _with_scores(scored, items)
+    return _with_scores(scored, items[: len(scored["answers"])])
 
 
 def _digest_files(paths: list[Path]) -> str:
