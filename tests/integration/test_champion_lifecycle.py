@@ -8,6 +8,7 @@ rollback through ``mongars champion rollback`` restores run 1's files.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,9 @@ def test_only_improvements_are_published_and_a_rollback_restores(
     training = lineage["parameters"]["training"]["config"]
     assert training["learning_rate"] == TINY_SFT_OVERRIDES["learning_rate"]
     assert list((tmp_path / "cache" / "evaluate" / "base-gguf").iterdir())  # converted once
+    evaluation = json.loads((tmp_path / "evaluation-one" / "evaluation.json").read_text())
+    assert evaluation["base_gguf"] == "converted" and evaluation["quant"] == "Q8_0"
+    assert abs(evaluation["gguf_vs_hf"]["nll_delta"]) < 0.05  # Q8_0 costs little on the task
 
     before = tree_bytes(registry_dir)
     second = nightly(
@@ -97,6 +101,9 @@ def test_only_improvements_are_published_and_a_rollback_restores(
     champion_figures = rejected["figures"]["champion"]
     assert champion_figures["version"] == version_one  # the champion, re-scored on run 2's items
     assert tree_bytes(registry_dir) == before  # byte for byte: a rejected night writes nothing
+
+    again = json.loads((tmp_path / "evaluation-two" / "evaluation.json").read_text())
+    assert again["base_gguf"] == "cached"  # the same base revision is not converted twice
 
     third = nightly(tmp_path, tiny_model_dir, data, "three", str(registry_dir), max_steps=60)
     promoted = third["modules"][MODULE]
