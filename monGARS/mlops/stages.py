@@ -46,8 +46,19 @@ def _tiny_preset() -> dict[str, Any]:
         # logits reach cosine ~0.83-0.94 with the f32 reference depending on the tokenizer's
         # corpus, so its bound is looser here; cluster runs keep the export stage's default.
         "export_config": {"n_ctx": 512, "kquant_min_cosine": 0.7},
-        "evaluate_config": dict(TINY_EVALUATE_OVERRIDES),
+        **_flat_preset("evaluate", TINY_EVALUATE_OVERRIDES),
     }
+
+
+def _flat_preset(stage: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A stage preset as pipeline parameters: fields with a flat parameter go there (so a user's
+    flag still wins over the preset), the rest into the stage's ``*_config`` dict."""
+    flat = {f: p.name for p in stage_parameters(stage) for s, f in p.sets if s == stage and f}
+    (config_parameter,) = [p.name for p in stage_parameters(stage) if p.overrides == stage]
+    rest = {k: v for k, v in overrides.items() if k not in flat}
+    return {flat[k]: v for k, v in overrides.items() if k in flat} | (
+        {config_parameter: rest} if rest else {}
+    )
 
 
 def _merge_preset(preset: Mapping[str, Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
