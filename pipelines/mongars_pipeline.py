@@ -183,7 +183,7 @@ def build_pipeline(
                     # The files that ship, scored on CPU; a small artifact for promote and report.
                     evaluate_task = _cached(
                         evaluate(
-                            gguf=export_task.outputs["gguf"],
+                            gguf=gguf,
                             chat_model=chat_model,
                             base_model=base,
                             datasets=datasets,

@@ -28,8 +28,9 @@ RESOURCES: dict[str, tuple[str, str, str, str]] = {
     "llm2vec": ("4", "8", "32G", "64G"),
     "raft": ("4", "8", "32G", "64G"),
     "export": ("4", "8", "32G", "96G"),
-    # evaluate holds one model at a time: the GGUF in llama.cpp, then the merged HF model (f32).
-    "evaluate": ("4", "8", "16G", "64G"),
+    # evaluate holds one model at a time: a GGUF in llama.cpp, then the merged HF model in f32
+    # (28 GB for a 7B model).
+    "evaluate": ("4", "8", "32G", "64G"),
     # promote re-scores each champion GGUF and uploads the promoted bundles.
     "promote": ("2", "4", "8G", "32G"),
     "report": ("500m", "1", "1G", "2G"),
