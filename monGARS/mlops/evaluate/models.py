@@ -82,36 +82,27 @@ class GgufChat:
         self._stack.close()
 
 
-def gguf_embedder(path: str | Path, *, pooling: str, causal: bool, n_ctx: int) -> Any:
-    """(embed(texts) -> [texts, hidden], close) for a GGUF file in llama.cpp's embedding mode.
+def gguf_embedder(
+    path: str | Path, *, pooling: str, causal: bool, n_ctx: int
+) -> tuple[Callable[[list[str], str | None], np.ndarray], Callable[[], None]]:
+    """(embed(texts, instruction) -> [texts, hidden], close) for a GGUF file as an encoder.
 
-    The tuned module's encoder runs as it was trained (bidirectional, its pooling); the base
-    model, which has no encoder, is embedded as a causal model with mean pooling — the same
-    starting point the llm2vec stage measures as "before".
+    Texts are pooled the way the llm2vec stage and ``Bundle.embed`` pool them: the text's own
+    tokens, never BOS or the query instruction (``monGARS.mlops.export.verify.embed_span``). The
+    tuned module's encoder runs as it was trained (bidirectional, its pooling); the base model,
+    which has no encoder, is embedded as a causal model with mean pooling — the same starting
+    point the llm2vec stage measures as "before".
     """
-    import llama_cpp
+    from monGARS.mlops.export.verify import embed_span, llama_token_spans, open_encoder
 
-    from monGARS.mlops.export.verify import POOLING_CODES, open_llama
+    llm = open_encoder(path, n_ctx, causal=causal)
 
-    stack = contextlib.ExitStack()
-    llm = stack.enter_context(
-        open_llama(
-            path,
-            embedding=True,
-            n_ctx=n_ctx,
-            n_batch=n_ctx,
-            n_ubatch=n_ctx,
-            pooling_type=POOLING_CODES[pooling],
-            attention_type=llama_cpp.LLAMA_ATTENTION_TYPE_CAUSAL
-            if causal
-            else llama_cpp.LLAMA_ATTENTION_TYPE_NON_CAUSAL,
-        )
-    )
+    def embed(texts: list[str], instruction: str | None = None) -> np.ndarray:
+        spans = llama_token_spans(llm, texts, instruction, n_ctx)
+        vectors = [embed_span(llm, ids, span, pooling) for ids, span in spans]
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
 
-    def embed(texts: list[str]) -> np.ndarray:
-        return np.asarray([llm.embed(text, truncate=True) for text in texts], dtype=np.float32)
-
-    return embed, stack.close
+    return embed, llm.close
 
 
 class HfChat:

@@ -70,9 +70,15 @@ def _with_scores(scored: dict[str, Any], items: list[EvalItem]) -> dict[str, Any
 
 
 def retrieval_figures(
-    path: Path, retrieval: Mapping[str, Any], *, pooling: str, causal: bool
+    path: Path,
+    retrieval: Mapping[str, Any],
+    *,
+    pooling: str,
+    causal: bool,
+    query_instruction: str | None = None,
 ) -> dict[str, Any] | None:
-    """MRR and recall@k of a GGUF file used as an encoder, on the stored retrieval set."""
+    """MRR and recall@k of a GGUF file used as an encoder, on the stored retrieval set (queries
+    read after the llm2vec stage's query instruction, as it measured them)."""
     if not retrieval.get("queries"):
         return None
     from monGARS.mlops.evaluate.models import gguf_embedder
@@ -88,6 +94,7 @@ def retrieval_figures(
             retrieval["queries"],
             retrieval["passages"],
             [set(r) for r in retrieval["relevant"]],
+            embed_queries=lambda texts: embed(texts, query_instruction),
         )
     finally:
         close()
@@ -235,6 +242,7 @@ def evaluate_module(
                 retrieval,
                 pooling=encoder.get("pooling", "mean"),
                 causal=bool(encoder.get("causal", False)),
+                query_instruction=encoder.get("query_instruction") or None,
             )
         mark = lap("tuned_gguf", mark)
         from monGARS.mlops.evaluate.base_gguf import base_gguf
@@ -245,7 +253,13 @@ def evaluate_module(
         mark = lap("base_convert", mark)
         base = chat_figures(base_path, items, cfg.max_new_tokens, stop_ids)
         if encoder:
-            base["retrieval"] = retrieval_figures(base_path, retrieval, pooling="mean", causal=True)
+            base["retrieval"] = retrieval_figures(
+                base_path,
+                retrieval,
+                pooling="mean",
+                causal=True,
+                query_instruction=encoder.get("query_instruction") or None,
+            )
         mark = lap("base_gguf", mark)
         hf: dict[str, Any] | None = None
         tuned_on_hf_items: dict[str, Any] | None = None
