@@ -88,6 +88,7 @@ def champion_figures(
             payload["retrieval"],
             pooling=encoder.get("pooling", "mean"),
             causal=bool(encoder.get("causal", False)),
+            query_instruction=encoder.get("query_instruction") or None,
         )
     return {
         "version": version,
