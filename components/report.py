@@ -14,6 +14,8 @@ def report(
     sft_summaries: dsl.Input[list[dsl.Artifact]] = None,
     llm2vec_summaries: dsl.Input[list[dsl.Artifact]] = None,
     export_summaries: dsl.Input[list[dsl.Artifact]] = None,
+    evaluation_summaries: dsl.Input[list[dsl.Artifact]] = None,
+    promotion: dsl.Input[dsl.Artifact] = None,
 ) -> str:
     """Gather every stage's figures from its small summary; return the run's artifact URIs as JSON.
 
@@ -23,11 +25,16 @@ def report(
     from monGARS.mlops import stages
     from monGARS.mlops.artifacts import log_metrics, stage_errors
 
-    collected = (sft_summaries, llm2vec_summaries, export_summaries)
+    collected = (sft_summaries, llm2vec_summaries, export_summaries, evaluation_summaries)
     paths = [artifact.path for group in collected for artifact in group or []]
     with stage_errors("report"):
         summary, figures = stages.run_report(
-            run_name, datasets_summary.path, paths, report_html.path, report_html.uri
+            run_name,
+            datasets_summary.path,
+            paths,
+            report_html.path,
+            report_html.uri,
+            promotion.path if promotion is not None else None,
         )
     log_metrics(metrics, figures)
     return summary

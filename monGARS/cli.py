@@ -212,6 +212,12 @@ def _print_result(result: Any) -> None:
         hidden = getattr(result, "warnings_hidden", 0)
         more = f" ({hidden} more distinct warnings there)" if hidden else ""
         print(f"  logs     {_shown(result.logs_dir)}/{more}")
+    promotion = outputs.get("promotion") or {}
+    if promotion.get("lines"):
+        # Last, where a nightly user looks: what was published, what was rejected and why.
+        print(f"promotion (champion registry {promotion.get('registry') or 'none'}):")
+        for line in promotion["lines"]:
+            print(f"  {line}")
 
 
 def _prepare_state(args: argparse.Namespace) -> dict[str, Any]:
@@ -458,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = commands.add_parser("build-tiny-model", help="write the embedded tiny model")
     tiny.add_argument("output")
     tiny.set_defaults(handler=build_tiny_command)
+    from monGARS.deploy.champion_cli import add_champion_subcommand
+
+    add_champion_subcommand(commands)
     try:
         from monGARS.deploy.cli import add_deploy_subcommands
     except ImportError:

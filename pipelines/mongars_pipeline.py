@@ -1,5 +1,6 @@
 """The monGARS pipeline: resolve sources, fetch + build_datasets, then per module sft -> llm2vec
--> [raft] -> merge -> export, and one report.
+-> [raft] -> merge -> export -> evaluate, then promote (the gate and the champion registry) and
+one report.
 
 ``build_pipeline(last_stage, options)`` builds the DAG up to a stage (the runbook's stage flags);
 the compiled, committed YAML is the full pipeline, and ``kfp.local`` runs that same definition.
@@ -26,10 +27,13 @@ from typing import Any
 from kfp import dsl
 
 from monGARS.components.build_datasets import build_datasets
+from monGARS.components.evaluate import evaluate
 from monGARS.components.export import export
 from monGARS.components.fetch_base_model import fetch_base_model
+from monGARS.components.images import CPU_IMAGE
 from monGARS.components.llm2vec import llm2vec
 from monGARS.components.merge_adapter import merge_adapter
+from monGARS.components.promote import promote
 from monGARS.components.raft import raft as raft_component
 from monGARS.components.raft import raft_off
 from monGARS.components.report import report
@@ -42,7 +46,7 @@ PIPELINE_NAME = "mongars"
 STAGE_ORDER = ("build_datasets", "sft", "llm2vec", "raft", "export", "report")
 DESCRIPTION = (
     "monGARS: French, code-aware assistant — datasets, QLoRA SFT, LLM2Vec encoder, optional "
-    "RAFT, verified GGUF export, report."
+    "RAFT, verified GGUF export, evaluation and promotion gate, report."
 )
 
 
@@ -220,12 +224,48 @@ def build_pipeline(
                     summaries["export_summaries"] = dsl.Collected(
                         export_task.outputs["stage_summary"]
                     )
+                    gguf = export_task.outputs["gguf"]
+                    # The files that ship, scored on CPU; a small artifact for promote and report.
+                    evaluate_task = _cached(
+                        evaluate(
+                            gguf=gguf,
+                            chat_model=chat_model,
+                            base_model=base,
+                            datasets=datasets,
+                            module=module,
+                            **stage_args("evaluate"),
+                        ),
+                        "evaluate",
+                    )
+                    placement.use_shared_cache(evaluate_task, params["model_cache_pvc"])
+                    summaries["evaluation_summaries"] = dsl.Collected(
+                        evaluate_task.outputs["stage_summary"]
+                    )
+
+        report_inputs: dict[str, Any] = dict(summaries)
+        if "evaluation_summaries" in summaries:
+            # Never cached: it reads and writes the champion registry, which outlives runs.
+            # It takes the GGUF bundles because it uploads the winners to the registry.
+            promote_task = promote(
+                # Its own Collected objects: one instance read by two tasks confuses the compiler.
+                evaluations=dsl.Collected(evaluate_task.outputs["evaluation"]),
+                ggufs=dsl.Collected(gguf),
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                job_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                image=CPU_IMAGE,
+                **stage_args("promote"),
+            )
+            promote_task.set_caching_options(enable_caching=False)
+            placement.set_resources(promote_task, "promote")
+            placement.use_image_pull_secrets(promote_task, options.image_pull_secrets)
+            placement.use_shared_cache(promote_task, params["model_cache_pvc"])
+            report_inputs["promotion"] = promote_task.outputs["promotion"]
 
         report_task = _cached(
             report(
                 run_name=params["run_name"],
                 datasets_summary=data.outputs["stage_summary"],
-                **summaries,
+                **report_inputs,
             ),
             "report",
         )

@@ -31,6 +31,11 @@ RESOURCES: dict[str, tuple[str, str, str, str]] = {
     "raft": ("4", "8", "32G", "64G"),
     "merge_adapter": ("4", "8", "32G", "96G"),
     "export": ("4", "8", "32G", "96G"),
+    # evaluate holds one model at a time: a GGUF in llama.cpp, then the merged HF model in f32
+    # (28 GB for a 7B model).
+    "evaluate": ("4", "8", "32G", "64G"),
+    # promote re-scores each champion GGUF and uploads the promoted bundles.
+    "promote": ("2", "4", "8G", "32G"),
     "report": ("500m", "1", "1G", "2G"),
 }
 

@@ -7,6 +7,12 @@ Fixtures (register them in tests/conftest.py with ``pytest_plugins = ["gcs_emula
   to it through gcsfs exactly as it talks to GCS in a pod.
 - ``gcs_bucket`` (function): a fresh, empty bucket, as ``gs://<name>``.
 
+The emulator ignores upload preconditions; GCS honours them (JSON API, objects.insert:
+``ifGenerationMatch`` — the upload happens only if the object's live generation equals the value,
+0 meaning "no live object" — else HTTP 412 Precondition Failed). ``start_emulator`` wraps the
+emulator's insert handler to apply that rule to media uploads, the form the champion registry's
+pointer switch uses (``monGARS/mlops/evaluate/registry.py``).
+
 gcsfs's default "extended" filesystem (2026) first asks GCS's gRPC storage-control API for each
 bucket's layout; emulators do not serve it and each lookup waits 60 s, so ``storage`` uses the
 plain JSON-API class under an emulator; the fixture checks that it does.
@@ -58,6 +64,42 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _honour_generation_preconditions() -> None:
+    """Make the emulator's object insert refuse a failed ``ifGenerationMatch`` with 412."""
+    from http import HTTPStatus
+
+    from gcp_storage_emulator import server
+    from gcp_storage_emulator.exceptions import NotFound
+    from gcp_storage_emulator.handlers import objects
+
+    original = objects.insert
+    if getattr(original, "honours_preconditions", False):
+        return
+
+    def insert(request: Any, response: Any, storage: Any, *args: Any, **kwargs: Any) -> Any:
+        wanted = request.query.get("ifGenerationMatch")
+        name = request.query.get("name")
+        if wanted and name:
+            try:
+                live = int(
+                    storage.get_file_obj(request.params["bucket_name"], name[0])["generation"]
+                )
+            except NotFound:
+                live = 0
+            if live != int(wanted[0]):
+                response.status = HTTPStatus.PRECONDITION_FAILED
+                response.json({"error": {"code": 412, "message": "conditionNotMet"}})
+                return None
+        return original(request, response, storage, *args, **kwargs)
+
+    insert.honours_preconditions = True  # type: ignore[attr-defined]
+    objects.insert = insert
+    for _, handlers in server.HANDLERS:
+        for method, handler in list(handlers.items()):
+            if handler is original:
+                handlers[method] = insert
+
+
 def start_emulator() -> GcsEmulator:
     """Start the process-wide emulator once (later calls return the same one)."""
     global _running
@@ -66,6 +108,7 @@ def start_emulator() -> GcsEmulator:
             return _running
         from gcp_storage_emulator.server import create_server
 
+        _honour_generation_preconditions()
         last_error: OSError | None = None
         for _ in range(5):  # another process may take the probed port first
             port = _free_port()

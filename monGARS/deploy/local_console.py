@@ -146,6 +146,19 @@ def key_figure(metadata: Mapping[str, Any]) -> str:
     architecture, a report; anything else gives an empty string.
     """
     parts: list[str] = []
+    tuned_nll = _pick(metadata, "tuned_assistant_nll")
+    if tuned_nll is not None:  # evaluate
+        text = f"NLL base {_pick(metadata, 'base_assistant_nll') or float('nan'):.3f} -> "
+        text += f"tuned {tuned_nll:.3f}"
+        for key, label in (("tuned_token_f1", "F1"), ("tuned_french_share", "French")):
+            value = _pick(metadata, key)
+            if value is not None:
+                text += f", {label} {value:.2f}"
+        return text + f" ({metadata.get('quant', '')}, {_fmt(_pick(metadata, 'items') or 0)} items)"
+    promoted = _pick(metadata, "promoted_modules")
+    if promoted is not None:  # promote
+        rejected = _pick(metadata, "rejected_modules") or 0
+        return f"{_fmt(promoted)} promoted, {_fmt(rejected)} rejected"
     if metadata.get("raft") == "off":
         return f"off (raft=false): the {metadata.get('adapter_from', 'sft')} adapter passed on"
     kept = _pick(metadata, "records_kept")

@@ -25,6 +25,8 @@ from monGARS.mlops.shared_cache import CACHE_DIR_ENV
 from monGARS.mlops.state import load_state, save_state, state_path
 
 SHARED_CACHE_DIRNAME = "model-cache"
+CHAMPIONS_DIRNAME = "champions"
+RUN_ID_ENV = "MONGARS_RUN_ID"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -76,6 +78,10 @@ def run_local(
     run_dir = Path(runs_root).resolve() / run_id
     load_state(run_dir)  # refuse a corrupted state before spending any time
     resolved = stages.resolve_local_parameters(parameters)
+    if not resolved.get("champion_registry") and runner is None:
+        # Champions outlive a run id: next to the runs, not inside one (docs/evaluate.md). A
+        # container runner sees only what it mounts: there '' keeps them on the mounted cache.
+        resolved["champion_registry"] = str(Path(runs_root).resolve() / CHAMPIONS_DIRNAME)
     stages.validate_parameters(resolved, last_stage)
 
     from kfp import local
@@ -101,6 +107,8 @@ def run_local(
     shared_cache = run_dir / SHARED_CACHE_DIRNAME
     shared_cache.mkdir(parents=True, exist_ok=True)
     os.environ[CACHE_DIR_ENV] = str(shared_cache)
+    previous_run_id = os.environ.get(RUN_ID_ENV)
+    os.environ[RUN_ID_ENV] = run_id  # the promote step names champion versions after it
     started = time.monotonic()
     attempt: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -128,6 +136,7 @@ def run_local(
     finally:
         _restore_env("HF_TOKEN", previous_token, hf_token is not None and hf_token != "")
         _restore_env(CACHE_DIR_ENV, previous_cache, True)
+        _restore_env(RUN_ID_ENV, previous_run_id, True)
         attempt["wall_seconds"] = round(time.monotonic() - started, 2)
         attempt.update(attempt_record(console))
         save_state(run_dir, run_id, attempt, outputs, recorded)

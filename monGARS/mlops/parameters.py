@@ -218,6 +218,69 @@ PARAMETERS: tuple[Parameter, ...] = (
         "export config keys (docs/export.md); they win over the flat parameters",
         overrides="export",
     ),
+    Parameter(
+        "eval_max_examples",
+        int,
+        32,
+        "held-out items per module the evaluate stage scores (bounds its cost)",
+        sets=_sets("evaluate", "max_examples"),
+        flag=True,
+    ),
+    Parameter(
+        "eval_answer_length",
+        int,
+        96,
+        "length of each greedy answer the evaluate stage generates",
+        sets=_sets("evaluate", "max_new_tokens"),
+        flag=True,
+    ),
+    Parameter(
+        "evaluate_config",
+        dict,
+        {},
+        "evaluate config keys (docs/evaluate.md); they win over the flat parameters",
+        overrides="evaluate",
+    ),
+    Parameter(
+        "champion_registry",
+        str,
+        "",
+        "where champions live between runs: gs://bucket/prefix or a folder; '' = champions/ on "
+        "the shared cache volume (local runs: <runs-root>/champions)",
+        sets=_sets("promote", "registry"),
+        flag=True,
+    ),
+    Parameter(
+        "promote_min_gain",
+        float,
+        0.0,
+        "assistant-token NLL (nats/token) the tuned model must gain over the base to be promoted",
+        sets=_sets("promote", "min_gain_over_base"),
+        flag=True,
+    ),
+    Parameter(
+        "promote_tolerance",
+        float,
+        0.02,
+        "regression allowed against the champion: NLL share, or points of a score in [0, 1]",
+        sets=_sets("promote", "tolerance"),
+        flag=True,
+    ),
+    Parameter(
+        "promote_min_french_share",
+        float,
+        0.5,
+        "share of generated answers that must be French for a promotion",
+        sets=_sets("promote", "min_french_share"),
+        flag=True,
+    ),
+    Parameter(
+        "promote_config",
+        dict,
+        {},
+        "promotion gate keys (docs/evaluate.md); they win over the flat parameters",
+        overrides="promote",
+    ),
     Parameter("gpu_node_selector", dict, {}, "node labels GPU tasks require"),
     Parameter("gpu_tolerations", list, DEFAULT_GPU_TOLERATIONS, "tolerations for GPU node taints"),
     Parameter(
@@ -234,7 +297,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     ),
 )
 BY_NAME: dict[str, Parameter] = {parameter.name: parameter for parameter in PARAMETERS}
-STAGES = ("build_datasets", "sft", "llm2vec", "raft", "export")
+STAGES = ("build_datasets", "sft", "llm2vec", "raft", "export", "evaluate", "promote")
 
 
 def defaults() -> dict[str, Any]:

@@ -42,6 +42,8 @@ class ModuleOutputs:
     files: dict[str, list[str]] = field(default_factory=dict)
     # Every summary of this module, by stage (stages the report has no section for yet included).
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    promotion: dict[str, Any] = field(default_factory=dict)
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
@@ -64,12 +66,19 @@ def _apply_summary(module: ModuleOutputs, summary: dict[str, Any]) -> None:
         module.gguf_bundle = uri
         module.bundle = _as_dict(documents.get("bundle.json"))
         module.verification = _as_dict(documents.get("verification.json"))
+    elif stage == "evaluate":
+        module.evaluation = _as_dict(documents.get("evaluation.json"))
 
 
 def gather(
-    datasets_summary_path: str | Path, summary_paths: Sequence[str | Path]
+    datasets_summary_path: str | Path,
+    summary_paths: Sequence[str | Path],
+    promotion: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, ModuleOutputs], str]:
-    """The datasets summary and every stage summary: (datasets summary, modules, datasets URI)."""
+    """The datasets summary and every stage summary: (datasets summary, modules, datasets URI).
+
+    ``promotion`` is the promote stage's record: each module gets the gate's decision.
+    """
     from monGARS.mlops.summaries import read_summaries
 
     datasets = next(iter(read_summaries([datasets_summary_path])), {})
@@ -89,6 +98,8 @@ def gather(
         name = str(stage_summary.get("module") or "")
         if name:
             _apply_summary(modules.setdefault(name, ModuleOutputs(name=name)), stage_summary)
+    for name, result in _as_dict(_as_dict(promotion).get("modules")).items():
+        modules.setdefault(name, ModuleOutputs(name=name)).promotion = _as_dict(result)
     return summary, modules, str(datasets.get("uri") or "")
 
 
@@ -115,6 +126,9 @@ def figures(modules: dict[str, ModuleOutputs]) -> dict[str, float]:
             for entry in bundle_files(module.bundle)
         }
         _flatten(f"{name}.gguf_bytes", gguf_sizes, flat)
+        _flatten(f"{name}.evaluation", module.evaluation.get("summary") or {}, flat)
+        if module.promotion:
+            flat[f"{name}.promoted"] = int(bool(module.promotion.get("promoted")))
     return {key: float(value) for key, value in flat.items()}
 
 
@@ -757,8 +771,15 @@ section.module{border-top:1px solid var(--line);margin-top:28px}
 """
 
 
-def render_html(run_name: str, summary: dict[str, Any], modules: dict[str, ModuleOutputs]) -> str:
-    """The report page for a run: overview, datasets, then one section per module."""
+def render_html(
+    run_name: str,
+    summary: dict[str, Any],
+    modules: dict[str, ModuleOutputs],
+    promotion: dict[str, Any] | None = None,
+) -> str:
+    """The report page for a run: promotion, overview, datasets, then one section per module."""
+    from monGARS.mlops.evaluate.report_section import evaluation_section, promotion_banner
+
     names = sorted(modules)
     stages = [
         label
@@ -767,6 +788,7 @@ def render_html(run_name: str, summary: dict[str, Any], modules: dict[str, Modul
             ("SFT", any(m.sft_metrics or m.sft_adapter for m in modules.values())),
             ("llm2vec", any(m.encoder_metrics or m.encoder for m in modules.values())),
             ("GGUF export", any(m.bundle for m in modules.values())),
+            ("evaluation", any(m.evaluation for m in modules.values())),
         )
         if present
     ]
@@ -780,6 +802,7 @@ def render_html(run_name: str, summary: dict[str, Any], modules: dict[str, Modul
         "<nav>Jump to: <a href='#overview'>overview</a><a href='#datasets'>datasets</a>"
         + "".join(f"<a href='#module-{_esc(n)}'>{_esc(n)}</a>" for n in names)
         + "</nav>",
+        promotion_banner(promotion or {}),
         "<section id='overview'><h2>Overview</h2>",
         _overview(modules),
         "<p class='muted'>Losses are mean cross-entropy per token (lower is better); retrieval "
@@ -791,7 +814,12 @@ def render_html(run_name: str, summary: dict[str, Any], modules: dict[str, Modul
         module = modules[name]
         parts.append(f"<section class='module' id='module-{_esc(name)}'>")
         parts.append(f"<h2>Module <code>{_esc(name)}</code></h2>")
-        body = _sft_section(module) + _llm2vec_section(module) + _gguf_section(module)
+        body = (
+            _sft_section(module)
+            + _llm2vec_section(module)
+            + _gguf_section(module)
+            + evaluation_section(module.evaluation, module.promotion)
+        )
         parts.append(body or "<p class='muted'>no training stage ran for this module yet</p>")
         parts.append("</section>")
     parts.append("</main></body></html>")
@@ -804,15 +832,22 @@ def write_report(
     summary_paths: Sequence[str | Path],
     html_path: str | Path,
     report_uri: str = "",
+    promotion_path: str | Path | None = None,
 ) -> tuple[str, dict[str, float]]:
     """Write the HTML report; return (JSON of the run's artifact URIs, flat figures).
 
     The JSON is the pipeline's output: on a cluster it names object-store URIs, locally paths.
+    ``promotion_path`` is the promote stage's small artifact folder (its ``promotion.json``).
     """
-    from monGARS.mlops.summaries import join_uri
+    from monGARS.mlops.summaries import join_uri, read_json_document
 
-    summary, modules, datasets_uri = gather(datasets_summary_path, summary_paths)
-    write_text(html_path, render_html(run_name, summary, modules))
+    promotion = (
+        _as_dict(read_json_document(Path(promotion_path) / "promotion.json"))
+        if promotion_path
+        else {}
+    )
+    summary, modules, datasets_uri = gather(datasets_summary_path, summary_paths, promotion)
+    write_text(html_path, render_html(run_name, summary, modules, promotion))
     locations = {
         "datasets": datasets_uri,
         "report": report_uri or str(html_path),
@@ -827,8 +862,38 @@ def write_report(
                     join_uri(module.gguf_bundle, str(entry.get("path", "")))
                     for entry in bundle_files(module.bundle)
                 ],
+                **_evaluation_outputs(module),
             }
             for name, module in sorted(modules.items())
         },
     }
+    if promotion:
+        from monGARS.mlops.evaluate.promote import outcome_lines
+
+        locations["promotion"] = {
+            "registry": promotion.get("registry", ""),
+            "promoted": promotion.get("promoted", []),
+            "rejected": promotion.get("rejected", []),
+            "lines": outcome_lines(promotion),
+        }
     return json.dumps(locations, sort_keys=True), figures(modules)
+
+
+def _evaluation_outputs(module: ModuleOutputs) -> dict[str, Any]:
+    """What state.json keeps per module of the evaluation and the gate's decision."""
+    out: dict[str, Any] = {}
+    if module.evaluation:
+        out["evaluation"] = {
+            "quant": module.evaluation.get("quant"),
+            "items": module.evaluation.get("items"),
+            "seconds": (module.evaluation.get("seconds") or {}).get("total"),
+            **{k: v for k, v in (module.evaluation.get("summary") or {}).items() if v},
+        }
+    if module.promotion:
+        out["promotion"] = {
+            "outcome": module.promotion.get("outcome"),
+            "reasons": module.promotion.get("reasons", []),
+            "champion": module.promotion.get("champion_after"),
+            "published": module.promotion.get("published", False),
+        }
+    return out

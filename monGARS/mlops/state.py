@@ -141,6 +141,8 @@ def save_state(
         runbook = runbook_fields(run_dir, outputs, state["layout_links"])
         state["french_datasets_dir"] = runbook["french_datasets_dir"]
         state["internal_datasets_dir"] = runbook["internal_datasets_dir"]
+        if outputs.get("promotion"):  # the gate's outcome: promoted / rejected, with reasons
+            state["promotion"] = outputs["promotion"]
         state["modules"] = {
             name: {**module, **runbook["modules"].get(name, {})}
             for name, module in (outputs.get("modules") or {}).items()

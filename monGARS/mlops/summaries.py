@@ -32,12 +32,14 @@ SUMMARY_FILES: dict[str, tuple[str, ...]] = {
     "llm2vec": ("metrics.json", "encoder.json"),
     "raft": ("metrics.json", "training_config.json"),
     "export": ("bundle.json", "verification.json"),
+    "evaluate": ("evaluation.json",),
 }
 # A summary is read by one small pod: refuse anything that is not small.
 MAX_SUMMARY_BYTES = 4 * 1024 * 1024
 
 
-def _read_json(path: Path) -> Any:
+def read_json_document(path: Path) -> Any:
+    """The JSON at ``path``, or None when it is missing or broken."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -60,7 +62,7 @@ def write_stage_summary(
     documents = {
         name: content
         for name in SUMMARY_FILES[stage]
-        if (content := _read_json(folder / name)) is not None
+        if (content := read_json_document(folder / name)) is not None
     }
     summary = {
         "stage": stage,
@@ -84,7 +86,7 @@ def read_summaries(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     """Every readable summary among ``paths`` (a missing or broken one is skipped)."""
     summaries = []
     for path in paths:
-        content = _read_json(Path(path))
+        content = read_json_document(Path(path))
         if isinstance(content, dict) and isinstance(content.get("stage"), str):
             summaries.append(content)
     return summaries

@@ -53,6 +53,27 @@ def test_full_run_writes_every_artifact(first_run) -> None:
     assert "build-datasets" in first_run.executed and not first_run.cached
     # raft is off by default: its GPU task does not run, the CPU stand-in does.
     assert "raft-off" in first_run.executed and "raft" not in first_run.executed
+    assert {"evaluate", "promote"} <= set(first_run.executed)
+
+
+def test_every_module_is_evaluated_and_gated(first_run, runs_root: Path) -> None:
+    """evaluate scored the shipped GGUF against the base; promote decided and recorded why."""
+    state = json.loads(first_run.state_file.read_text())
+    promotion = state["promotion"]
+    assert promotion["registry"] == str(runs_root.resolve() / "champions")
+    assert sorted(promotion["promoted"] + promotion["rejected"]) == sorted(state["modules"])
+    assert len(promotion["lines"]) == len(state["modules"])
+    for name, module in state["modules"].items():
+        figures = module["evaluation"]
+        assert figures["base"]["assistant_nll"] > figures["tuned"]["assistant_nll"], name
+        assert figures["hf"]["assistant_nll"] is not None
+        decision = module["promotion"]
+        assert decision["outcome"] in ("promoted", "rejected")
+        assert (decision["outcome"] == "rejected") == bool(decision["reasons"])
+        pointer = runs_root / "champions" / name / "champion.json"
+        assert pointer.is_file() == (decision["outcome"] == "promoted"), name
+    report = Path(first_run.outputs["report"]).read_text(encoding="utf-8")
+    assert "<h2>Promotion</h2>" in report and "Evaluation of the files that ship" in report
 
 
 def test_gguf_loads_and_generates_in_llama_cpp(first_run) -> None:
@@ -75,11 +96,15 @@ def test_identical_rerun_is_all_cache_hits(first_run, runs_root: Path) -> None:
     from monGARS.deploy.local_run import run_local
 
     again = run_local("itest", dict(FAST), runs_root=runs_root)
-    assert again.executed == ["resolve-sources"]  # never cached: it re-reads the sources
-    assert {"fetch-base-model", "build-datasets", "sft", "llm2vec", "export", "report"} <= set(
+    # resolve_sources re-reads the sources and promote the champion registry, which outlives
+    # runs: both always run, and the report after promote; a run whose files already are the
+    # champion publishes nothing new.
+    assert set(again.executed) == {"resolve-sources", "promote", "report"}
+    assert {"fetch-base-model", "build-datasets", "sft", "llm2vec", "export", "evaluate"} <= set(
         again.cached
     )
-    assert again.outputs == first_run.outputs
+    same = {k: v for k, v in again.outputs.items() if k != "report"}
+    assert same == {k: v for k, v in first_run.outputs.items() if k != "report"}
 
 
 def test_changed_sft_parameter_reruns_only_downstream(first_run, runs_root: Path) -> None:

@@ -106,20 +106,27 @@ def test_retry_window_option_is_checked() -> None:
 def test_report_takes_only_small_stage_summaries(compiled) -> None:
     """The v2 launcher downloads every input artifact, each item of a collected list too
     (``backend/src/v2/component/launcher_v2.go: downloadArtifacts``): the report's inputs must be
-    the stages' JSON summaries, never models, encoders, GGUF bundles or datasets."""
+    the stages' JSON summaries and promote's decision record (``promotion.json``), never models,
+    encoders, GGUF bundles or datasets."""
     spec, _ = compiled
     _, report = _task_scopes(spec)["report"]
     component = spec["components"][report["componentRef"]["name"]]
     declared = component["inputDefinitions"]["artifacts"]
     assert {a["artifactType"]["schemaTitle"] for a in declared.values()} == {"system.Artifact"}
     for name, source in report["inputs"]["artifacts"].items():
-        key = source["taskOutputArtifact"]["outputArtifactKey"]
+        output = source["taskOutputArtifact"]
+        key = output["outputArtifactKey"]
+        if name == "promotion":
+            assert (output["producerTask"], key) == ("promote", "promotion")
+            continue
         assert key == "stage_summary" or key.endswith("-stage_summary"), (name, key)
     assert set(report["inputs"]["artifacts"]) == {
         "datasets_summary",
         "sft_summaries",
         "llm2vec_summaries",
         "export_summaries",
+        "evaluation_summaries",
+        "promotion",
     }
 
 

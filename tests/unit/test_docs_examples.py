@@ -198,12 +198,24 @@ def _check_inline(example: Example) -> int:
     commands = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     if len(argv) < 2 or argv[1] not in commands.choices:
         return 0  # prose such as `mongars submit/schedule/preflight`
-    options = commands.choices[argv[1]]._option_string_actions
-    for token in argv[2:]:
+    command, rest = commands.choices[argv[1]], argv[2:]
+    # Down nested commands (`mongars champion rollback ...`): the flags belong to the last one.
+    while rest and (nested := _subcommands(command)) and rest[0] in nested:
+        command, rest = nested[rest[0]], rest[1:]
+    options = command._option_string_actions
+    for token in rest:
         flag = token.split("=", 1)[0]
         if flag.startswith("--"):
-            assert flag in options, f"mongars {argv[1]} has no option {flag}"
+            assert flag in options, f"{command.prog} has no option {flag}"
     return 1
+
+
+def _subcommands(parser: Any) -> dict[str, Any]:
+    """A parser's subcommands by name ({} when it has none)."""
+    for action in parser._actions:
+        if action.__class__.__name__ == "_SubParsersAction":
+            return dict(action.choices)
+    return {}
 
 
 def _is_parameters(values: Any, package: Any, text: str) -> bool:

@@ -71,6 +71,19 @@ def test_stage_comes_from_the_task_name(task: str, stage: str) -> None:
             {"module": "api", "raft": "off", "adapter_from": "sft"},
             "off (raft=false): the sft adapter passed on",
         ),
+        (
+            {
+                "module": "api",
+                "quant": "Q8_0",
+                "items": 6,
+                "tuned_assistant_nll": 5.5946,
+                "base_assistant_nll": 7.0001,
+                "tuned_token_f1": 0.2026,
+                "tuned_french_share": 1.0,
+            },
+            "NLL base 7.000 -> tuned 5.595, F1 0.20, French 1.00 (Q8_0, 6 items)",
+        ),
+        ({"promoted_modules": 1, "rejected_modules": 1}, "1 promoted, 1 rejected"),
         ({"something": "else"}, ""),
     ],
 )

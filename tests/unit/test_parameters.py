@@ -27,6 +27,7 @@ TASK_ARGUMENTS = {
     "build_datasets": {"source_revisions"},  # from resolve_sources: the sources' cache key
     "export": {"module"},
     "raft": {"module"},
+    "promote": {"run_id", "job_name", "image"},  # lineage, from KFP placeholders and the tag
 }
 LOADER_KEYS = {"llm2vec": {"mntp_config", "simcse_config"}}  # consumed by load_llm2vec_config
 IR_TYPES = {
@@ -41,6 +42,7 @@ IR_TYPES = {
 
 def _config_class(stage: str) -> type:
     from monGARS.mlops.datasets.config import DatasetsConfig
+    from monGARS.mlops.evaluate.config import EvaluateConfig, PromotionConfig
     from monGARS.mlops.export.config import ExportConfig
     from monGARS.mlops.training.llm2vec.config import Llm2VecConfig
     from monGARS.mlops.training.raft.config import RaftConfig
@@ -52,6 +54,8 @@ def _config_class(stage: str) -> type:
         "llm2vec": Llm2VecConfig,
         "raft": RaftConfig,
         "export": ExportConfig,
+        "evaluate": EvaluateConfig,
+        "promote": PromotionConfig,
     }[stage]
 
 

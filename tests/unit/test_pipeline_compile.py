@@ -21,9 +21,14 @@ ALL_TASKS = {
     "raft-off",
     "merge-adapter",
     "export",
+    "evaluate",
+    "promote",
     "report",
 }
 GROUPS = {"for-loop-1", "condition-branches-2", "condition-3", "condition-4"}
+# resolve_sources re-reads the outside world each run; promote reads and writes the champion
+# registry, which outlives runs.
+UNCACHED_TASKS = {"resolve-sources", "promote"}
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +61,14 @@ def test_every_stage_is_in_the_pipeline(compiled: tuple[dict, dict]) -> None:
     assert set(_all_tasks(spec)) == ALL_TASKS | GROUPS
 
 
-def test_caching_is_enabled_on_every_task_but_resolve_sources(compiled: tuple[dict, dict]) -> None:
-    """resolve_sources re-reads the outside world each run; everything else resumes from cache."""
+def test_caching_is_enabled_on_every_task_but_the_uncached(compiled: tuple[dict, dict]) -> None:
+    """resolve_sources and promote read what outlives runs; everything else resumes from cache."""
     spec, _ = compiled
     for name, task in _all_tasks(spec).items():
         if name in GROUPS:
             continue
-        expected = name != "resolve-sources"
-        assert bool(task.get("cachingOptions", {}).get("enableCache")) is expected, name
+        cached = task.get("cachingOptions", {}).get("enableCache") is True
+        assert cached is (name not in UNCACHED_TASKS), name
 
 
 def test_images_are_the_projects_own_and_versioned(compiled: tuple[dict, dict]) -> None:
@@ -130,7 +135,9 @@ def test_shared_cache_pvc_is_mounted_where_the_base_model_is_read(
 
     _, platform = compiled
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    readers = {"fetch-base-model", "sft", "llm2vec", "raft", "merge-adapter"}
+    # evaluate reads the base model and caches its GGUF conversion there; promote's default
+    # registry is champions/ on the volume.
+    readers = {"fetch-base-model", "sft", "llm2vec", "raft", "merge-adapter", "evaluate", "promote"}
     for name in readers:
         mounts = k8s[f"exec-{name}"]["pvcMount"]
         assert [m["mountPath"] for m in mounts] == [str(CLUSTER_CACHE_DIR)], name

@@ -178,12 +178,90 @@ def _summaries(root: Path, uri_of=str, modules: tuple[str, ...] = ("api", "train
     return datasets_summary, paths
 
 
+def _evaluation(root: Path, module: str, tuned_nll: float) -> str:
+    """An evaluate artifact as the stage writes it (only the fields the report reads)."""
+    folder = root / "evaluate" / module
+    folder.mkdir(parents=True)
+    headline = {"assistant_nll": tuned_nll, "token_f1": 0.2026, "french_share": 1.0}
+    evaluation = {
+        "module": module,
+        "quant": "Q8_0",
+        "items": 6,
+        "base_gguf": "cached",
+        "summary": {
+            "base": {"assistant_nll": 7.0001, "token_f1": 0.0, "french_share": 0.5},
+            "tuned": headline,
+            "hf": {**headline, "assistant_nll": tuned_nll + 0.0012},
+            "tuned_on_hf_items": headline,
+        },
+        "gguf_vs_hf": {"same_answer_share": 1.0, "nll_delta": -0.0012},
+        "samples": [{"reference": "La fonction <b>x</b>.", "tuned": "La fonction", "base": "ab"}],
+        "seconds": {"total": 4.25},
+    }
+    (folder / "evaluation.json").write_text(json.dumps(evaluation))
+    return str(folder)
+
+
+def _promotion(root: Path) -> str:
+    folder = root / "promote"
+    folder.mkdir()
+    result = {
+        "registry": "gs://bucket/champions",
+        "promoted": ["api"],
+        "rejected": ["training"],
+        "modules": {
+            "api": {"outcome": "promoted", "promoted": True, "reasons": [], "published": True,
+                    "champion_before": None, "champion_after": "v-api-2",
+                    "figures": {"champion": None}},
+            "training": {"outcome": "rejected", "promoted": False, "published": False,
+                         "reasons": ["French share 0.000 (needs >= 0.5)"],
+                         "champion_before": "v-training-1", "champion_after": "v-training-1",
+                         "figures": {"champion": {"version": "v-training-1",
+                                                  "assistant_nll": 5.4, "token_f1": 0.3}}},
+        },
+    }  # fmt: skip
+    (folder / "promotion.json").write_text(json.dumps(result))
+    return str(folder)
+
+
+def _evaluation_summaries(root: Path, tuned_nll: dict[str, float]) -> list[str]:
+    """The evaluate stage's summaries, written from its artifacts as the component does."""
+    paths = []
+    for module, nll in tuned_nll.items():
+        path = root / "summaries" / f"evaluate-{module}.json"
+        write_stage_summary("evaluate", module, _evaluation(root, module, nll), "", path)
+        paths.append(str(path))
+    return paths
+
+
 @pytest.fixture
 def report(tmp_path: Path) -> tuple[Path, str]:
     datasets_summary, summaries = _summaries(tmp_path)
+    evaluations = _evaluation_summaries(tmp_path, {"api": 5.5946, "training": 6.44})
     html_path = tmp_path / "report.html"
-    write_report("run&demo", datasets_summary, summaries, html_path)
+    write_report(
+        "run&demo",
+        datasets_summary,
+        summaries + evaluations,
+        html_path,
+        promotion_path=_promotion(tmp_path),
+    )
     return html_path, html_path.read_text(encoding="utf-8")
+
+
+def test_report_opens_with_the_promotion_and_shows_base_tuned_champion(report) -> None:
+    _, text = report
+    page = _parse(text)
+    assert not page.errors
+    assert page.ids.index("promotion") < page.ids.index("overview")
+    words = " ".join(" ".join(page.text).split())
+    assert "api : promoted — new champion v-api-2" in words
+    assert "training : rejected — the champion stays v-training-1" in words
+    assert "French share 0.000 (needs >= 0.5)" in words
+    assert words.count("Evaluation of the files that ship (Q8_0, 6 held-out items)") == 2
+    assert "7.000 → 5.595 (-1.405)" in words  # base → tuned NLL
+    assert "5.400 → 6.440 (+1.040)" in words  # champion → tuned NLL, a regression
+    assert "La fonction <b>x</b>." in words and "<b>x</b>" not in text  # samples are escaped
 
 
 def test_report_has_sections_per_stage_and_module(report) -> None:
@@ -318,7 +396,7 @@ def test_report_renders_in_chromium(report, tmp_path: Path) -> None:
         text=True,
         timeout=120,
     ).stdout
-    assert "module-training" in dom and "<svg" in dom
+    assert "module-training" in dom and "<svg" in dom and 'id="promotion"' in dom
     png = shot.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
