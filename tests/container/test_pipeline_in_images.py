@@ -271,13 +271,17 @@ def test_raft_trained_on_top_of_sft(first_run) -> None:
 
 def test_identical_rerun_is_served_from_the_cache(images, first_run, runs_root: Path) -> None:
     again = _run(runs_root, "c", PARAMETERS)
-    assert again.executed == []
+    # Never cached by design: resolve_sources re-reads the outside sources, promote re-reads the
+    # champion registry; report follows promote's new artifact. Every training stage is a hit.
+    assert set(again.executed) == {"resolve-sources", "promote", "report"}
     assert {"fetch-base-model", "build-datasets", "sft", "llm2vec", "raft", "export"} <= set(
         again.cached
     )
-    assert again.outputs == first_run.outputs
+    same = {k: v for k, v in again.outputs.items() if k != "report"}
+    assert same == {k: v for k, v in first_run.outputs.items() if k != "report"}
     state = json.loads(again.state_file.read_text())
-    assert len(state["history"]) >= 2 and state["history"][-1]["executed_tasks"] == []
+    assert len(state["history"]) >= 2
+    assert set(state["history"][-1]["executed_tasks"]) == set(again.executed)
 
 
 def test_sft_unsloth_backend_on_its_cpu_fallback(images, first_run, runs_root: Path) -> None:
