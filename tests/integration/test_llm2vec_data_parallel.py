@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from monGARS.mlops.atomic import is_partial
+from monGARS.mlops.training.common.checkpoints import MARKER, complete_checkpoints
 from monGARS.mlops.training.llm2vec.config import TINY_LLM2VEC_OVERRIDES
 from monGARS.mlops.training.llm2vec.train import train_llm2vec
 
@@ -48,8 +49,15 @@ def test_two_ranks_train_the_same_encoder(tiny_model_dir: Path, tmp_path: Path) 
     runs = {}
     for ranks in (1, 2):
         out = tmp_path / f"ranks-{ranks}"
+        # A checkpoint after every step: rank 0 writes each one while the other rank waits.
+        checkpointed = {"checkpoint_root": str(tmp_path / "ckpt"), "save_steps": 1}
         metadata = train_llm2vec(
-            {**CONFIG, "num_processes": ranks}, tiny_model_dir, None, DATASETS, "demo", out
+            {**CONFIG, **checkpointed, "num_processes": ranks},
+            tiny_model_dir,
+            None,
+            DATASETS,
+            "demo",
+            out,
         )
         runs[ranks] = (out, metadata, json.loads((out / "metrics.json").read_text()))
 
@@ -68,3 +76,29 @@ def test_two_ranks_train_the_same_encoder(tiny_model_dir: Path, tmp_path: Path) 
     files = sorted(p.relative_to(two).as_posix() for p in two.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(one).as_posix() for p in one.rglob("*") if p.is_file())
     assert not [p for p in tmp_path.iterdir() if is_partial(p)]
+
+    # The 2-rank store: complete checkpoints only, written once (one marker each), the lease gone.
+    (store,) = [
+        folder
+        for folder in (tmp_path / "ckpt").iterdir()
+        if two_metrics["checkpoint_location"].endswith(folder.name)
+    ]
+    assert complete_checkpoints(store)
+    assert all((c / MARKER).is_file() for c in store.glob("checkpoint-*"))
+    assert not (store / "writer.lease").exists()
+
+    # Run again as 2 ranks: every rank resumes from rank 0's folder, trains nothing more, and
+    # writes the same encoder.
+    again = tmp_path / "ranks-2-again"
+    resumed = train_llm2vec(
+        {**CONFIG, "checkpoint_root": str(tmp_path / "ckpt"), "save_steps": 1, "num_processes": 2},
+        tiny_model_dir,
+        None,
+        DATASETS,
+        "demo",
+        again,
+    )
+    assert resumed["optimizer_steps_run"] == 0, "the 2-rank rerun trained again"
+    assert resumed["resumed_from_step"] == 9
+    for name, tensor in _encoder(two).items():
+        assert torch.allclose(_encoder(again)[name], tensor, rtol=0, atol=WEIGHT_ATOL), name
