@@ -10,8 +10,12 @@ RUN_ARGS ?=
 export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# OpenMP threads sleep when idle: tasks and tests share the cores (monGARS/deploy/local_run.py).
+export OMP_WAIT_POLICY ?= PASSIVE
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 PYTEST_ARGS ?=
+# Test workers (pytest-xdist), one file per worker at a time: tests/conftest.py says why.
+TEST_WORKERS ?= auto
 
 .PHONY: setup run test test-unit mutation lint format compile check-compiled bench clean help
 
@@ -35,7 +39,7 @@ run: setup
 	$(PY) -m monGARS.cli run --run-id $(RUN_ID) $(RUN_ARGS)
 
 test: setup
-	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 test-unit: setup
 	$(TEST_ENV) $(PY) -m pytest tests/unit $(PYTEST_ARGS)

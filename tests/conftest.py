@@ -12,6 +12,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# OpenMP threads (llama.cpp, torch) sleep when idle instead of spinning: tests and the tasks they
+# start share 2 cores, where spinning waits cost 50-100x per llama.cpp decode (local_run.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,3 +40,24 @@ def sample_corpus_dir() -> Path:
     from monGARS.mlops.tiny_model import sample_corpus_dir
 
     return sample_corpus_dir()
+
+
+# `make test` spreads the suite over the cores by file (pytest-xdist, --dist loadfile: a file's
+# module fixtures, such as a trained model or a pipeline run, are built once, on one worker).
+# Files are handed out in collection order, so the few that run for minutes go first: started
+# last, one of them would keep a worker busy long after the others have finished.
+LONGEST_FIRST = (
+    "integration/test_local_pipeline.py",
+    "integration/test_runbook_stage_commands.py",
+    "integration/test_runbook_quickstart.py",
+    "integration/test_champion_lifecycle.py",
+    "integration/test_source_revisions.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.path.relative_to(REPO_ROOT / "tests").as_posix()
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: every other test keeps its place

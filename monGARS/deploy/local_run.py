@@ -98,6 +98,12 @@ def run_local(
     )
     pipeline = build_pipeline(last_stage)
     console = RunConsole(run_dir)
+    # kfp.local runs a loop's iterations side by side, so tasks share the cores. llama.cpp's CPU
+    # backend is built with OpenMP, whose idle threads spin by default: with more threads than
+    # cores each decode waits out the spinners' time slices (measured on the tiny model at load 8
+    # on 2 cores: 200-500 ms per 22-token encoder pass; 4.5 ms with passive waits). A value the
+    # user set is kept; the subprocesses inherit it before they load OpenMP.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     previous_token = os.environ.get("HF_TOKEN")
     if hf_token:
         os.environ["HF_TOKEN"] = hf_token  # reaches the task subprocesses, never their arguments
