@@ -9,6 +9,7 @@ submit-time check (``preflight.check_kfp_version``), the floor itself is accepte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,6 +22,9 @@ from monGARS.pipelines.backend_rules import (
     used_features,
 )
 
+IR = tuple[dict[str, Any], dict[str, Any] | None]
+"""A compiled pipeline: the pipeline spec and the platform spec (None without one)."""
+
 # The first KFP release whose backend implements each feature, read in kubeflow/pipelines at
 # that tag (backend/src/v2). KFP backends went from 2.5.0 straight to 2.14.0.
 FLOORS: dict[str, tuple[int, int]] = {
@@ -30,7 +34,8 @@ FLOORS: dict[str, tuple[int, int]] = {
     "secret and PVC names from parameters": (2, 5),
     # driver.go: ImagePullSecret.SecretNameParameter is read from 2.5.0 (before: SecretName only).
     "image pull secrets (secretNameParameter)": (2, 5),
-    # argocompiler/container.go: getTaskRetryPolicySpec, in 2.4.1 but not 2.4.0.
+    # argocompiler/container.go: getTaskRetryPolicySpec, in 2.4.1 but not 2.4.0 (floors are
+    # minor releases: every 2.5.x has it, not every 2.4.x).
     "retry policy": (2, 5),
     # argocompiler/dag.go: Argo loop parallelism from iteratorPolicy (2.4.0; Tekton only before).
     "ParallelFor parallelism limit": (2, 4),
@@ -57,7 +62,7 @@ def _pipeline(
     resources: dict[str, Any] | None = None,
     image: str = "registry.example/train:1",
     k8s: dict[str, Any] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
+) -> IR:
     """One root task ``train`` running container executor ``exec-train``; ``task`` is merged into
     the task, ``k8s`` is its KubernetesExecutorConfig."""
     train: dict[str, Any] = {"componentRef": {"name": "comp-train"}, "taskInfo": {"name": "train"}}
@@ -100,7 +105,7 @@ def _string(default: Any = None) -> dict[str, Any]:
 
 def _loop_pipeline(
     *, iterator: str = "parameterIterator", loop_inputs: dict[str, Any] | None = None
-) -> tuple[dict[str, Any], None]:
+) -> IR:
     """Root: ``list-modules`` -> ``for-loop-1`` (a ParallelFor over its output, sub-DAG
     ``comp-for-loop-1`` running ``train``) -> ``report`` reading train's collected artifact."""
     artifact = iterator == "artifactIterator"
@@ -192,7 +197,7 @@ def _loop_pipeline(
     return spec, None
 
 
-def _dag_outputs(outputs: dict[str, Any]) -> tuple[dict[str, Any], None]:
+def _dag_outputs(outputs: dict[str, Any]) -> IR:
     """A condition sub-DAG ``comp-condition-branches-1`` with the given ``dag.outputs``."""
     spec, _ = _pipeline()
     spec["components"]["comp-condition-branches-1"] = {
@@ -201,7 +206,7 @@ def _dag_outputs(outputs: dict[str, Any]) -> tuple[dict[str, Any], None]:
     return spec, None
 
 
-def _oneof_artifacts(selectors: int) -> tuple[dict[str, Any], None]:
+def _oneof_artifacts(selectors: int) -> IR:
     chosen = [
         {"producerSubtask": f"branch-{i}", "outputArtifactKey": "adapter"} for i in range(selectors)
     ]
@@ -211,7 +216,7 @@ def _oneof_artifacts(selectors: int) -> tuple[dict[str, Any], None]:
 
 # -- one IR per backend feature, using that feature alone -----------------------------------------
 
-FEATURE_EXAMPLES: list[tuple[str, str, Any]] = [
+FEATURE_EXAMPLES: list[tuple[str, str, Callable[[], IR]]] = [
     (
         "node selector / tolerations from JSON parameters",
         "node selector JSON",
@@ -345,7 +350,7 @@ FEATURE_EXAMPLES: list[tuple[str, str, Any]] = [
 ]
 
 
-def _bounded_loop(limit: int) -> tuple[dict[str, Any], None]:
+def _bounded_loop(limit: int) -> IR:
     """The loop pipeline without the collected artifact (report reads nothing from the loop)."""
     spec, platform = _loop_pipeline()
     spec["root"]["dag"]["tasks"]["report"]["inputs"] = {}
@@ -362,7 +367,8 @@ def test_every_feature_has_a_floor_and_an_example() -> None:
     assert set(FEATURE_VERSIONS) == set(FLOORS), (
         "backend_rules.FEATURE_VERSIONS lost or gained a feature"
     )
-    assert {feature for feature, _, _ in FEATURE_EXAMPLES} == set(FLOORS)
+    covered = {feature for feature, _, _ in FEATURE_EXAMPLES}
+    assert covered == set(FLOORS), f"no example IR for {sorted(set(FLOORS) - covered)}"
 
 
 @pytest.mark.parametrize(
@@ -370,10 +376,13 @@ def test_every_feature_has_a_floor_and_an_example() -> None:
     [(feature, build) for feature, _, build in FEATURE_EXAMPLES],
     ids=[label for _, label, _ in FEATURE_EXAMPLES],
 )
-def test_each_feature_sets_the_backend_floor_at_its_first_release(feature: str, build) -> None:
+def test_each_feature_sets_the_backend_floor_at_its_first_release(
+    feature: str, build: Callable[[], IR]
+) -> None:
     ir = build()
     assert check_pipeline(*ir) == [], f"the {feature} example is meant to be valid IR"
-    assert used_features(*ir) == {feature}, f"the IR uses {feature} and nothing else"
+    found = used_features(*ir)
+    assert found == {feature}, f"the IR uses {feature} and nothing else; the checker saw {found}"
     floor = FLOORS[feature]
     required = required_backend_version(*ir)
     assert required == floor, (
@@ -389,8 +398,9 @@ def test_each_feature_sets_the_backend_floor_at_its_first_release(feature: str, 
 def test_a_pipeline_without_backend_features_runs_on_every_v2_backend() -> None:
     ir = _pipeline(task={"iteratorPolicy": {"parallelismLimit": 0}})
     assert used_features(*ir) == set(), "an unbounded (0) parallelism limit is no limit"
-    assert required_backend_version(*ir) == (2, 0)
-    assert check_kfp_version("2.0.0", (2, 0)).level == "ok"
+    required = required_backend_version(*ir)
+    assert required == (2, 0), f"a pipeline using no backend feature was given floor {required}"
+    assert check_kfp_version("2.0.0", required).level == "ok", "KFP 2.0.0 refused a plain pipeline"
 
 
 @pytest.mark.parametrize("selectors", [0, 1])
@@ -406,10 +416,19 @@ def test_a_root_task_reading_a_plain_task_artifact_is_no_collection() -> None:
     report["inputs"]["artifacts"]["summaries"]["taskOutputArtifact"]["producerTask"] = (
         "list-modules"
     )
-    assert "artifacts collected from a ParallelFor" not in used_features(spec, platform)
+    assert "artifacts collected from a ParallelFor" not in used_features(spec, platform), (
+        "an artifact of a task outside any loop was counted as collected from a ParallelFor"
+    )
 
 
 # -- the driver's rules on IR the committed pipeline does not exercise ---------------------------
+
+
+def _expect(
+    ir: tuple[dict[str, Any], dict[str, Any] | None], expected: list[str], why: str
+) -> None:
+    problems = check_pipeline(*ir)
+    assert problems == expected, f"{why}: the checker reported {problems}"
 
 
 @pytest.mark.parametrize(
@@ -418,52 +437,50 @@ def test_a_root_task_reading_a_plain_task_artifact_is_no_collection() -> None:
 )
 def test_a_constant_node_selector_of_the_wrong_type_is_found(value: Any, kind: str) -> None:
     """``resolveK8sJsonParameter`` needs a STRUCT for a node selector, whatever its source."""
-    ir = _pipeline(k8s={"nodeSelector": {"nodeSelectorJson": _constant(value)}})
-    assert check_pipeline(*ir) == [
-        f"root/train: node selector is of type {kind}; the driver needs STRUCT"
-    ]
+    _expect(
+        _pipeline(k8s={"nodeSelector": {"nodeSelectorJson": _constant(value)}}),
+        [f"root/train: node selector is of type {kind}; the driver needs STRUCT"],
+        f"a constant node selector {value!r} is a {kind}, not a STRUCT",
+    )
 
 
 @pytest.mark.parametrize("value", [{"gpu": "a100"}, [{"key": "gpu", "operator": "Exists"}]])
 def test_constant_json_of_the_right_type_passes(value: Any) -> None:
     toleration = _pipeline(k8s={"tolerations": [{"tolerationJson": _constant(value)}]})
-    assert check_pipeline(*toleration) == [], "a toleration may be a STRUCT or a LIST"
+    _expect(toleration, [], f"a toleration may be a STRUCT or a LIST, {value!r} was refused")
     if isinstance(value, dict):
         selector = _pipeline(k8s={"nodeSelector": {"nodeSelectorJson": _constant(value)}})
-        assert check_pipeline(*selector) == []
+        _expect(selector, [], f"a STRUCT node selector {value!r} was refused")
 
 
 def test_tolerations_given_as_fields_sit_beside_json_ones() -> None:
     """A literal toleration (key/operator/effect) has no parameter; a JSON one beside it is still
     resolved against the DAG."""
     literal = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-    ir = _pipeline(k8s={"tolerations": [literal, {"tolerationJson": _input("gpu_tolerations")}]})
-    assert check_pipeline(*ir) == [
-        "root/train: toleration reads 'gpu_tolerations', which the enclosing DAG root does not "
-        "declare (driver: parent DAG does not have input parameter)"
-    ]
-    assert check_pipeline(*_pipeline(k8s={"tolerations": [literal]})) == []
+    _expect(
+        _pipeline(k8s={"tolerations": [literal, {"tolerationJson": _input("gpu_tolerations")}]}),
+        [
+            "root/train: toleration reads 'gpu_tolerations', which the enclosing DAG root does "
+            "not declare (driver: parent DAG does not have input parameter)"
+        ],
+        "a toleration JSON parameter the DAG lacks, beside a literal toleration",
+    )
+    _expect(_pipeline(k8s={"tolerations": [literal]}), [], "a literal toleration alone")
 
 
-def test_a_constant_accelerator_count_must_be_a_string() -> None:
+@pytest.mark.parametrize(("constant", "valid"), [(1, False), ("1", True)])
+def test_a_constant_accelerator_count_must_be_a_string(constant: Any, valid: bool) -> None:
     """``resolvePodSpecInputRuntimeParameter`` reads the value with ``GetStringValue``."""
-    resources = {"accelerator": {"resourceType": "nvidia.com/gpu", "resourceCount": _count()}}
-    for constant, problem in ((1, "of type NUMBER"), ("1", None)):
-        ir = _pipeline(
-            task={"inputs": {"parameters": {"gpus": _constant(constant)}}}, resources=resources
-        )
-        problems = check_pipeline(*ir)
-        if problem is None:
-            assert problems == [], f"a string constant {constant!r} is what the driver reads"
-        else:
-            assert problems == [
-                "root/train: accelerator count reads 'gpus' of type NUMBER; the driver reads it "
-                "as a string (GetStringValue) and gets an empty value"
-            ]
-
-
-def _count() -> str:
-    return "{{$.inputs.parameters['gpus']}}"
+    count = "{{$.inputs.parameters['gpus']}}"
+    ir = _pipeline(
+        task={"inputs": {"parameters": {"gpus": _constant(constant)}}},
+        resources={"accelerator": {"resourceType": "nvidia.com/gpu", "resourceCount": count}},
+    )
+    problem = (
+        "root/train: accelerator count reads 'gpus' of type NUMBER; the driver reads it as a "
+        "string (GetStringValue) and gets an empty value"
+    )
+    _expect(ir, [] if valid else [problem], f"accelerator count from constant {constant!r}")
 
 
 def test_a_struct_parameter_in_a_resource_field_is_found() -> None:
@@ -473,27 +490,21 @@ def test_a_struct_parameter_in_a_resource_field_is_found() -> None:
         task={"inputs": {"parameters": {"memory": _input("memory")}}},
         resources={"resourceMemoryLimit": "{{$.inputs.parameters['memory']}}"},
     )
-    assert check_pipeline(*ir) == [
+    problem = (
         "root/train: resourceMemoryLimit reads 'memory' of type STRUCT; the driver reads it as a "
         "string (GetStringValue) and gets an empty value"
-    ]
+    )
+    _expect(ir, [problem], "a memory limit read from a STRUCT parameter")
 
 
 def test_a_placeholder_whose_type_the_ir_does_not_say_passes() -> None:
     """A task output's type is not in the consumer's IR: nothing to refuse."""
+    output = {"taskOutputParameter": {"producerTask": "train", "outputParameterKey": "o"}}
     ir = _pipeline(
-        task={
-            "inputs": {
-                "parameters": {
-                    "gpu_type": {
-                        "taskOutputParameter": {"producerTask": "train", "outputParameterKey": "o"}
-                    }
-                }
-            }
-        },
+        task={"inputs": {"parameters": {"gpu_type": output}}},
         resources={"accelerator": {"resourceType": "{{$.inputs.parameters['gpu_type']}}"}},
     )
-    assert check_pipeline(*ir) == []
+    _expect(ir, [], "an accelerator type from a task output (type unknown) was refused")
 
 
 def test_every_placeholder_of_a_field_is_checked() -> None:
@@ -502,11 +513,12 @@ def test_every_placeholder_of_a_field_is_checked() -> None:
         image="{{$.inputs.parameters['registry']}}/train:{{$.inputs.parameters['tag']}}",
         task={"inputs": {"parameters": {"tag": _constant(7)}}},
     )
-    assert check_pipeline(*ir) == [
+    expected = [
         "root/train: image reads 'registry', which is not an input of the task",
         "root/train: image reads 'tag' of type NUMBER; the driver reads it as a string "
         "(GetStringValue) and gets an empty value",
     ]
+    _expect(ir, expected, "both placeholders of the image are wrong")
 
 
 def test_a_secret_name_without_a_default_is_left_to_the_submitter() -> None:
@@ -515,7 +527,7 @@ def test_a_secret_name_without_a_default_is_left_to_the_submitter() -> None:
         root_parameters={"token_secret": _string()},
         k8s={"secretAsVolume": [{"secretNameParameter": _input("token_secret")}]},
     )
-    assert check_pipeline(*ir) == []
+    _expect(ir, [], "a secret name parameter without a default")
 
 
 def test_a_secret_name_with_a_dot_is_valid() -> None:
@@ -525,7 +537,7 @@ def test_a_secret_name_with_a_dot_is_valid() -> None:
         root_parameters={"token_secret": _string("hf.token")},
         k8s={"secretAsEnv": [{"secretNameParameter": _input("token_secret")}]},
     )
-    assert check_pipeline(*ir) == []
+    _expect(ir, [], "secret name 'hf.token' held to the PVC volume-name rule")
 
 
 def test_a_node_selector_default_is_not_read_as_a_name() -> None:
@@ -535,7 +547,7 @@ def test_a_node_selector_default_is_not_read_as_a_name() -> None:
         },
         k8s={"nodeSelector": {"nodeSelectorJson": _input("gpu_nodes")}},
     )
-    assert check_pipeline(*ir) == []
+    _expect(ir, [], "a node selector default held to the name rules")
 
 
 @pytest.mark.parametrize(
@@ -560,7 +572,9 @@ def test_a_node_selector_default_is_not_read_as_a_name() -> None:
 )
 def test_constant_names_are_checked_like_defaults(what: str, config: dict, problem: str) -> None:
     problems = check_pipeline(*_pipeline(k8s=config))
-    assert len(problems) == 1 and problem in problems[0], f"a constant {what}: {problems}"
+    assert len(problems) == 1 and problem in problems[0], (
+        f"a constant {what} should give '{problem}', the checker reported {problems}"
+    )
 
 
 @pytest.mark.parametrize(("length", "valid"), [(63, True), (64, False)])
@@ -572,19 +586,21 @@ def test_a_pvc_name_may_be_63_characters_long(length: int, valid: bool) -> None:
 
 
 def test_a_dependency_outside_the_dag_is_found() -> None:
-    ir = _pipeline(task={"dependentTasks": ["fetch"]})
-    assert check_pipeline(*ir) == [
-        "root/train: depends on 'fetch', which is not a task of this DAG"
-    ]
+    _expect(
+        _pipeline(task={"dependentTasks": ["fetch"]}),
+        ["root/train: depends on 'fetch', which is not a task of this DAG"],
+        "a task depending on a task its DAG does not hold",
+    )
 
 
 def test_a_condition_reading_what_the_task_does_not_take_is_found() -> None:
     """The driver evaluates ``triggerPolicy.condition`` over the task's own inputs."""
     condition = "inputs.parameter_values['pipelinechannel--raft'] == true"
-    broken = _pipeline(task={"triggerPolicy": {"condition": condition}})
-    assert check_pipeline(*broken) == [
-        "root/train: condition reads 'pipelinechannel--raft', which is not an input of the task"
-    ]
+    _expect(
+        _pipeline(task={"triggerPolicy": {"condition": condition}}),
+        ["root/train: condition reads 'pipelinechannel--raft', which is not an input of the task"],
+        "a condition over a parameter the task does not take",
+    )
     fixed = _pipeline(
         root_parameters={"raft": {"parameterType": "BOOLEAN"}},
         task={
@@ -592,18 +608,19 @@ def test_a_condition_reading_what_the_task_does_not_take_is_found() -> None:
             "inputs": {"parameters": {"pipelinechannel--raft": _input("raft")}},
         },
     )
-    assert check_pipeline(*fixed) == []
+    _expect(fixed, [], "a condition over one of the task's inputs")
 
 
 @pytest.mark.parametrize("iterator", ["parameterIterator", "artifactIterator"])
 def test_loop_items_must_be_an_input_of_the_loop_task(iterator: str) -> None:
-    assert check_pipeline(*_loop_pipeline(iterator=iterator)) == [], f"a valid {iterator} loop"
+    _expect(_loop_pipeline(iterator=iterator), [], f"a valid {iterator} loop")
     broken = _loop_pipeline(iterator=iterator, loop_inputs={"parameters": {}, "artifacts": {}})
     items = "modules" if iterator == "artifactIterator" else "Output"
-    assert check_pipeline(*broken) == [
+    expected = [
         f"root/for-loop-1: loop items 'pipelinechannel--list-modules-{items}' are not an input "
         "of the loop task"
     ]
+    _expect(broken, expected, f"a {iterator} loop over items it does not take as input")
 
 
 def test_an_artifact_the_loop_dag_does_not_declare_is_found() -> None:
@@ -611,8 +628,9 @@ def test_an_artifact_the_loop_dag_does_not_declare_is_found() -> None:
     del spec["components"]["comp-for-loop-1"]["inputDefinitions"]["artifacts"][
         "pipelinechannel--list-modules-Output-loop-item"
     ]
-    assert check_pipeline(spec, platform) == [
+    expected = [
         "comp-for-loop-1/train: artifact module reads "
         "'pipelinechannel--list-modules-Output-loop-item', which the enclosing DAG "
         "comp-for-loop-1 does not declare (driver: parent DAG does not have input parameter)"
     ]
+    _expect((spec, platform), expected, "a loop-item artifact the loop DAG does not declare")
