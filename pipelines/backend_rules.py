@@ -57,7 +57,10 @@ FEATURE_VERSIONS: dict[str, tuple[int, int]] = {
     "secret and PVC names from parameters": (2, 5),
     "image pull secrets (secretNameParameter)": (2, 5),
     "retry policy": (2, 5),
-    "ParallelFor parallelism limit": (2, 3),
+    # argocompiler/dag.go sets the loop template's Argo ``parallelism`` from 2.4.0 on; 2.3's
+    # argocompiler ignores ``iteratorPolicy`` (only the Tekton compiler read it) and runs every
+    # iteration at once.
+    "ParallelFor parallelism limit": (2, 4),
     "artifacts collected from a ParallelFor": (2, 14),
     "empty dict or list parameter defaults": (2, 14),
     "optional secret as environment variable": (2, 15),
