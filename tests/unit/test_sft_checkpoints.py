@@ -131,3 +131,15 @@ def test_adapter_digest_ignores_the_order_peft_writes_target_modules_in(tmp_path
     assert adapter_digest(first) != adapter_digest(
         adapter(tmp_path / "d", ["q_proj", "v_proj", "o_proj"], b"x")
     )
+
+
+def test_run_key_takes_file_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """A dataset file named in Latin-1 bytes reaches the key as a surrogate-escaped str
+    (``os.fsdecode``); the key must hash it, not fail to encode it."""
+    import os
+
+    latin1 = os.fsdecode(b"caf\xe9.jsonl")
+    assert latin1 == "caf\udce9.jsonl"
+    key = run_key({"datasets": {latin1: "1"}})
+    assert len(key) == 20
+    assert key != run_key({"datasets": {"café.jsonl": "1"}})
