@@ -143,3 +143,27 @@ def test_run_key_takes_file_names_that_are_not_utf8(tmp_path: Path) -> None:
     key = run_key({"datasets": {latin1: "1"}})
     assert len(key) == 20
     assert key != run_key({"datasets": {"café.jsonl": "1"}})
+
+
+def test_adapter_digest_reads_the_adapter_config_as_settings_not_bytes(tmp_path: Path) -> None:
+    """The same settings written in another key order or spacing (another PEFT version, a
+    rewrite by hand) are the same adapter; another value is not."""
+    import json
+
+    from monGARS.mlops.training.common.checkpoints import adapter_digest
+
+    settings = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}
+    folders = []
+    for name, text in [
+        ("a", json.dumps(settings)),
+        ("b", json.dumps(dict(reversed(settings.items())), indent=2)),
+        ("c", json.dumps({**settings, "lora_alpha": 32})),
+    ]:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"w")
+        (folder / "adapter_config.json").write_text(text)
+        folders.append(folder)
+    first, reordered, other = (adapter_digest(folder) for folder in folders)
+    assert first == reordered, "the key order of adapter_config.json changed the digest"
+    assert first != other
