@@ -147,7 +147,8 @@ def test_run_key_takes_file_names_that_are_not_utf8(tmp_path: Path) -> None:
 
 def test_adapter_digest_reads_the_adapter_config_as_settings_not_bytes(tmp_path: Path) -> None:
     """The same settings written in another key order or spacing (another PEFT version, a
-    rewrite by hand) are the same adapter; another value is not."""
+    rewrite by hand) are the same adapter; another value is not. Only that file is read as
+    JSON: PEFT writes a README.md model card beside it."""
     import json
 
     from monGARS.mlops.training.common.checkpoints import adapter_digest
@@ -163,6 +164,7 @@ def test_adapter_digest_reads_the_adapter_config_as_settings_not_bytes(tmp_path:
         folder.mkdir()
         (folder / "adapter_model.safetensors").write_bytes(b"w")
         (folder / "adapter_config.json").write_text(text)
+        (folder / "README.md").write_text("# Model card\n")  # sorts before adapter_config.json
         folders.append(folder)
     first, reordered, other = (adapter_digest(folder) for folder in folders)
     assert first == reordered, "the key order of adapter_config.json changed the digest"
