@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 from monGARS.mlops.training.common import checkpoints
 from monGARS.mlops.training.common.checkpoints import CheckpointStore, is_complete
+from monGARS.mlops.training.common.distributed import World
 
 
 def _unmarked_checkpoint(folder: Path, step: int) -> Path:
@@ -23,7 +24,7 @@ def _unmarked_checkpoint(folder: Path, step: int) -> Path:
 def test_the_callback_marks_the_checkpoint_the_trainer_just_saved(tmp_path: Path) -> None:
     store = CheckpointStore(str(tmp_path), "run")
     store.prepare()
-    callback = checkpoints.checkpoint_callback(store)
+    callback = checkpoints.checkpoint_callback(store, World())
     _unmarked_checkpoint(store.local_dir, 7)
     args = SimpleNamespace(output_dir=str(store.local_dir))
     control = object()

@@ -207,3 +207,24 @@ def test_near_duplicate_decisions_agree_with_datasketch() -> None:
     agree = sum(a == b for a, b in zip(ours, theirs, strict=True)) / len(texts)
     assert sum(theirs) > 180  # the corpus has near duplicates to find
     assert agree >= 0.999, (agree, sum(ours), sum(theirs))
+
+
+def test_the_near_switch_is_the_deduplicators_and_mismatched_keys_are_refused() -> None:
+    """Keys come from worker processes (``parallel.BatchCleaner``), not from the Deduplicator's
+    own keyer: with near dedup off, near keys must not bring it back, and with it on, keys made
+    without their near part must fail loudly instead of skipping near dedup."""
+    words = sentence(random.Random(6), 80)
+    text = " ".join(words)
+    edited = " ".join([*words[:40], "changé", *words[41:]])  # one word in 80
+    near_on = Deduplicator(near_threshold=0.8, num_perm=128, shingle_size=3, seed=0)
+    near_off = Deduplicator(near_threshold=0.8, num_perm=128, shingle_size=3, seed=0, near=False)
+    assert near_on.check_batch("reasoning", [text, edited]) == [None, "duplicate_near"]
+    with_near_part = near_on.keyer.keys([text, edited])
+    assert near_off.decide("reasoning", with_near_part) == [None, None], (
+        "near dedup ran although the Deduplicator has it off"
+    )
+    without_near_part = near_off.keyer.keys([text])
+    with pytest.raises(ValueError, match="near=False"):
+        near_on.decide("reasoning", without_near_part)
+    with pytest.raises(ValueError, match="near=False"):
+        near_on.commit("reasoning", without_near_part, [None], 1)

@@ -131,3 +131,41 @@ def test_adapter_digest_ignores_the_order_peft_writes_target_modules_in(tmp_path
     assert adapter_digest(first) != adapter_digest(
         adapter(tmp_path / "d", ["q_proj", "v_proj", "o_proj"], b"x")
     )
+
+
+def test_run_key_takes_file_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """A dataset file named in Latin-1 bytes reaches the key as a surrogate-escaped str
+    (``os.fsdecode``); the key must hash it, not fail to encode it."""
+    import os
+
+    latin1 = os.fsdecode(b"caf\xe9.jsonl")
+    assert latin1 == "caf\udce9.jsonl"
+    key = run_key({"datasets": {latin1: "1"}})
+    assert len(key) == 20
+    assert key != run_key({"datasets": {"café.jsonl": "1"}})
+
+
+def test_adapter_digest_reads_the_adapter_config_as_settings_not_bytes(tmp_path: Path) -> None:
+    """The same settings written in another key order or spacing (another PEFT version, a
+    rewrite by hand) are the same adapter; another value is not. Only that file is read as
+    JSON: PEFT writes a README.md model card beside it."""
+    import json
+
+    from monGARS.mlops.training.common.checkpoints import adapter_digest
+
+    settings = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}
+    folders = []
+    for name, text in [
+        ("a", json.dumps(settings)),
+        ("b", json.dumps(dict(reversed(settings.items())), indent=2)),
+        ("c", json.dumps({**settings, "lora_alpha": 32})),
+    ]:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"w")
+        (folder / "adapter_config.json").write_text(text)
+        (folder / "README.md").write_text("# Model card\n")  # sorts before adapter_config.json
+        folders.append(folder)
+    first, reordered, other = (adapter_digest(folder) for folder in folders)
+    assert first == reordered, "the key order of adapter_config.json changed the digest"
+    assert first != other

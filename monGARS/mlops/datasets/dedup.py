@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -23,16 +24,29 @@ from monGARS.mlops.datasets.minhash import LshBands, LshIndex, MinHasher
 from monGARS.mlops.datasets.normalize import dedup_words
 
 
+class NearKeys(NamedTuple):
+    """The near-duplicate side of a batch's keys, row for row."""
+
+    tags: np.ndarray  # (n, bands) uint32 LSH bucket tags
+    short: np.ndarray  # (n, bands * rows) uint16 stored signatures
+
+
 @dataclass
 class DedupKeys:
     """What duplicate removal needs of a batch of texts, row for row."""
 
     digests: list[bytes]  # blake2b-128 of the normalised text
-    tags: np.ndarray | None  # (n, bands) uint32 LSH bucket tags; None when near dedup is off
-    short: np.ndarray | None  # (n, bands * rows) uint16 stored signatures
+    near: NearKeys | None  # None when the keyer had near dedup off
 
     def __len__(self) -> int:
         return len(self.digests)
+
+    def near_rows(self, rows: np.ndarray) -> NearKeys:
+        """The near-duplicate keys of ``rows``; refuses keys made without them, so a
+        near-dedup index is never silently skipped."""
+        if self.near is None:
+            raise ValueError("near dedup is on but these keys were made with near=False")
+        return NearKeys(self.near.tags[rows], self.near.short[rows])
 
 
 class DedupKeyer:
@@ -52,9 +66,10 @@ class DedupKeyer:
             for words in tokens
         ]
         if not self.near:
-            return DedupKeys(digests, None, None)
+            return DedupKeys(digests, None)
         signatures = self.hasher.signatures(tokens)
-        return DedupKeys(digests, self.banding.tags(signatures), self.banding.short(signatures))
+        near = NearKeys(self.banding.tags(signatures), self.banding.short(signatures))
+        return DedupKeys(digests, near)
 
 
 class Deduplicator:
@@ -107,9 +122,9 @@ class Deduplicator:
             batch.add(digest)
             reasons.append(None)
             fresh.append(position)
-        if self._near and fresh and keys.tags is not None and keys.short is not None:
+        if self._near:
             rows = np.asarray(fresh, dtype=np.int64)
-            flags = self._index(kind).query(keys.tags[rows], keys.short[rows])
+            flags = self._index(kind).query(*keys.near_rows(rows))
             for position in rows[flags].tolist():
                 reasons[position] = "duplicate_near"
         return reasons
@@ -128,9 +143,8 @@ class Deduplicator:
                 kept.append(position)
             else:
                 self.removed[reason] += 1
-        if self._near and kept and keys.tags is not None and keys.short is not None:
-            rows = np.asarray(kept, dtype=np.int64)
-            self._index(kind).insert(keys.tags[rows], keys.short[rows])
+        if self._near:
+            self._index(kind).insert(*keys.near_rows(np.asarray(kept, dtype=np.int64)))
 
     def check_batch(self, kind: str, texts: Sequence[str]) -> list[str | None]:
         """The drop reason of each text (``duplicate_exact``/``duplicate_near``) or ``None``."""

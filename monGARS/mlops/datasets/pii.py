@@ -74,7 +74,7 @@ def luhn_valid(digits: str) -> bool:
     total = 0
     for index, char in enumerate(reversed(digits)):
         value = int(char)
-        if index % 2 == 1:
+        if index % 2:  # every second digit from the right is doubled
             value = value * 2 - 9 if value > 4 else value * 2
         total += value
     return total % 10 == 0
@@ -126,7 +126,7 @@ def _secret_spans(text: str, has_digit: bool) -> list[PiiMatch]:
         return spans
     for m in _ASSIGNED_SECRET.finditer(text):
         if _looks_random(m.group(1), 3.0):
-            spans.append(PiiMatch("secret", m.start(1), m.end(1)))
+            spans.append(PiiMatch("secret", *m.span(1)))
     for m in _LONG_HEX.finditer(text):
         if _looks_random(m.group(0), 3.0):
             spans.append(PiiMatch("secret", m.start(), m.end()))

@@ -229,17 +229,25 @@ class CheckpointStore:
             fs.rm(f"{base}/checkpoint-{step}", recursive=True)
 
 
-def checkpoint_callback(store: CheckpointStore, world: World | None = None) -> Any:
-    """A TrainerCallback that marks (and uploads) each checkpoint once the Trainer has saved it.
+def mark_saved(store: CheckpointStore, world: World, output_dir: str, step: int) -> None:
+    """What every rank does once the Trainer has saved step ``step`` under ``output_dir``.
 
-    With several ranks every rank runs the callback: all wait until each has written its part of
-    the folder (the Trainer saves per-rank RNG states), then rank 0 alone writes the marker and
-    uploads, and the others wait for it, so a checkpoint is declared complete once, and only
-    when complete.
+    All ranks wait until each has written its part of the folder (the Trainer saves per-rank RNG
+    states), then rank 0 alone writes the marker and uploads, and the others wait for it, so a
+    checkpoint is declared complete once, and only when complete. A step the Trainer did not
+    save (no folder) marks nothing.
     """
-    from transformers import TrainerCallback
+    barrier(world)
+    checkpoint = Path(output_dir) / f"checkpoint-{step}"
+    if world.is_main and checkpoint.is_dir():
+        store.finish_checkpoint(checkpoint)
+    barrier(world)
 
-    world = world or World()
+
+def checkpoint_callback(store: CheckpointStore, world: World) -> Any:
+    """A TrainerCallback that marks (and uploads) each checkpoint once the Trainer has saved it
+    (:func:`mark_saved`, on every rank), and stops a writer that lost its lease."""
+    from transformers import TrainerCallback
 
     class _MarkCheckpoint(TrainerCallback):
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
@@ -247,11 +255,7 @@ def checkpoint_callback(store: CheckpointStore, world: World | None = None) -> A
             return control
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            barrier(world)
-            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if world.is_main and checkpoint.is_dir():
-                store.finish_checkpoint(checkpoint)
-            barrier(world)
+            mark_saved(store, world, args.output_dir, state.global_step)
             return control
 
     return _MarkCheckpoint()
