@@ -48,6 +48,7 @@ def sample_corpus_dir() -> Path:
 # last, one of them would keep a worker busy long after the others have finished.
 LONGEST_FIRST = (
     "integration/test_local_pipeline.py",
+    "integration/test_local_pipeline_resume.py",
     "integration/test_runbook_stage_commands.py",
     "integration/test_runbook_quickstart.py",
     "integration/test_champion_lifecycle.py",

@@ -6,30 +6,19 @@ import json
 from pathlib import Path
 
 import pytest
+from local_runs import FAST, KNOWN_TOKEN, RUN_ID, RecordedRun, bundle_hashes
 
 pytestmark = pytest.mark.integration
 
-# Smaller than `make run` so the suite stays quick; the stages still do their real work.
-FAST = {
-    "max_steps": 12,
-    "sft_config": {"eval_steps": 6, "save_steps": 6, "logging_steps": 2},
-    "llm2vec_config": {"mntp_steps": 8, "simcse_steps": 8, "supervised_steps": 8},
-}
 
-
-KNOWN_TOKEN = "hf_monGARSTestTokenMustNeverLeak0042"
+@pytest.fixture(scope="module")
+def first_run(uninterrupted_run: RecordedRun) -> RecordedRun:
+    return uninterrupted_run
 
 
 @pytest.fixture(scope="module")
-def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("runs")
-
-
-@pytest.fixture(scope="module")
-def first_run(runs_root: Path):
-    from monGARS.deploy.local_run import run_local
-
-    return run_local("itest", dict(FAST), runs_root=runs_root, hf_token=KNOWN_TOKEN)
+def runs_root(uninterrupted_run: RecordedRun) -> Path:
+    return uninterrupted_run.runs_root
 
 
 def test_full_run_writes_every_artifact(first_run) -> None:
@@ -49,7 +38,7 @@ def test_full_run_writes_every_artifact(first_run) -> None:
     report = Path(outputs["report"]).read_text(encoding="utf-8")
     assert all(name in report for name in modules)
     state = json.loads(first_run.state_file.read_text())
-    assert state["run_id"] == "itest" and state["history"][-1]["status"] == "succeeded"
+    assert state["run_id"] == RUN_ID and state["history"][-1]["status"] == "succeeded"
     assert "build-datasets" in first_run.executed and not first_run.cached
     # raft is off by default: its GPU task does not run, the CPU stand-in does.
     assert "raft-off" in first_run.executed and "raft" not in first_run.executed
@@ -95,7 +84,7 @@ def test_sft_lowered_the_training_loss(first_run) -> None:
 def test_identical_rerun_is_all_cache_hits(first_run, runs_root: Path) -> None:
     from monGARS.deploy.local_run import run_local
 
-    again = run_local("itest", dict(FAST), runs_root=runs_root)
+    again = run_local(RUN_ID, dict(FAST), runs_root=runs_root)
     # resolve_sources re-reads the sources and promote the champion registry, which outlives
     # runs: both always run, and the report after promote; a run whose files already are the
     # champion publishes nothing new.
@@ -112,7 +101,7 @@ def test_changed_sft_parameter_reruns_only_downstream(first_run, runs_root: Path
     sft only: what lies further down depends on sft's new adapter, which the raft test shows."""
     from monGARS.deploy.local_run import run_local
 
-    changed = run_local("itest", {**FAST, "lora_r": 4}, runs_root=runs_root, last_stage="sft")
+    changed = run_local(RUN_ID, {**FAST, "lora_r": 4}, runs_root=runs_root, last_stage="sft")
     assert {"fetch-base-model", "build-datasets"} <= set(changed.cached)
     assert "build-datasets" not in changed.executed
     assert changed.executed.count("sft") == len(first_run.outputs["modules"]), changed.executed
@@ -138,86 +127,19 @@ def test_token_never_reaches_any_written_file(first_run, runs_root: Path) -> Non
     assert KNOWN_TOKEN not in compiled.read_text(encoding="utf-8")
 
 
-def _bundle_hashes(outputs: dict) -> dict[str, str]:
-    hashes = {}
-    for module in outputs["modules"].values():
-        bundle = json.loads((Path(module["gguf_bundle"]) / "bundle.json").read_text())
-        for role in ("chat", "encoder"):
-            for label, entry in bundle[role]["files"].items():
-                hashes[f"{bundle['module']}.{role}.{label}"] = entry["sha256"]
-    return hashes
-
-
-def _wait_for(folder: Path, pattern: str, process, limit_s: float = 900.0) -> bool:
-    """Poll until a file matching ``pattern`` exists under ``folder``; False if the run ended."""
-    import time
-
-    deadline = time.monotonic() + limit_s
-    while not any(folder.glob(pattern)):
-        if process.poll() is not None:
-            return False
-        assert time.monotonic() < deadline, f"no {pattern} appeared"
-        time.sleep(0.2)
-    return True
-
-
-def test_killed_runs_resume_to_the_same_outputs(first_run, runs_root: Path) -> None:
-    """SIGKILL the whole run at three points of progress — right after build_datasets published
-    its output, after sft's first complete checkpoint, after the first llm2vec encoder — then the
-    next run completes from the cache and its GGUF files equal the uninterrupted run's."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from monGARS.deploy.local_run import run_local
-    from monGARS.mlops.training.common.checkpoints import MARKER
-
-    config = runs_root / "fast.json"
-    config.write_text(json.dumps(FAST))
-    command = [
-        sys.executable, "-m", "monGARS.cli", "run", "--run-id", "killed",
-        "--runs-root", str(runs_root), "--config", str(config),
-    ]  # fmt: skip
-    run_dir = runs_root / "killed"
-    progress_points = (
-        "kfp/*/build-datasets/datasets/modules.json",
-        f"model-cache/checkpoints/sft-*/checkpoint-*/{MARKER}",
-        "kfp/*/for-loop-1-iteration-*/llm2vec/encoder/*",
-    )
-    kills = 0
-    for pattern in progress_points:
-        process = subprocess.Popen(
-            command,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=Path(__file__).resolve().parents[2],
-        )
-        if _wait_for(run_dir, pattern, process):
-            os.killpg(process.pid, signal.SIGKILL)
-            kills += 1
-        process.wait(timeout=60)
-    assert kills == len(progress_points), "a run ended before its kill point"
-
-    resumed = run_local("killed", dict(FAST), runs_root=runs_root)
-    assert "build-datasets" in resumed.cached, "a stage finished before the kills must be cached"
-    assert _bundle_hashes(resumed.outputs) == _bundle_hashes(first_run.outputs)
-
-
 def test_raft_on_hands_the_raft_model_to_export(first_run, runs_root: Path) -> None:
     """raft=true runs RAFT (its branch of the condition) and merges its adapter, handed over on
     the shared cache folder; export converts that."""
     from monGARS.deploy.local_run import run_local
 
     with_raft = run_local(
-        "itest",
+        RUN_ID,
         {**FAST, "raft": True, "raft_config": {"max_steps": 6, "max_heldout_examples": 2}},
         runs_root=runs_root,
     )
     assert {"raft", "merge-adapter", "export", "report"} <= set(with_raft.executed)
     assert "raft-off" not in with_raft.executed
     assert {"build-datasets", "sft", "llm2vec"} <= set(with_raft.cached)
-    chat = {k: v for k, v in _bundle_hashes(with_raft.outputs).items() if ".chat." in k}
-    before = {k: v for k, v in _bundle_hashes(first_run.outputs).items() if ".chat." in k}
+    chat = {k: v for k, v in bundle_hashes(with_raft.outputs).items() if ".chat." in k}
+    before = {k: v for k, v in bundle_hashes(first_run.outputs).items() if ".chat." in k}
     assert chat.keys() == before.keys() and all(chat[k] != before[k] for k in chat)
