@@ -39,7 +39,7 @@ run: setup
 	$(PY) -m monGARS.cli run --run-id $(RUN_ID) $(RUN_ARGS)
 
 test: setup
-	$(TEST_ENV) $(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-unit: setup
 	$(TEST_ENV) $(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -44,8 +44,9 @@ def sample_corpus_dir() -> Path:
 
 # `make test` spreads the suite over the cores by file (pytest-xdist, --dist loadfile: a file's
 # module fixtures, such as a trained model or a pipeline run, are built once, on one worker).
-# Files are handed out in collection order, so the few that run for minutes go first: started
-# last, one of them would keep a worker busy long after the others have finished.
+# Files are handed out in collection order (--no-loadscope-reorder; xdist's default puts the files
+# with the most tests first), so the few that run for minutes go first: started last, one of them
+# would keep a worker busy long after the others have finished.
 LONGEST_FIRST = (
     "integration/test_local_pipeline.py",
     "integration/test_local_pipeline_resume.py",
