@@ -276,6 +276,82 @@ def test_the_context_holds_the_longest_input_and_the_generated_tokens(chat: Chat
     assert result["generated_tokens"] == generate, result["problems"]
 
 
+class _Requested(Exception):
+    """Raised by the stand-in for llama_cpp.Llama once it has recorded its arguments."""
+
+
+def _llama_arguments(monkeypatch: pytest.MonkeyPatch, call: Any) -> dict[str, Any]:
+    """The keyword arguments ``call`` constructs llama_cpp.Llama with (it is not loaded)."""
+    seen: dict[str, Any] = {}
+
+    def record(**kwargs: Any) -> None:
+        seen.update(kwargs)
+        raise _Requested
+
+    monkeypatch.setattr(llama_cpp, "Llama", record)
+    with pytest.raises(_Requested):
+        call()
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("sample_lengths", "chat_length", "generate", "context"),
+    [
+        ((10, 20), 30, 26, 64),  # 30 + 26 + 8 spare = 64: one step
+        ((10, 20), 30, 27, 128),  # one more token: the next step
+        ((10, 40), 30, 16, 64),  # a sample longer than the chat prompt sets the size
+        ((10, 41), 30, 16, 128),
+        ((10, 20), None, 36, 64),  # no chat template: the samples alone
+        ((10, 20), None, 37, 128),
+    ],
+)
+def test_the_chat_context_is_the_longest_probe_and_generation_with_8_spare_in_64_steps(
+    monkeypatch: pytest.MonkeyPatch,
+    sample_lengths: tuple[int, ...],
+    chat_length: int | None,
+    generate: int,
+    context: int,
+) -> None:
+    reference = ChatReference(
+        texts=["t"] * len(sample_lengths),
+        sample_ids=[[BOS] * n for n in sample_lengths],
+        sample_logits=[np.zeros((n, 4), dtype=np.float32) for n in sample_lengths],
+        chat_text=None if chat_length is None else "c",
+        chat_ids=None if chat_length is None else [BOS] * chat_length,
+        chat_next_token=None,
+    )
+    seen = _llama_arguments(
+        monkeypatch, lambda: _check(Path("m.gguf"), reference, generate_tokens=generate)
+    )
+    assert (seen["n_ctx"], seen["n_batch"]) == (context, context), seen
+    assert seen["logits_all"] is True and seen["model_path"] == "m.gguf"
+    assert (seen["type_k"], seen["type_v"], seen["verbose"]) == (0, 0, False)
+
+
+@pytest.mark.parametrize(("longest", "context"), [(56, 64), (57, 128)])
+def test_the_encoder_context_holds_the_longest_input_in_one_micro_batch(
+    monkeypatch: pytest.MonkeyPatch, longest: int, context: int
+) -> None:
+    reference = EncoderReference(
+        texts=["a", "b"],
+        sample_ids=[[BOS] * 3, [BOS] * longest],
+        embeddings=np.zeros((2, EMBED), dtype=np.float32),
+        pooling="mean",
+        causal=False,
+        spans=[(1, 3), (1, longest)],
+    )
+    seen = _llama_arguments(
+        monkeypatch, lambda: verify_encoder_file(Path("e.gguf"), reference, min_cosine=0.99)
+    )
+    # Non-causal attention needs the whole sequence in one micro-batch (n_ubatch).
+    assert (seen["n_ctx"], seen["n_batch"], seen["n_ubatch"]) == (context,) * 3, seen
+    assert seen["embedding"] is True and seen["model_path"] == "e.gguf"
+    assert seen["pooling_type"] == llama_cpp.LLAMA_POOLING_TYPE_NONE  # pooled by embed_span
+    assert seen["attention_type"] == llama_cpp.LLAMA_ATTENTION_TYPE_NON_CAUSAL
+    assert (seen["type_k"], seen["type_v"], seen["verbose"]) == (0, 0, False)
+    assert seen["n_threads"] == _threads()
+
+
 # ------------------------------------------------------------------------- chat: tokenisation
 
 

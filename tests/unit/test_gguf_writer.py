@@ -581,6 +581,17 @@ def test_sentencepiece_tokenizer_writes_scores_and_space_prefix_not_merges(
     assert "tokenizer.ggml.padding_token_id" not in got  # the tokenizer has no pad token
 
 
+def test_paths_may_be_named_and_options_must_be(bpe_tokenizer_dir: Path, tmp_path: Path) -> None:
+    """``name`` and ``encoder_pooling`` are keyword-only: a positional string cannot land in the
+    wrong one; the two paths may be passed by name."""
+    make_hf_folder(tmp_path / "hf", bpe_tokenizer_dir)
+    out = tmp_path / "model.gguf"
+    write_f16_gguf(model_dir=tmp_path / "hf", out_path=out, name="named")
+    assert read_gguf(out)[0]["general.name"] == "named"
+    with pytest.raises(TypeError):
+        write_f16_gguf(tmp_path / "hf", out, "positional")  # type: ignore[misc]
+
+
 # ----------------------------------------------------------------------------------- refusals
 
 
