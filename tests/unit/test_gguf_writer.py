@@ -13,6 +13,7 @@ written files also *run* like the HF model in llama.cpp is checked by the integr
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -556,6 +557,32 @@ def test_llama3_factors_default_to_llama_3_1s_published_settings(
     )
 
 
+def test_llama3_band_edges_that_are_not_whole_numbers_match_transformers(tmp_path: Path) -> None:
+    """Band edges (original / high, original / low) placed just above a frequency's wavelength:
+    each wavelength must be compared with the exact edge, as transformers does."""
+    from transformers import AutoConfig
+
+    theta, head_dim, original = 10000.0, 128, 1000
+    exponents = np.arange(0, head_dim, 2, dtype=np.float64) / head_dim
+    wavelengths = 2 * math.pi * theta**exponents
+    high_edge, low_edge = wavelengths[23] + 0.4, wavelengths[29] + 0.5
+    assert math.floor(high_edge) < wavelengths[23] < high_edge  # the edges are fractional,
+    assert math.floor(low_edge) < wavelengths[29] < low_edge  # with a wavelength in between
+    rope = {
+        "rope_type": "llama3",
+        "rope_theta": theta,
+        "factor": 8.0,
+        "original_max_position_embeddings": original,
+        "high_freq_factor": original / high_edge,
+        "low_freq_factor": original / low_edge,
+    }
+    settings = {"hidden_size": 256, "num_attention_heads": 2, "head_dim": head_dim}
+    AutoConfig.for_model("llama", rope_parameters=rope, **settings).save_pretrained(str(tmp_path))
+    np.testing.assert_allclose(
+        llama3_rope_factors(read_model_spec(tmp_path)), _hf_llama3_factors(tmp_path), rtol=1e-6
+    )
+
+
 def test_sentencepiece_tokenizer_writes_scores_and_space_prefix_not_merges(
     spm_tokenizer_dir: Path, tmp_path: Path
 ) -> None:
@@ -606,16 +633,17 @@ def test_a_folder_without_safetensors_is_refused(bpe_tokenizer_dir: Path, tmp_pa
 def test_a_tensor_without_a_gguf_name_is_refused_with_the_converter_hint(
     bpe_tokenizer_dir: Path, tmp_path: Path
 ) -> None:
+    """The hint is the end of hf_spec's message, whatever the folder's name holds ("; " too)."""
+    folder = tmp_path / "weights; v2" / "hf"
     extra = {"model.layers.0.self_attn.q_norm.gamma": (HIDDEN,)}
-    make_hf_folder(tmp_path / "hf", bpe_tokenizer_dir, extra=extra)
+    make_hf_folder(folder, bpe_tokenizer_dir, extra=extra)
     with pytest.raises(MongarsError) as raised:
-        write_f16_gguf(tmp_path / "hf", tmp_path / "model.gguf", name="x")
-    message = str(raised.value)
-    assert "'model.layers.0.self_attn.q_norm.gamma'" in message and "for llama;" in message
-    assert message.endswith(
-        "not covered by the built-in writer. set export_cmd (--export-cmd) to a converter "
-        "command with {model_dir} and {gguf_path}"
-    ), message
+        write_f16_gguf(folder, tmp_path / "model.gguf", name="x")
+    assert str(raised.value) == (
+        f"export: tensor 'model.layers.0.self_attn.q_norm.gamma' in {folder} has no GGUF name "
+        "for llama; this variant is not covered by the built-in writer. set export_cmd "
+        "(--export-cmd) to a converter command with {model_dir} and {gguf_path}"
+    )
 
 
 def test_two_tensors_with_the_same_gguf_name_are_refused(
