@@ -451,18 +451,20 @@ def test_encoder_file_is_non_causal_with_the_pooling_type(
     assert_tensors_match(out, hf, permuted=True)
 
 
+@pytest.mark.parametrize("head_dim", [24, 8])
 def test_explicit_head_dim_writes_key_and_value_length(
-    bpe_tokenizer_dir: Path, tmp_path: Path
+    bpe_tokenizer_dir: Path, tmp_path: Path, head_dim: int
 ) -> None:
-    """Mistral-Nemo style: head_dim * heads != hidden, so llama.cpp must be told the head size."""
+    """Mistral-Nemo style: head_dim * heads != hidden (wider or narrower), so llama.cpp must be
+    told the head size."""
     hf_dir = tmp_path / "hf"
-    hf = make_hf_folder(hf_dir, bpe_tokenizer_dir, model_type="mistral", head_dim=24)
+    hf = make_hf_folder(hf_dir, bpe_tokenizer_dir, model_type="mistral", head_dim=head_dim)
     tokens = len(json.loads((bpe_tokenizer_dir / "tokenizer.json").read_text())["model"]["vocab"])
     write_f16_gguf(hf_dir, tmp_path / "model.gguf", name="nemo")
     got, _ = read_gguf(tmp_path / "model.gguf")
     expected = hf_hparam_metadata(hf_dir, "nemo")
     expected |= hf_tokenizer_metadata(hf_dir, tokens + PADDING_ROWS) | _standard_keys(got)
-    assert expected["llama.attention.key_length"] == 24
+    assert expected["llama.attention.key_length"] == head_dim
     assert_metadata(got, expected)
     assert_tensors_match(tmp_path / "model.gguf", hf, permuted=True)
 
