@@ -194,7 +194,7 @@ def _check(path: Path, reference: ChatReference, **overrides: Any) -> dict[str, 
         "check_special_text": True,
         "exact_next_token": True,
     }
-    return verify_chat_file(path, reference, **(settings | overrides))
+    return verify_chat_file(path=path, reference=reference, **(settings | overrides))
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -226,8 +226,15 @@ def test_a_faithful_file_passes_with_its_figures(chat: ChatFixture) -> None:
 
 
 def test_without_a_chat_template_generation_starts_from_bos(chat: ChatFixture) -> None:
+    """From the first sample's first token (BOS), also with a single sample."""
     reference = dataclasses.replace(
-        chat.reference, chat_text=None, chat_ids=None, chat_next_token=None
+        chat.reference,
+        texts=TEXTS[:1],
+        sample_ids=chat.reference.sample_ids[:1],
+        sample_logits=chat.reference.sample_logits[:1],
+        chat_text=None,
+        chat_ids=None,
+        chat_next_token=None,
     )
     result = _check(chat.path, reference, generate_tokens=3)
     assert result["passed"], result["problems"]
@@ -458,12 +465,26 @@ def test_a_logit_cosine_under_the_bound_fails_and_one_at_it_passes(chat: ChatFix
 
 
 def test_top1_agreement_counts_positions_whose_argmax_differs(chat: ChatFixture) -> None:
+    """Two positions moved: one to a lower token id than llama.cpp's choice, one to a higher."""
     logits = chat.reference.sample_logits[0].copy()
-    logits[2, int(logits[2].argmin())] = float(logits[2].max()) + 5.0
+    for row, token in ((2, 0), (3, logits.shape[1] - 1)):
+        assert int(logits[row].argmax()) != token
+        logits[row, token] = float(logits[row].max()) + 5.0
     reference = _with_logits(chat.reference, 0, logits)
     result = _check(chat.path, reference, min_cosine=0.0, max_rel_diff=1e9)
     positions = sum(len(ids) for ids in reference.sample_ids)
-    assert result["top1_agreement"] == pytest.approx((positions - 1) / positions)
+    assert result["top1_agreement"] == pytest.approx((positions - 2) / positions)
+
+
+def test_a_reference_whose_parts_disagree_in_length_is_refused(chat: ChatFixture) -> None:
+    """One logit row for a many-token sample, or a text without ids, is an error, not a match
+    on whatever overlaps."""
+    one_row = _with_logits(chat.reference, 0, chat.reference.sample_logits[0][:1])
+    with pytest.raises(ValueError, match="zip"):
+        _check(chat.path, one_row, min_cosine=0.0, max_rel_diff=1e9)
+    extra_text = dataclasses.replace(chat.reference, texts=[*TEXTS, "Encore un texte."])
+    with pytest.raises(ValueError, match="zip"):
+        _check(chat.path, extra_text)
 
 
 def test_a_reference_of_zero_logits_fails_on_cosine_without_dividing_by_zero(
@@ -567,7 +588,7 @@ def encoder(tmp_path_factory: pytest.TempPathFactory) -> EncoderFixture:
 
 
 def test_a_faithful_encoder_file_passes_with_its_figures(encoder: EncoderFixture) -> None:
-    result = verify_encoder_file(encoder.path, encoder.reference, min_cosine=0.9999)
+    result = verify_encoder_file(path=encoder.path, reference=encoder.reference, min_cosine=0.9999)
     assert result["problems"] == [] and result["passed"] is True, result["problems"]
     assert result["kind"] == "encoder" and result["loaded"] is True
     assert result["token_mismatches"] == 0

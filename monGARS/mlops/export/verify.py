@@ -20,7 +20,7 @@ GGML_TYPE_F32 = 0
 
 
 def _threads() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
+    return min(os.cpu_count() or 1, 8)  # cpu_count is None or >= 1
 
 
 @contextlib.contextmanager
