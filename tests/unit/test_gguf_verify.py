@@ -642,12 +642,15 @@ def test_an_embedding_cosine_under_the_bound_fails_and_one_at_it_passes(
     assert result["problems"] == [f"embedding cosine {measured:.6f} < bound {above}"]
 
 
+@pytest.mark.parametrize("last_id", [0, 260])
 def test_a_document_tokenised_differently_is_reported_with_both_spans(
-    encoder: EncoderFixture,
+    encoder: EncoderFixture, last_id: int
 ) -> None:
+    """An id below or above llama.cpp's: any difference counts."""
     ids = list(encoder.reference.sample_ids[1])
+    assert ids[-1] != last_id
     sample_ids = list(encoder.reference.sample_ids)
-    sample_ids[1] = [*ids[:-1], 7]
+    sample_ids[1] = [*ids[:-1], last_id]
     reference = dataclasses.replace(encoder.reference, sample_ids=sample_ids)
     result = verify_encoder_file(encoder.path, reference, min_cosine=0.0)
     span = tuple(encoder.reference.spans[1])
@@ -657,17 +660,26 @@ def test_a_document_tokenised_differently_is_reported_with_both_spans(
     ]
 
 
-def test_a_query_span_that_differs_is_reported_as_a_query(encoder: EncoderFixture) -> None:
+@pytest.mark.parametrize("shift", [1, -1])
+def test_a_query_span_that_differs_is_reported_as_a_query(
+    encoder: EncoderFixture, shift: int
+) -> None:
     spans = list(encoder.reference.spans)
     start, stop = spans[-1]
-    spans[-1] = (start + 1, stop)
+    spans[-1] = (start + shift, stop)
     reference = dataclasses.replace(encoder.reference, spans=spans)
     result = verify_encoder_file(encoder.path, reference, min_cosine=0.0)
     index = len(spans) - 1
     assert result["problems"] == [
         f"tokenisation of query {index} differs from HF "
-        f"(llama.cpp span {(start, stop)}, HF {(start + 1, stop)})"
+        f"(llama.cpp span {(start, stop)}, HF {(start + shift, stop)})"
     ]
+
+
+def test_an_encoder_reference_missing_an_embedding_is_refused(encoder: EncoderFixture) -> None:
+    short = dataclasses.replace(encoder.reference, embeddings=encoder.reference.embeddings[:-1])
+    with pytest.raises(ValueError, match="zip"):
+        verify_encoder_file(encoder.path, short, min_cosine=0.0)
 
 
 def test_the_encoder_runs_causally_when_the_reference_is_causal(encoder: EncoderFixture) -> None:

@@ -158,7 +158,7 @@ def _generate(llm: Any, reference: ChatReference, count: int) -> tuple[dict[str,
     prompt = reference.chat_ids or reference.sample_ids[0][:1]
     llm.reset()
     tokens: list[int] = []
-    for token in llm.generate(prompt, temp=0.0, reset=True):  # temperature 0: llama.cpp's greedy
+    for token in llm.generate(prompt, temp=0.0):  # temperature 0: llama.cpp's greedy sampler
         tokens.append(int(token))
         if len(tokens) >= count or llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
             break
