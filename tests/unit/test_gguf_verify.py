@@ -241,6 +241,28 @@ def test_without_a_chat_template_generation_starts_from_bos(chat: ChatFixture) -
     assert result["generated_text"] == chat.detokenize(chat.greedy_from_bos[:3])
 
 
+def test_without_bos_or_chat_template_generation_starts_from_the_first_sample(
+    chat: ChatFixture,
+) -> None:
+    """A tokenizer that adds no BOS (Qwen2's): the prompt is sample 0's first token, not another
+    sample's (verification then reports the tokenisation difference; generation still runs)."""
+    with open_llama(chat.path, n_ctx=128, logits_all=True) as llm:
+        sample_ids = [llm.tokenize(t.encode(), add_bos=False, special=False) for t in TEXTS]
+        logits = [_logits(llm, ids) for ids in sample_ids]
+        expected = _greedy(llm, sample_ids[0][:1], 3)
+    assert sample_ids[0][0] != sample_ids[1][0], "the samples must start differently"
+    reference = ChatReference(
+        texts=list(TEXTS),
+        sample_ids=sample_ids,
+        sample_logits=logits,
+        chat_text=None,
+        chat_ids=None,
+        chat_next_token=None,
+    )
+    result = _check(chat.path, reference, generate_tokens=3)
+    assert result["generated_text"] == chat.detokenize(expected)
+
+
 def test_generation_stops_at_an_end_of_generation_token(chat: ChatFixture, tmp_path: Path) -> None:
     """The same weights with EOS set to the second greedy token: two tokens, then stop."""
     stop = chat.greedy[1]
@@ -485,6 +507,23 @@ def test_a_reference_whose_parts_disagree_in_length_is_refused(chat: ChatFixture
     extra_text = dataclasses.replace(chat.reference, texts=[*TEXTS, "Encore un texte."])
     with pytest.raises(ValueError, match="zip"):
         _check(chat.path, extra_text)
+    ids = chat.reference.sample_ids
+    no_logits = dataclasses.replace(
+        chat.reference, texts=[*TEXTS, TEXTS[0]], sample_ids=[*ids, ids[0]]
+    )
+    with pytest.raises(ValueError, match="zip"):
+        _check(chat.path, no_logits)
+
+
+def test_a_relative_difference_is_over_the_largest_reference_logit_even_below_1(
+    chat: ChatFixture,
+) -> None:
+    """Small logits (here every reference logit scaled to under 0.01) are not divided by 1."""
+    small = [x * (0.01 / float(np.abs(x).max())) for x in chat.reference.sample_logits]
+    reference = dataclasses.replace(chat.reference, sample_logits=small)
+    result = _check(chat.path, reference, min_cosine=0.0, max_rel_diff=1e9)
+    largest = max(float(np.abs(x).max()) for x in chat.reference.sample_logits)
+    assert result["logits_rel_diff"] == pytest.approx((largest - 0.01) / 0.01, rel=1e-4)
 
 
 def test_a_reference_of_zero_logits_fails_on_cosine_without_dividing_by_zero(
@@ -502,8 +541,10 @@ def test_a_reference_of_zero_logits_fails_on_cosine_without_dividing_by_zero(
 # -------------------------------------------------------------------------- chat: next token
 
 
-def test_a_decisive_next_token_that_differs_fails(chat: ChatFixture) -> None:
-    other = (chat.greedy[0] + 1) % 100
+@pytest.mark.parametrize("offset", [1, -1])
+def test_a_decisive_next_token_that_differs_fails(chat: ChatFixture, offset: int) -> None:
+    """HF's token above or below llama.cpp's: any difference counts."""
+    other = chat.greedy[0] + offset
     reference = dataclasses.replace(chat.reference, chat_next_token=other, chat_next_margin=1.0)
     result = _check(chat.path, reference)
     assert result["problems"] == [
@@ -524,6 +565,8 @@ def test_a_next_token_is_decisive_only_above_twice_the_logit_error(chat: ChatFix
     assert _check(chat.path, at_twice, **loose)["passed"], "a gap of exactly 2x is not decisive"
     above = dataclasses.replace(at_twice, chat_next_margin=float(np.nextafter(2 * max_abs, 9.0)))
     assert not _check(chat.path, above, **loose)["passed"], "a gap above 2x is decisive"
+    below = dataclasses.replace(at_twice, chat_next_margin=max_abs)
+    assert _check(chat.path, below, **loose)["passed"], "a gap under 2x is not decisive"
 
 
 # ----------------------------------------------------------------------------------- encoder
@@ -716,7 +759,7 @@ def test_embed_span_pools_the_span_rows_only(encoder: EncoderFixture, pooling: s
 def test_llama_token_spans_pool_the_query_text_not_the_instruction(
     encoder: EncoderFixture,
 ) -> None:
-    llm = open_encoder(encoder.path, 128, causal=False)
+    llm = open_encoder(path=encoder.path, n_ctx=128, causal=False)
     try:
         spans = llama_token_spans(llm, [*TEXTS, *QUERIES], None, 64)
         instructed = llama_token_spans(llm, QUERIES, INSTRUCTION, 64)
