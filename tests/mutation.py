@@ -60,8 +60,12 @@ def _checkout_copy(scratch: Path) -> Path:
     return copy
 
 
-def _config(module: str, tests: list[str], timeout: float) -> str:
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+def _config(module: str, tests: list[str], timeout: float, warm: Path | None = None) -> str:
+    pytest_args = ["-x", "-q", "-p", "no:cacheprovider", *tests]
+    command = [sys.executable, "-m", "pytest", *pytest_args]
+    if warm is not None:  # through tests/mutation_warm.py's server (a target's ``preload``)
+        runner = str(Path("tests") / "mutation_warm.py")
+        command = [sys.executable, runner, "run", str(warm), str(timeout), *pytest_args]
     excluded = ", ".join(json.dumps(pattern) for pattern in EXCLUDED_OPERATORS)
     return (
         "[cosmic-ray]\n"
@@ -156,26 +160,50 @@ def run_target(target: dict, scratch: Path, timeout: float) -> dict:
     tree = _checkout_copy(scratch)
     config = scratch / "cosmic-ray.toml"
     session = scratch / "session.sqlite"
-    config.write_text(_config(module, tests, timeout), encoding="utf-8")
+    preload = list(target.get("preload", []))
+    warm = scratch / "warm.sock" if preload else None
+    config.write_text(_config(module, tests, timeout, warm), encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
     env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env["TOKENIZERS_PARALLELISM"] = "false"
     bin_dir = Path(sys.executable).parent
     started = time.monotonic()
-    for command in (
-        [bin_dir / "cosmic-ray", "init", config, session],
-        [bin_dir / "cr-filter-operators", session, config],
-        [bin_dir / "cosmic-ray", "baseline", config],
-        [bin_dir / "cosmic-ray", "exec", config, session],
-    ):
-        done = subprocess.run(
-            [str(part) for part in command], cwd=tree, env=env, capture_output=True, text=True
+    server = None
+    if warm is not None:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                str(tree / "tests" / "mutation_warm.py"),
+                "serve",
+                str(warm),
+                *preload,
+            ],
+            cwd=tree,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        if done.returncode != 0:
-            raise SystemExit(
-                f"{module}: {' '.join(str(p) for p in command[:2])} failed "
-                f"(the tests must pass unmutated):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        if server.stdout is None or server.stdout.readline().strip() != "ready":
+            raise SystemExit(f"{module}: the warm runner did not start (preload {preload})")
+    try:
+        for command in (
+            [bin_dir / "cosmic-ray", "init", config, session],
+            [bin_dir / "cr-filter-operators", session, config],
+            [bin_dir / "cosmic-ray", "baseline", config],
+            [bin_dir / "cosmic-ray", "exec", config, session],
+        ):
+            done = subprocess.run(
+                [str(part) for part in command], cwd=tree, env=env, capture_output=True, text=True
             )
+            if done.returncode != 0:
+                raise SystemExit(
+                    f"{module}: {' '.join(str(p) for p in command[:2])} failed "
+                    f"(the tests must pass unmutated):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+                )
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait()
     figures = _results(session, module, tree / module)
     figures["seconds"] = round(time.monotonic() - started, 1)
     figures["module"], figures["tests"] = module, tests

@@ -20,7 +20,7 @@ GGML_TYPE_F32 = 0
 
 
 def _threads() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
+    return min(os.cpu_count() or 1, 8)  # cpu_count is None or >= 1
 
 
 @contextlib.contextmanager
@@ -142,7 +142,7 @@ def verify_chat_file(
         "logits_max_abs_diff": max_abs,
         "logits_rel_diff": rel,
         "logits_min_cosine": min_cos,
-        "top1_agreement": agree / total if total else 0.0,
+        "top1_agreement": agree / total,
         "bounds": {"min_cosine": min_cosine, "max_rel_diff": max_rel_diff},
         "generated_tokens": len(generated["tokens"]),
         "generated_text": generated["text"],
@@ -158,7 +158,7 @@ def _generate(llm: Any, reference: ChatReference, count: int) -> tuple[dict[str,
     prompt = reference.chat_ids or reference.sample_ids[0][:1]
     llm.reset()
     tokens: list[int] = []
-    for token in llm.generate(prompt, temp=0.0, top_k=1, reset=True):
+    for token in llm.generate(prompt, temp=0.0):  # temperature 0: llama.cpp's greedy sampler
         tokens.append(int(token))
         if len(tokens) >= count or llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
             break

@@ -106,7 +106,7 @@ class _TensorPlan:
             raise MongarsError(
                 f"export: tensor {hf_name!r} in {self.folder} has no GGUF name for "
                 f"{self.spec.model_type}; this variant is not covered by the built-in writer. "
-                + unsupported_message(self.spec.model_type, self.folder).split("; ", 1)[1]
+                + unsupported_message(self.spec.model_type, self.folder).rpartition("; ")[2]
             )
         return name
 
