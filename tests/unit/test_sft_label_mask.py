@@ -244,8 +244,9 @@ def test_corpus_records_of_each_kind_become_chat_records() -> None:
     conversation = corpus_record_to_chat("conversation", {"id": 4, "messages": [USER, ANSWER]}, "w")
     assert conversation["messages"] == [USER, ANSWER] and conversation["id"] == "4"
     assert conversation["module"] == "corpus/conversation"
-    with pytest.raises(MongarsError, match="'retrieval' corpora have no chat form"):
-        corpus_record_to_chat("retrieval", {"query": "q"}, "w")
+    for kind in ("retrieval", "code"):  # sorting after and before the known kinds
+        with pytest.raises(MongarsError, match=f"'{kind}' corpora have no chat form"):
+            corpus_record_to_chat(kind, {"query": "q", "messages": [USER, ANSWER]}, "w")
     with pytest.raises(MongarsError, match=r"w: missing field 'answer' for a reasoning record"):
         corpus_record_to_chat("reasoning", {"question": "q", "reasoning": "r"}, "w")
 
