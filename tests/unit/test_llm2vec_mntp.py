@@ -47,8 +47,9 @@ def test_each_mask_token_type_resolves_to_its_token(tokenizer: Any) -> None:
     assert resolve_mask_token_id(tokenizer, "pad") == tokenizer.pad_token_id == 2
     with pytest.raises(MongarsError, match="the tokenizer has no mask_token; use 'blank'"):
         resolve_mask_token_id(tokenizer, "mask")
-    with pytest.raises(MongarsError, match="'cls' is not one of blank, eos, pad, mask"):
-        resolve_mask_token_id(tokenizer, "cls")
+    for unknown in ("cls", "bert"):  # sorting after and before "blank"
+        with pytest.raises(MongarsError, match=f"'{unknown}' is not one of blank, eos, pad, mask"):
+            resolve_mask_token_id(tokenizer, unknown)
 
 
 def _vocabulary(blank: int | None, unknown: int | None) -> Any:
@@ -59,6 +60,9 @@ def _vocabulary(blank: int | None, unknown: int | None) -> Any:
 def test_a_blank_that_is_the_unknown_token_or_missing_is_refused() -> None:
     assert resolve_mask_token_id(_vocabulary(blank=28730, unknown=0), "blank") == 28730
     assert resolve_mask_token_id(_vocabulary(blank=5, unknown=None), "blank") == 5
+    assert resolve_mask_token_id(_vocabulary(blank=3, unknown=7), "blank") == 3, (
+        "a blank id below the unknown id is a real token, not the unknown one"
+    )
     for blank, unknown in ((0, 0), (None, None), (None, 0)):
         with pytest.raises(MongarsError, match="maps it to the unknown token"):
             resolve_mask_token_id(_vocabulary(blank, unknown), "blank")
@@ -109,6 +113,9 @@ def test_a_token_is_masked_exactly_when_its_draw_is_under_the_probability() -> N
     draws = torch.rand(IDS.shape, generator=torch.Generator().manual_seed(SEED))
     probability = draws[0, 3].item()  # .3536 exactly: strictly under it is masked, not equal
     masked, labels = _mask(probability)
+    assert set(labels.flatten().tolist()) - set(IDS.flatten().tolist()) == {X}, (
+        "positions that predict nothing must be labelled -100"
+    )
     assert labels[0].tolist() == [X, X, 12, X, 14, X, 16, 17], (
         "row 0 must mask the tokens whose draw is < p (positions 2, 4, 6, 7); position 0 is "
         "never masked and position 3, whose draw equals p, is not"
@@ -210,7 +217,7 @@ def test_default_collator_boundaries_fall_on_the_upper_side() -> None:
 def test_bad_collator_settings_are_refused() -> None:
     with pytest.raises(MongarsError, match="'default' needs the vocabulary size"):
         _mask(0.5, collator_type="default")
-    for unknown in ("bert", "span"):  # sorting before and after "default"
+    for unknown in ("all", "bert", "span"):  # sorting before "all_mask", then around "default"
         with pytest.raises(MongarsError, match=f"'{unknown}' is not one of all_mask, default"):
             _mask(0.5, collator_type=unknown, vocab_size=300)
     with pytest.raises(TypeError):  # probability and mask id are numbers: keyword-only
