@@ -8,6 +8,7 @@ these run once per mutant of ``common/chat_data.py`` (tests/mutation.toml).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +26,7 @@ from monGARS.mlops.training.common.chat_data import (
     corpus_record_to_chat,
     default_chat_template,
     ensure_chat_template,
+    french_count,
     load_french_records,
     load_module_records,
     tokenize_chat,
@@ -42,6 +44,7 @@ CONVERSATION = [
     {"role": "assistant", "content": "Il est chargé."},
 ]
 # Each turn as "role: content" on its own line.
+NO_SEPARATORS = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
 PLAIN_TURNS = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\\n' }}{% endfor %}"
 
 
@@ -79,7 +82,7 @@ def test_labels_are_the_ids_of_assistant_tokens_and_minus_100_elsewhere(tokenize
 
 def test_adjacent_assistant_turns_are_both_trained(tokenizer: Any) -> None:
     # A template with no separators: the second answer starts where the first one ends.
-    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    tokenizer.chat_template = NO_SEPARATORS
     messages = [
         {"role": "user", "content": "Question ?"},
         {"role": "assistant", "content": " oui"},
@@ -91,6 +94,27 @@ def test_adjacent_assistant_turns_are_both_trained(tokenizer: Any) -> None:
     trained = [t for t, label in zip(example.input_ids, example.labels, strict=True) if label >= 0]
     assert tokenizer.decode(trained) == " oui non", (
         "the token opening the second answer (it starts where the first answer ends) lost its label"
+    )
+
+
+def test_a_turn_ending_inside_a_token_leaves_the_next_turns_trained(tokenizer: Any) -> None:
+    # No separators: " oui" runs into "merci", so a token ("im") straddles the first answer's end
+    # and no token starts exactly where that answer ends.
+    tokenizer.chat_template = NO_SEPARATORS
+    messages = [
+        {"role": "user", "content": "Question ?"},
+        {"role": "assistant", "content": " oui"},
+        {"role": "user", "content": "merci"},
+        {"role": "assistant", "content": " non"},
+    ]
+    text, spans = assistant_spans(tokenizer, messages)
+    assert (text, spans) == ("Question ? ouimerci non", [(10, 14), (19, 23)])
+    offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    overlapping = [any(e > a and s < b for a, b in spans) for s, e in offsets["offset_mapping"]]
+    example = tokenize_chat(tokenizer, messages, 64)
+    assert [label != NOT_TRAINED for label in example.labels] == overlapping, (
+        "labels must be kept exactly on the tokens overlapping an answer: the second answer "
+        "lost them once the first one ended inside a token"
     )
 
 
@@ -171,6 +195,11 @@ def test_split_counts_dropped_and_truncated_records(tokenizer: Any) -> None:
     lengths = [len(example.input_ids) for example in split.examples]
     assert lengths == [len(short.input_ids), limit, len(short.input_ids)]
     assert split.tokens == sum(lengths)
+    # Examples and splits are values: a field cannot be rebound after tokenizing.
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        split.examples[0].labels = []  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        split.dropped_empty = 0  # type: ignore[misc]
     dataset = ChatDataset(split.examples)
     assert len(dataset) == 3
     assert dataset[1] == {
@@ -274,3 +303,9 @@ def test_french_records_name_the_bad_line(tmp_path: Path) -> None:
     _write(tmp_path / "corpora" / "reasoning" / "val.jsonl", [good, json.dumps({"question": "q"})])
     with pytest.raises(MongarsError, match=r"reasoning/val.jsonl:2: missing field"):
         load_french_records(tmp_path, "val")
+
+
+def test_french_count_rounds_to_the_nearest_record() -> None:
+    # 7 module records at 20 %: 7 * 0.2 / 0.8 = 1.75 French records, so 2 (2 of 9 is 22 %).
+    assert french_count(7, 0.2) == 2, "the French share is rounded down instead of to nearest"
+    assert french_count(0, 0.5) == 0 and french_count(7, 0.0) == 0
