@@ -159,9 +159,10 @@ def load_french_records(datasets_dir: Path, split: str) -> list[dict[str, Any]]:
 
 
 def french_count(module_count: int, ratio: float) -> int:
-    """How many French records make them ``ratio`` of the mix with ``module_count`` records."""
-    if ratio <= 0 or module_count == 0:
-        return 0
+    """How many French records make them ``ratio`` of the mix with ``module_count`` records.
+
+    ``ratio`` is a validated fraction, 0 <= ratio < 1: a ratio or a count of 0 gives 0.
+    """
     return round(module_count * ratio / (1.0 - ratio))
 
 

@@ -49,10 +49,12 @@ def _hidden_dropout_sites(model: Any) -> list[Any]:
 
 
 def _dropout_hook(rate: float) -> Any:
+    """A forward hook dropping out a module's output (the first item of a tuple) in train mode;
+    only registered with ``rate`` > 0."""
     import torch
 
     def hook(module: Any, _inputs: Any, output: Any) -> Any:
-        if not module.training or rate == 0:
+        if not module.training:
             return output
         if isinstance(output, tuple):
             return (torch.nn.functional.dropout(output[0], rate, True), *output[1:])
