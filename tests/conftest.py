@@ -63,3 +63,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: every other test keeps its place
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    from tests.reliability.tally import count
+
+    if report.when == "call":
+        count(report.user_properties)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.reliability.tally import summary_line
+
+    line = summary_line()
+    if line:
+        terminalreporter.write_line(line)

@@ -1,16 +1,19 @@
-"""Counts for the reliability suite, printed at the end of the test session."""
+"""Puts the cases a reliability test recorded on its report (tests/reliability/tally.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from tests.reliability.tally import RESULTS
+import pytest
+
+from tests.reliability.tally import PENDING, PROPERTY
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    tried = len(RESULTS["held"]) + len(RESULTS["broke"])
-    if tried:
-        broke = f"; broke: {', '.join(RESULTS['broke'])}" if RESULTS["broke"] else ""
-        terminalreporter.write_line(
-            f"reliability: {tried} cases tried, {len(RESULTS['held'])} held{broke}"
-        )
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        report.user_properties.extend((PROPERTY, [case, held]) for case, held in PENDING)
+        PENDING.clear()
