@@ -44,7 +44,7 @@ test: setup
 test-unit: setup
 	$(TEST_ENV) $(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-# Mutation testing (cosmic-ray), one module at a time with only its own tests: tens of minutes on
+# Mutation testing (cosmic-ray), one module at a time with only its own tests: about two hours on
 # 2 cores, so not part of `make test` or CI; docs/testing.md has the figures and how to read them.
 MODULES ?=
 mutation: setup
