@@ -58,8 +58,15 @@ LONGEST_FIRST = (
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    renamed = [name for name in LONGEST_FIRST if not (REPO_ROOT / "tests" / name).is_file()]
+    if renamed:  # a renamed file would silently lose its place and start last again
+        raise pytest.UsageError(f"tests/conftest.py LONGEST_FIRST names missing files: {renamed}")
+    tests = REPO_ROOT / "tests"
+
     def rank(item: pytest.Item) -> int:
-        path = item.path.relative_to(REPO_ROOT / "tests").as_posix()
+        if not item.path.is_relative_to(tests):  # a test given from outside tests/
+            return len(LONGEST_FIRST)
+        path = item.path.relative_to(tests).as_posix()
         return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: every other test keeps its place
