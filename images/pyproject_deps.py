@@ -5,10 +5,11 @@ and the Dockerfiles install exactly what this prints (one pip resolution per ima
 
 - ``--image runtime`` (the CPU image): pyproject's pins, with torch's pin turned into the PyTorch
   CPU build (``torch==X`` -> ``torch==X+cpu``: a PyPI ``torch`` wheel for Linux is the CUDA build,
-  with GBs of nvidia-* wheels), without bitsandbytes (4-bit CUDA training only);
+  with GBs of nvidia-* wheels); bitsandbytes (4-bit CUDA training only) is not among them;
 - ``--image train-cuda``: ``requirements/cuda-train.txt`` (Unsloth's transformers/trl/datasets
-  and what they need, the CUDA torch stack), then pyproject's other pins, without the names that
-  file overrides and without llama-cpp-python (export runs in the CPU image).
+  and what they need, the CUDA torch stack), then pyproject's other pins and its ``cuda`` extra
+  (bitsandbytes), without the names that file overrides and without llama-cpp-python (export runs
+  in the CPU image).
 
 tests/unit/test_images_pins.py resolves both sets against the package index. Standard library
 only: it runs before anything is installed.
@@ -47,14 +48,27 @@ def requirement_lines(path: Path) -> list[str]:
     return lines
 
 
-def project_dependencies(pyproject: Path) -> list[str]:
+def project_dependencies(pyproject: Path, extras: tuple[str, ...] = ()) -> list[str]:
+    """The project's dependencies, then those of each extra in ``extras``."""
     with pyproject.open("rb") as handle:
-        return list(tomllib.load(handle)["project"]["dependencies"])
+        project = tomllib.load(handle)["project"]
+    optional = project.get("optional-dependencies", {})
+    unknown = [extra for extra in extras if extra not in optional]
+    if unknown:
+        raise ValueError(f"pyproject.toml has no extra {unknown[0]!r}: one of {sorted(optional)}")
+    return list(project["dependencies"]) + [dep for extra in extras for dep in optional[extra]]
 
 
-def remaining_dependencies(pyproject: Path, excluded: set[str]) -> list[str]:
-    """The project's dependencies whose names are not in ``excluded`` (canonical names)."""
-    return [dep for dep in project_dependencies(pyproject) if canonical_name(dep) not in excluded]
+def remaining_dependencies(
+    pyproject: Path, excluded: set[str], extras: tuple[str, ...] = ()
+) -> list[str]:
+    """The project's dependencies (and ``extras``') whose names are not in ``excluded``
+    (canonical names)."""
+    return [
+        dep
+        for dep in project_dependencies(pyproject, extras)
+        if canonical_name(dep) not in excluded
+    ]
 
 
 def cpu_torch(requirement: str) -> str:
@@ -67,8 +81,9 @@ def cpu_torch(requirement: str) -> str:
     return f"torch=={match.group(1)}+cpu"
 
 
-# What each image leaves out of pyproject's pins, and what it adds before them.
-IMAGE_EXCLUDES = {"runtime": ("bitsandbytes",), "train-cuda": ("llama-cpp-python",)}
+# What each image leaves out of pyproject's pins, and which of its extras it adds to them.
+IMAGE_EXCLUDES: dict[str, tuple[str, ...]] = {"runtime": (), "train-cuda": ("llama-cpp-python",)}
+IMAGE_EXTRAS: dict[str, tuple[str, ...]] = {"runtime": (), "train-cuda": ("cuda",)}
 CUDA_PINS = Path("requirements") / "cuda-train.txt"
 
 
@@ -77,11 +92,12 @@ def image_requirements(pyproject: Path, image: str) -> list[str]:
     if image not in IMAGE_EXCLUDES:
         raise ValueError(f"--image {image!r}: use one of {', '.join(sorted(IMAGE_EXCLUDES))}")
     excluded = {canonical_name(name) for name in IMAGE_EXCLUDES[image]}
+    extras = IMAGE_EXTRAS[image]
     if image == "runtime":
-        return [cpu_torch(dep) for dep in remaining_dependencies(pyproject, excluded)]
+        return [cpu_torch(dep) for dep in remaining_dependencies(pyproject, excluded, extras)]
     overrides = requirement_lines(pyproject.parent / CUDA_PINS)
     excluded.update(canonical_name(line) for line in overrides)
-    return overrides + remaining_dependencies(pyproject, excluded)
+    return overrides + remaining_dependencies(pyproject, excluded, extras)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,8 +50,7 @@ def sample_corpus_dir() -> Path:
 LONGEST_FIRST = (
     "integration/test_local_pipeline.py",
     "integration/test_local_pipeline_resume.py",
-    "integration/test_runbook_stage_commands.py",
-    "integration/test_runbook_quickstart.py",
+    "integration/test_runbook.py",
     "integration/test_champion_lifecycle.py",
     "integration/test_source_revisions.py",
 )

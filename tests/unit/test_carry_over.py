@@ -2,7 +2,7 @@
 
 These run the command lines up to the point where the pipeline would start (``run_local`` is
 replaced by a recorder); the real sequence of runbook commands runs in
-tests/integration/test_runbook_stage_commands.py.
+tests/integration/test_runbook.py.
 """
 
 from __future__ import annotations

@@ -62,8 +62,8 @@ def _pins(lines: list[str]) -> dict[str, Version]:
 
 
 def _pyproject_pins() -> dict[str, Version]:
-    with (REPO / "pyproject.toml").open("rb") as handle:
-        return _pins(tomllib.load(handle)["project"]["dependencies"])
+    """pyproject's pins as the CUDA image has them: the CPU stack and the ``cuda`` extra."""
+    return _pins(deps.project_dependencies(REPO / "pyproject.toml", ("cuda",)))
 
 
 def test_cuda_pins_are_exact_and_satisfy_unsloth_and_trl() -> None:
@@ -102,6 +102,7 @@ def test_image_sets_are_what_the_dockerfiles_install() -> None:
     assert "bitsandbytes" not in runtime_pins and "llama-cpp-python" in runtime_pins
     cuda_pins = _pins(cuda)
     assert "llama-cpp-python" not in cuda_pins and cuda_pins["torch"].local is None
+    assert "bitsandbytes" in cuda_pins, "the hf backend's 4-bit loading on CUDA needs it"
     assert len(cuda_pins) == len(cuda), "a name appears twice in the CUDA set"
     for image in ("runtime", "train-cuda"):
         dockerfile = (REPO / "images" / f"Dockerfile.{image}").read_text(encoding="utf-8")
@@ -201,10 +202,29 @@ def test_remaining_dependencies_keep_pyproject_pins_verbatim() -> None:
     names = {deps.canonical_name(line) for line in rest}
     assert not names & cuda_names
     assert "llama-cpp-python" not in names
-    assert {"kfp", "peft", "accelerate", "bitsandbytes"} <= names
+    assert {"kfp", "peft", "accelerate"} <= names
     with (REPO / "pyproject.toml").open("rb") as handle:
-        everything = tomllib.load(handle)["project"]["dependencies"]
-    assert all(line in everything for line in rest)
+        project = tomllib.load(handle)["project"]
+    assert all(line in project["dependencies"] for line in rest)
+    with_cuda = deps.remaining_dependencies(
+        REPO / "pyproject.toml", cuda_names | {"llama-cpp-python"}, ("cuda",)
+    )
+    assert with_cuda[: len(rest)] == rest
+    assert with_cuda[len(rest) :] == project["optional-dependencies"]["cuda"]
+
+
+def test_the_cpu_stack_leaves_bitsandbytes_to_the_cuda_extra() -> None:
+    """peft imports bitsandbytes whenever it is installed (1.2 s per task, a kernels warning on
+    CPU), and nothing on CPU uses it: only the ``cuda`` extra, which the CUDA image installs."""
+    with (REPO / "pyproject.toml").open("rb") as handle:
+        project = tomllib.load(handle)["project"]
+    names = {deps.canonical_name(line) for line in project["dependencies"]}
+    assert "bitsandbytes" not in names
+    assert [deps.canonical_name(line) for line in project["optional-dependencies"]["cuda"]] == [
+        "bitsandbytes"
+    ]
+    with pytest.raises(ValueError, match="no extra 'gpu'"):
+        deps.project_dependencies(REPO / "pyproject.toml", ("gpu",))
 
 
 def test_deps_script_command_line_matches_the_dockerfile_call() -> None:

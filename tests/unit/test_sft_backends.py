@@ -57,6 +57,45 @@ def test_unsloth_requested_where_it_cannot_run(env: Environment) -> None:
     assert env.unsloth_error in message and "backend=hf" in message
 
 
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_hf_on_cuda_without_bitsandbytes_is_refused_up_front(ranks: int) -> None:
+    """The CPU stack leaves bitsandbytes out (pyproject's ``cuda`` extra): a CUDA machine without
+    it would fail deep inside model loading; it is refused before anything loads, saying how."""
+    no_bnb = Environment(cuda=True, unsloth=False, unsloth_error="x", bitsandbytes=False)
+    for requested in ("auto", "hf"):
+        with pytest.raises(MongarsError) as caught:
+            select_backend(requested, no_bnb, ranks)
+        message = str(caught.value)
+        assert message.startswith("backend: hf trains in 4-bit on CUDA and needs bitsandbytes")
+        assert "mongars-mlops[cuda]" in message and "\n" not in message
+    # Unsloth still runs where it imports; CPU never needs bitsandbytes.
+    assert (
+        select_backend("auto", Environment(cuda=True, unsloth=True, bitsandbytes=False))
+        == "unsloth"
+    )
+    assert select_backend("hf", Environment(cuda=False, unsloth=False, bitsandbytes=False)) == "hf"
+
+
+def test_detect_environment_reports_bitsandbytes_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    real_find_spec = importlib.util.find_spec
+    for installed in (True, False):
+
+        def find_spec(name: str, *args, installed=installed):
+            if name == "bitsandbytes":
+                return object() if installed else None
+            return real_find_spec(name, *args)
+
+        monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+        env = detect_environment(probe_unsloth=False)
+        assert env.cuda and env.bitsandbytes is installed
+
+
 def test_unsloth_refusal_names_the_cpu_opt_in() -> None:
     with pytest.raises(MongarsError, match=f"{UNSLOTH_CPU_ENV}=1"):
         select_backend("unsloth", CPU)

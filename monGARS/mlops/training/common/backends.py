@@ -17,6 +17,7 @@ the CUDA image on a machine without a GPU; it is not meant for real training.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 from pathlib import Path
@@ -33,7 +34,8 @@ class Environment:
     """What the machine offers: CUDA, and whether ``import unsloth`` works (and why not).
 
     ``unsloth_cpu``: no CUDA, but ``MONGARS_UNSLOTH_CPU=1`` asked for Unsloth's CPU fallback and
-    Unsloth imported.
+    Unsloth imported. ``bitsandbytes``: installed (the ``cuda`` extra; the hf backend's 4-bit
+    loading on CUDA needs it, nothing on CPU does).
     """
 
     cuda: bool
@@ -41,6 +43,7 @@ class Environment:
     unsloth_error: str = ""
     bf16: bool = False
     unsloth_cpu: bool = False
+    bitsandbytes: bool = True
 
 
 def _import_unsloth() -> str:
@@ -70,10 +73,15 @@ def detect_environment(probe_unsloth: bool = True) -> Environment:
             )
         return Environment(cuda=False, unsloth=False, unsloth_error="no CUDA device")
     bf16 = bool(torch.cuda.is_bf16_supported())
+    bnb = importlib.util.find_spec("bitsandbytes") is not None
     if not probe_unsloth:
-        return Environment(cuda=True, unsloth=False, unsloth_error="not probed", bf16=bf16)
+        return Environment(
+            cuda=True, unsloth=False, unsloth_error="not probed", bf16=bf16, bitsandbytes=bnb
+        )
     error = _import_unsloth()
-    return Environment(cuda=True, unsloth=not error, unsloth_error=error, bf16=bf16)
+    return Environment(
+        cuda=True, unsloth=not error, unsloth_error=error, bf16=bf16, bitsandbytes=bnb
+    )
 
 
 def probes_unsloth(requested: str, ranks: int) -> bool:
@@ -89,7 +97,12 @@ def select_backend(requested: str, env: Environment, ranks: int = 1) -> str:
     ``backend=unsloth`` opts in.
     """
     if requested == "auto":
-        return "unsloth" if env.cuda and env.unsloth and ranks == 1 else "hf"
+        requested = "unsloth" if env.cuda and env.unsloth and ranks == 1 else "hf"
+    if requested == "hf" and env.cuda and not env.bitsandbytes:
+        raise MongarsError(
+            "backend: hf trains in 4-bit on CUDA and needs bitsandbytes, which is not installed; "
+            "pip install 'mongars-mlops[cuda]', or run on the CUDA training image (it has it)"
+        )
     if requested == "unsloth" and not (env.unsloth and (env.cuda or env.unsloth_cpu)):
         raise MongarsError(
             f"backend: unsloth cannot run here "

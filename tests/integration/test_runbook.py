@@ -1,4 +1,4 @@
-"""The runbook's stage-specific commands, run verbatim in its order on one run id.
+"""The runbook's command lines, verbatim on one run id: its stage commands, then its quick start.
 
 Build datasets, fine-tune, apply LLM2Vec to the existing adapters (a line without
 ``--base-model``), then export the current adapters "relying on previous state": each command
@@ -7,6 +7,13 @@ adapters and encoders the earlier commands made (same files, same figures), neve
 default-parameter variant. After each command, ``current_model_dir`` and the runbook's folders
 name what the next command's stage reads, checked against the artifact that stage's task was
 handed (its executor input, in the task log). A second run id, built first, stays untouched.
+
+Then the quick start's one line (flags in its order, ``tiny`` for ``<id>``) on the same run id and
+project: it names the same parameters as the four stage lines together, so every stage is a cache
+hit. That is the claim (one line == the stage lines in sequence) and it keeps the quick start from
+training a second time; every stage it names ran for real in the commands before it. Everything
+the runbook's user looks for afterwards is checked on it: the short console, the folders, the
+state fields, the applied upstream configs.
 """
 
 from __future__ import annotations
@@ -240,9 +247,122 @@ def test_another_run_id_is_untouched(stage_commands) -> None:
     assert other_state["parameters"]["val_split"] == 0.2
 
 
-def test_the_token_is_never_recorded(stage_commands) -> None:
+def test_the_token_is_never_recorded(stage_commands, quick_start) -> None:
+    """Neither by the stage commands nor by the quick start, all given HF_TOKEN."""
     run_dir, _, _ = stage_commands
     written = [run_dir / "state.json", run_dir.parent / "other" / "state.json"]
     written += [path for path in (run_dir / "logs").rglob("*.log") if not path.is_symlink()]
     for path in written:
         assert FAKE_TOKEN not in path.read_text(errors="replace"), path
+
+
+# The runbook's quick start, flags in its order, with ``tiny`` for ``<id>``.
+QUICK_START = (
+    "python mongars_multistage_pipeline.py --run-id myexperiment --repo-root . "
+    "--build-datasets --sft --llm2vec --export --base-model tiny "
+    "--mntp-config mntp.json --simcse-config simcse.json --llm2vec-root /path/to/llm2vec"
+)
+# Every task the stage commands ran that the quick start must find in the cache: all but
+# resolve_sources (re-reads the sources), promote (the champion registry outlives runs) and report.
+TRAINED = (
+    "build_datasets",
+    "fetch_base_model",
+    "sft",
+    "llm2vec",
+    "raft_off",
+    "merge_adapter",
+    "export",
+    "evaluate",
+)
+
+
+@pytest.fixture(scope="module")
+def quick_start(stage_commands) -> tuple[Path, AfterCommand]:
+    run_dir, _, _ = stage_commands
+    result = run_runbook_line(run_dir.parent.parent, QUICK_START, {"HF_TOKEN": FAKE_TOKEN})
+    return run_dir, _after(run_dir, result)
+
+
+def test_the_readme_prints_the_quick_start() -> None:
+    readme = " ".join((REPO / "README.md").read_text().replace("\\\n", " ").split())
+    assert QUICK_START.replace("--base-model tiny", "--base-model <id>") in readme
+
+
+def test_quick_start_is_the_stage_commands_in_one_line(quick_start) -> None:
+    """Same parameters as the four stage lines together: nothing trains again."""
+    _, done = quick_start
+    statuses = {task["stage"]: set() for task in done.attempt["tasks"]}
+    for task in done.attempt["tasks"]:
+        statuses[task["stage"]].add(task["status"])
+    for stage in TRAINED:
+        assert statuses.get(stage) == {"cached"}, (stage, done.attempt["tasks"])
+    assert done.state["parameters"]["mntp_config"] == SMALL_MNTP
+    assert done.state["parameters"]["simcse_config"] == SMALL_SIMCSE
+
+
+def test_quick_start_prints_a_short_console(quick_start) -> None:
+    _, done = quick_start
+    result = done.result
+    assert "--llm2vec-root is no longer needed" in result.stderr
+    printed = len(result.stdout.encode()) + len(result.stderr.encode())
+    assert printed < 5000, result.stdout
+    assert "executor_input" not in result.stdout
+    for stage in ("build_datasets", "sft [training]", "llm2vec [platform]", "export [training]"):
+        assert f"  cached  {stage}" in result.stdout, stage
+    assert "report.html" in result.stdout
+
+
+def test_repo_root_is_the_tree_the_module_datasets_come_from(quick_start) -> None:
+    run_dir, _ = quick_start
+    training = (run_dir / "internal_datasets" / "training" / "train.jsonl").read_text()
+    platform = (run_dir / "internal_datasets" / "platform" / "train.jsonl").read_text()
+    both = (
+        training + platform + (run_dir / "internal_datasets" / "platform" / "val.jsonl").read_text()
+    )
+    assert "boutique.training.entrainement" in training
+    assert "boutique.api.panier" in platform
+    # Nothing from the monGARS package itself: --repo-root replaced the default tree.
+    assert "monGARS.mlops" not in both
+
+
+def test_runbook_folders_are_links_onto_the_artifacts(quick_start) -> None:
+    run_dir, _ = quick_start
+    kinds = {path.name for path in (run_dir / "french_datasets").iterdir()}
+    assert {"instruction", "conversation", "retrieval"} <= kinds
+    assert (run_dir / "french_datasets" / "instruction" / "train.jsonl").stat().st_size > 0
+    for module in MODULES:
+        for view in ("adapter", "mntp", "simcse", "gguf"):
+            link = run_dir / module / view
+            assert link.is_symlink() and link.resolve().is_relative_to((run_dir / "kfp").resolve())
+        assert (run_dir / module / "adapter" / "adapter_config.json").is_file()
+        assert (run_dir / module / "simcse" / "config.json").is_file()
+        ggufs = sorted(path.name for path in (run_dir / module / "gguf").glob("*.gguf"))
+        assert f"{module}-chat-F16.gguf" in ggufs and f"{module}-encoder-F16.gguf" in ggufs
+    report = run_dir / "report.html"
+    assert not report.is_symlink() and report.read_text().startswith("<!doctype html>")
+    # The latest attempt logs what it ran; the sft task that made the adapter logged in its own.
+    assert list((run_dir / "logs" / "latest").glob("*-report.log"))
+    assert list((run_dir / "logs").glob("2*/*-sft-training.log"))
+
+
+def test_state_has_the_runbook_fields(quick_start) -> None:
+    run_dir, done = quick_start
+    state = done.state
+    assert Path(state["french_datasets_dir"]).is_dir()
+    for name, module in state["modules"].items():
+        assert Path(module["sft_adapter"]).is_dir()  # today's field, next to the runbook's
+        assert module["train_count"] == len(Path(module["train_path"]).read_text().splitlines())
+        assert module["val_count"] >= 1 and Path(module["val_path"]).is_file()
+        assert Path(module["adapter_path"]) == run_dir / name / "adapter"
+        assert Path(module["current_model_dir"]) == run_dir / name / "simcse"
+        assert (Path(module["current_model_dir"]) / "config.json").is_file()
+    assert state["history"][-1]["status"] == "succeeded"
+
+
+def test_upstream_llm2vec_configs_were_applied(quick_start) -> None:
+    run_dir, _ = quick_start
+    applied = json.loads((run_dir / "training" / "mntp" / "training_config.json").read_text())
+    assert applied["config"]["mlm_probability"] == SMALL_MNTP["mlm_probability"]
+    assert applied["config"]["simcse_dropout"] == SMALL_SIMCSE["simcse_dropout"]
+    upstream = json.dumps(applied["upstream"])
+    assert "model_name_or_path" in upstream  # reported as ignored, with its reason
