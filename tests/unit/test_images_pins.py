@@ -14,6 +14,8 @@ import os
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -118,51 +120,94 @@ def _pip_cert_args() -> list[str]:
     return []
 
 
-def _resolve(requirements: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+@dataclass
+class Resolution:
+    """One pip resolution, started in the background; ``finish()`` waits for it."""
+
+    process: subprocess.Popen[str]
+    report: Path
+
+    def finish(self) -> tuple[int, str]:
+        _, stderr = self.process.communicate(timeout=600)
+        return self.process.returncode, stderr
+
+    def resolved(self) -> dict[str, Version]:
+        report = json.loads(self.report.read_text(encoding="utf-8"))
+        return {
+            deps.canonical_name(item["metadata"]["name"]): Version(item["metadata"]["version"])
+            for item in report["install"]
+        }
+
+
+def _start_resolution(requirements: list[str], folder: Path) -> Resolution:
     """pip's resolver on the whole set, against the public index only (no local wheels).
 
     For this interpreter's platform (CPython 3.11 on x86-64 Linux in CI, as in the images);
     llama-cpp-python's requirements come from its sdist's metadata, nothing is compiled.
     """
-    requirements_file = tmp_path / "requirements.txt"
+    folder.mkdir(parents=True)
+    requirements_file = folder / "requirements.txt"
     requirements_file.write_text("\n".join(requirements) + "\n", encoding="utf-8")
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--isolated",  # this machine's pip config (local wheel folders, caps) plays no part
-            "install",
-            "--dry-run",
-            "--ignore-installed",
-            "--quiet",
-            "--report",
-            str(tmp_path / "report.json"),
-            "--requirement",
-            str(requirements_file),
-            *_pip_cert_args(),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "--isolated",  # this machine's pip config (local wheel folders, caps) plays no part
+        "install",
+        "--dry-run",
+        "--ignore-installed",
+        "--quiet",
+        "--report",
+        str(folder / "report.json"),
+        "--requirement",
+        str(requirements_file),
+        *_pip_cert_args(),
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
+    return Resolution(process, folder / "report.json")
 
 
-def _resolved(tmp_path: Path) -> dict[str, Version]:
-    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
-    return {
-        deps.canonical_name(item["metadata"]["name"]): Version(item["metadata"]["version"])
-        for item in report["install"]
+def _runtime_set() -> list[str]:
+    """PyPI has no ``+cpu`` torch; its torch of the same version has the same requirements."""
+    return [
+        line.replace("+cpu", "")
+        for line in deps.image_requirements(REPO / "pyproject.toml", "runtime")
+    ]
+
+
+def _conflicting_set() -> list[str]:
+    """The conflict the images once had: nothing pins huggingface-hub<2 but transformers itself."""
+    return [
+        "huggingface-hub==2.4.0" if deps.canonical_name(line) == "huggingface-hub" else line
+        for line in deps.image_requirements(REPO / "pyproject.toml", "train-cuda")
+    ]
+
+
+@pytest.fixture(scope="module")
+def resolutions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Resolution]]:
+    """The three resolutions, run side by side: each mostly waits on the index."""
+    folder = tmp_path_factory.mktemp("resolutions")
+    sets = {
+        "train-cuda": deps.image_requirements(REPO / "pyproject.toml", "train-cuda"),
+        "runtime": _runtime_set(),
+        "conflict": _conflicting_set(),
     }
+    started = {name: _start_resolution(lines, folder / name) for name, lines in sets.items()}
+    yield started
+    for resolution in started.values():
+        if resolution.process.poll() is None:
+            resolution.process.kill()
+            resolution.process.wait()
 
 
 @pytest.mark.network
-def test_cuda_image_set_resolves_against_the_index(tmp_path: Path) -> None:
+def test_cuda_image_set_resolves_against_the_index(resolutions: dict[str, Resolution]) -> None:
     requirements = deps.image_requirements(REPO / "pyproject.toml", "train-cuda")
-    result = _resolve(requirements, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    resolved = _resolved(tmp_path)
+    returncode, stderr = resolutions["train-cuda"].finish()
+    assert returncode == 0, stderr[-3000:]
+    resolved = resolutions["train-cuda"].resolved()
     for name, version in _pins(requirements).items():
         assert resolved[name] == version, f"{name}: pinned {version}, resolved {resolved[name]}"
     assert resolved["huggingface-hub"] < Version("2")
@@ -170,30 +215,20 @@ def test_cuda_image_set_resolves_against_the_index(tmp_path: Path) -> None:
 
 
 @pytest.mark.network
-def test_runtime_image_set_resolves_against_the_index(tmp_path: Path) -> None:
-    """PyPI has no ``+cpu`` torch; its torch of the same version has the same requirements."""
-    requirements = [
-        line.replace("+cpu", "")
-        for line in deps.image_requirements(REPO / "pyproject.toml", "runtime")
-    ]
-    result = _resolve(requirements, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    resolved = _resolved(tmp_path)
-    for name, version in _pins(requirements).items():
+def test_runtime_image_set_resolves_against_the_index(resolutions: dict[str, Resolution]) -> None:
+    returncode, stderr = resolutions["runtime"].finish()
+    assert returncode == 0, stderr[-3000:]
+    resolved = resolutions["runtime"].resolved()
+    for name, version in _pins(_runtime_set()).items():
         assert resolved[name] == version, f"{name}: pinned {version}, resolved {resolved[name]}"
     assert "bitsandbytes" not in resolved
 
 
 @pytest.mark.network
-def test_resolution_catches_a_conflict_no_pin_shows(tmp_path: Path) -> None:
-    """The conflict the images once had: nothing pins huggingface-hub<2 but transformers itself."""
-    requirements = [
-        "huggingface-hub==2.4.0" if deps.canonical_name(line) == "huggingface-hub" else line
-        for line in deps.image_requirements(REPO / "pyproject.toml", "train-cuda")
-    ]
-    result = _resolve(requirements, tmp_path)
-    assert result.returncode != 0
-    assert "ResolutionImpossible" in result.stderr or "conflict" in result.stderr
+def test_resolution_catches_a_conflict_no_pin_shows(resolutions: dict[str, Resolution]) -> None:
+    returncode, stderr = resolutions["conflict"].finish()
+    assert returncode != 0
+    assert "ResolutionImpossible" in stderr or "conflict" in stderr
 
 
 def test_remaining_dependencies_keep_pyproject_pins_verbatim() -> None:
