@@ -125,3 +125,22 @@ def available_cpus(root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SELF_
     if limit is not None:
         cpus = min(cpus, max(1, math.ceil(limit - 1e-9)))
     return cpus
+
+
+def thread_budget(
+    cap: int = 8, root: Path = CGROUP_ROOT, proc_self_cgroup: Path = PROC_SELF_CGROUP
+) -> int:
+    """Threads one process should compute with (llama.cpp's ``n_threads`` and ``n_threads_batch``).
+
+    ``OMP_NUM_THREADS``, when it is a positive integer, is the budget: whoever starts processes
+    that share cores gives each one that many (``make run`` and the tests set 1, as kfp.local runs
+    a loop's tasks side by side). llama.cpp does not read it: its OpenMP region names its own
+    thread count, so the project passes the budget on. Otherwise the CPUs this process may use,
+    at most ``cap`` (decoding gains little beyond 8 threads): the cgroup limit, not the node's
+    count, which in a pod with ``limits.cpu: 4`` on a 64-core node would give 64 threads to a
+    4-CPU quota.
+    """
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return min(available_cpus(root, proc_self_cgroup), cap)

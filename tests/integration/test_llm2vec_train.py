@@ -350,5 +350,17 @@ def test_bad_inputs_are_refused_before_training(
             MODULE,
             out,
         )
+    # auto runs the phase of the upstream config given, and says why it needs pairs.
+    with pytest.raises(
+        MongarsError, match=r"'auto' \(supervised_config given\) needs retrieval .* gives 0"
+    ):
+        train_llm2vec(
+            {**TINY_LLM2VEC_OVERRIDES, "supervised_config": {"max_steps": 4}},
+            tiny_model_dir,
+            sft_dir,
+            no_pairs,
+            MODULE,
+            out,
+        )
     assert not out.exists()
     assert not list(tmp_path.glob(".*partial*"))

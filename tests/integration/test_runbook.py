@@ -236,6 +236,10 @@ def test_llm2vec_trained_with_the_configs_of_its_line(stage_commands) -> None:
         applied = json.loads((run_dir / module / "mntp" / "training_config.json").read_text())
         assert applied["config"]["mlm_probability"] == SMALL_MNTP["mlm_probability"]
         assert applied["config"]["mntp_steps"] == SMALL_MNTP["stop_after_n_steps"]
+        # --simcse-config is a SimCSE recipe: SimCSE ran, for the steps its file says.
+        metrics = json.loads((run_dir / module / "mntp" / "metrics.json").read_text())
+        assert metrics["contrastive_phases"] == ["simcse"], metrics["contrastive_phases"]
+        assert len(metrics["simcse"]["losses"]) == SMALL_SIMCSE["stop_after_n_steps"]
 
 
 def test_another_run_id_is_untouched(stage_commands) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from monGARS.mlops import cpus
-from monGARS.mlops.cpus import available_cpus, cgroup_cpu_limit
+from monGARS.mlops.cpus import available_cpus, cgroup_cpu_limit, thread_budget
 
 
 def v2_tree(tmp_path: Path, limits: dict[str, str], membership: str = "/") -> tuple[Path, Path]:
@@ -112,3 +112,27 @@ def test_affinity_caps_a_generous_limit(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setattr(cpus, "affinity_cpus", lambda: 2)
     root, proc = v2_tree(tmp_path, {"/": "1600000 100000"})
     assert available_cpus(root, proc) == 2
+
+
+def test_thread_budget_is_omp_num_threads_else_the_cpus_capped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llama.cpp's thread count: OMP_NUM_THREADS when it is a positive integer; otherwise the
+    CPUs this process may use (a pod's cgroup limit, not the node's count), at most 8."""
+    monkeypatch.setattr(cpus, "affinity_cpus", lambda: 64)
+    root, proc = v2_tree(tmp_path, {"/": "400000 100000"})  # limits.cpu: 4 on a 64-core node
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert thread_budget(8, root, proc) == 4
+    (root / "cpu.max").write_text("max 100000\n")  # no limit: the 64 CPUs, capped
+    assert thread_budget(8, root, proc) == 8 and thread_budget(16, root, proc) == 16
+    for value, budget in (
+        ("1", 1),
+        ("12", 12),
+        (" 2 ", 2),
+        ("0", 8),
+        ("-1", 8),
+        ("4,2", 8),
+        ("", 8),
+    ):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert thread_budget(8, root, proc) == budget, repr(value)

@@ -37,10 +37,10 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 @pytest.fixture(autouse=True)
 def _one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """llama.cpp on one thread (``_threads`` reads ``os.cpu_count``): its threads spin-wait for
-    each other, which on a shared 2-core machine makes each call ~5x slower; the figures are
-    the same. ``test_threads_are_the_cpus_capped_at_8`` checks the real rule."""
-    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    """llama.cpp on one thread (``_threads`` is the thread budget, OMP_NUM_THREADS first): its
+    threads wait for each other, which on a shared 2-core machine makes each call ~5x slower; the
+    figures are the same. tests/unit/test_cpus.py checks the budget's rule."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
 EMBED, HEADS, KV_HEADS, FFN, LAYERS = 64, 4, 2, 128, 2
@@ -277,14 +277,26 @@ def test_the_llama_context_is_f32_kv_quiet_and_threaded(
 ) -> None:
     with open_llama(chat.path, n_ctx=64) as llm:
         assert (llm.context_params.type_k, llm.context_params.type_v) == (0, 0), "KV not f32"
-        assert llm.n_threads == _threads()
+        assert llm.n_threads == llm.n_threads_batch == _threads() == 1
     assert capfd.readouterr().err == "", "llama.cpp logged while loading (verbose on)"
 
 
-def test_threads_are_the_cpus_capped_at_8(monkeypatch: pytest.MonkeyPatch) -> None:
-    for cpus, threads in ((None, 1), (1, 1), (3, 3), (8, 8), (64, 8)):
-        monkeypatch.setattr("os.cpu_count", lambda cpus=cpus: cpus)
-        assert _threads() == threads, f"{cpus} CPUs"
+def test_every_llama_context_keeps_to_the_thread_budget(
+    chat: ChatFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prompt batches too: llama-cpp-python's own default for n_threads_batch is every CPU of
+    the machine, the node's count in a pod whatever its CPU limit."""
+    from monGARS.mlops.export.verify import open_encoder
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert _threads() == 3
+    with open_llama(chat.path, n_ctx=64) as llm:
+        assert (llm.n_threads, llm.n_threads_batch) == (3, 3)
+    encoder = open_encoder(chat.path, 64, causal=False)
+    try:
+        assert (encoder.n_threads, encoder.n_threads_batch) == (3, 3)
+    finally:
+        encoder.close()
 
 
 def test_context_sizes_round_up_to_whole_steps_of_64() -> None:

@@ -217,6 +217,30 @@ def test_contrastive_mode_picks_the_phases_after_mntp() -> None:
     assert load_llm2vec_config({}).lora_alpha("supervised") == 32
 
 
+def test_auto_runs_the_phase_of_the_upstream_config_given() -> None:
+    """The runbook's --simcse-config is a SimCSE recipe: auto runs SimCSE with it, however many
+    retrieval pairs there are, instead of mapping it onto a phase that never runs."""
+    simcse = {"simcse_config": {"stop_after_n_steps": 4}}
+    supervised = {"supervised_config": {"max_steps": 4}}
+    expected = (
+        ({}, 16, ["supervised"], "16 retrieval training pairs"),
+        ({}, 15, ["simcse"], "15 retrieval training pairs, fewer than min_supervised_pairs 16"),
+        (simcse, 10_000, ["simcse"], "simcse_config given"),
+        (supervised, 0, ["supervised"], "supervised_config given"),
+        ({**simcse, **supervised}, 0, ["simcse", "supervised"], "simcse_config and supervised_"),
+        ({"mntp_config": {"lora_r": 4}}, 20, ["supervised"], "20 retrieval training pairs"),
+        ({"simcse_config": {}}, 20, ["supervised"], "20 retrieval training pairs"),  # the default
+    )
+    for values, pairs, phases, reason in expected:
+        config = load_llm2vec_config(values)
+        assert config.contrastive_phases(pairs) == phases, values
+        assert config.auto_contrastive_mode(pairs)[1].startswith(reason), values
+        assert config.simcse_steps == (4 if values.get("simcse_config") else 1000)
+    # An explicit mode still wins over a given config.
+    forced = load_llm2vec_config({**simcse, "contrastive_mode": "supervised"})
+    assert forced.contrastive_phases(10_000) == ["supervised"]
+
+
 def test_bad_supervised_values_are_all_reported() -> None:
     with pytest.raises(ConfigError, match=r"contrastive_mode: expected 'auto' \| 'unsupervised'"):
         load_llm2vec_config({"contrastive_mode": "semi"})

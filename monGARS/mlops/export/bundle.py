@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from monGARS.mlops.atomic import sha256_file
+from monGARS.mlops.cpus import thread_budget
 from monGARS.mlops.errors import MongarsError
 
 BUNDLE_JSON = "bundle.json"
@@ -52,8 +53,13 @@ class Bundle:
 
         path = self.file("chat", quant)
         if path not in self._chat:
+            threads = thread_budget()
             self._chat[path] = llama_cpp.Llama(
-                model_path=str(path), n_ctx=self.n_ctx, verbose=False
+                model_path=str(path),
+                n_ctx=self.n_ctx,
+                verbose=False,
+                n_threads=threads,
+                n_threads_batch=threads,
             )
         return self._chat[path]
 

@@ -6,9 +6,9 @@ exactly what llama.cpp expects, including its per-tensor type choices for ``*_K_
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from monGARS.mlops.cpus import thread_budget
 from monGARS.mlops.errors import MongarsError
 from monGARS.mlops.export.config import QUANT_FTYPES
 
@@ -26,7 +26,7 @@ def quantize_gguf(
         )
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_FTYPES[quant])
-    params.nthread = threads or max(1, min(os.cpu_count() or 1, 16))
+    params.nthread = threads or thread_budget(cap=16)
     from llama_cpp._utils import suppress_stdout_stderr
 
     with suppress_stdout_stderr(disable=False):  # llama.cpp prints one line per tensor

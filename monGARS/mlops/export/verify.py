@@ -7,20 +7,20 @@ KV cache (``type_k = type_v = 0``) so that f16 files match HF float32 logits to 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from monGARS.mlops.cpus import thread_budget
 from monGARS.mlops.export.reference import ChatReference, EncoderReference
 
 GGML_TYPE_F32 = 0
 
 
 def _threads() -> int:
-    return min(os.cpu_count() or 1, 8)  # cpu_count is None or >= 1
+    return thread_budget()
 
 
 @contextlib.contextmanager
@@ -32,6 +32,7 @@ def open_llama(path: str | Path, **kwargs: Any) -> Iterator[Any]:
         model_path=str(path),
         verbose=False,
         n_threads=_threads(),
+        n_threads_batch=_threads(),
         type_k=GGML_TYPE_F32,
         type_v=GGML_TYPE_F32,
         **kwargs,
@@ -186,7 +187,7 @@ def open_encoder(path: str | Path, n_ctx: int, *, causal: bool, **kwargs: Any) -
         pooling_type=llama_cpp.LLAMA_POOLING_TYPE_NONE,
         attention_type=attention,
         verbose=False,
-        **kwargs,
+        **{"n_threads": _threads(), "n_threads_batch": _threads(), **kwargs},
     )
 
 
@@ -232,7 +233,6 @@ def verify_encoder_file(
         path,
         _round_up(longest + 8),
         causal=reference.causal,
-        n_threads=_threads(),
         type_k=GGML_TYPE_F32,
         type_v=GGML_TYPE_F32,
     )

@@ -128,8 +128,10 @@ class Llm2VecConfig:
 
     # Which contrastive phase(s) follow MNTP. unsupervised: SimCSE on plain texts; supervised:
     # (query, positive, hard negative) triples of the retrieval train split, in-batch negatives;
-    # both: SimCSE then supervised (upstream's order); auto: supervised when the retrieval train
-    # split gives at least min_supervised_pairs usable pairs, unsupervised otherwise.
+    # both: SimCSE then supervised (upstream's order); auto: the phases of the upstream configs
+    # given (simcse_config: SimCSE, supervised_config: supervised, both: both), and without either,
+    # supervised when the retrieval train split gives at least min_supervised_pairs usable pairs,
+    # unsupervised otherwise.
     contrastive_mode: ContrastiveMode = "auto"
     min_supervised_pairs: int = 16
 
@@ -191,12 +193,30 @@ class Llm2VecConfig:
         """The phases after MNTP, given how many supervised pairs the datasets artifact holds."""
         mode = self.contrastive_mode
         if mode == "auto":
-            mode = "supervised" if pairs >= self.min_supervised_pairs else "unsupervised"
+            mode, _ = self.auto_contrastive_mode(pairs)
         return {
             "unsupervised": ["simcse"],
             "supervised": ["supervised"],
             "both": ["simcse", "supervised"],
         }[mode]  # type: ignore[return-value]
+
+    def auto_contrastive_mode(self, pairs: int) -> tuple[ContrastiveMode, str]:
+        """What ``auto`` runs, and why. An upstream SimCSE or supervised config is a recipe the
+        user chose (the runbook's ``--simcse-config``): its phase runs, rather than being mapped
+        onto a phase that never runs. Without one, the retrieval pairs decide."""
+        simcse, supervised = bool(self.simcse_config), bool(self.supervised_config)
+        if simcse and supervised:
+            return "both", "simcse_config and supervised_config given"
+        if simcse:
+            return "unsupervised", "simcse_config given"
+        if supervised:
+            return "supervised", "supervised_config given"
+        if pairs >= self.min_supervised_pairs:
+            return "supervised", f"{pairs} retrieval training pairs"
+        return "unsupervised", (
+            f"{pairs} retrieval training pairs, fewer than min_supervised_pairs "
+            f"{self.min_supervised_pairs}"
+        )
 
     def rank_problems(self, ranks: int) -> list[str]:
         """Phase batch sizes that cannot be split evenly across ``ranks`` data-parallel ranks."""

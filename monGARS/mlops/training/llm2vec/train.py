@@ -312,9 +312,12 @@ def _check_training_data(
             "batch size"
         )
     if "supervised" in phases and len(pairs) < 2:
+        why = ""
+        if config.contrastive_mode == "auto":
+            why = f" ({config.auto_contrastive_mode(len(pairs))[1]})"
         raise MongarsError(
-            f"contrastive_mode: {config.contrastive_mode!r} needs retrieval training pairs, and "
-            f"corpora/retrieval/train.jsonl gives {len(pairs)} once the evaluation's texts are "
+            f"contrastive_mode: {config.contrastive_mode!r}{why} needs retrieval training pairs, "
+            f"and corpora/retrieval/train.jsonl gives {len(pairs)} once the evaluation's texts are "
             "left out; build the datasets with a retrieval source or use 'unsupervised'"
         )
 
@@ -493,10 +496,12 @@ def train_llm2vec(
     # The encoder's max length is the last phase's; every evaluation uses it, before included.
     max_length: int = getattr(config, f"{phases[-1]}_max_seq_length")
     LOG.info(
-        "llm2vec: contrastive_mode %s -> %s (%d retrieval training pairs)",
+        "llm2vec: contrastive_mode %s -> %s (%s)",
         config.contrastive_mode,
         " then ".join(phases),
-        len(pairs),
+        config.auto_contrastive_mode(len(pairs))[1]
+        if config.contrastive_mode == "auto"
+        else f"{len(pairs)} retrieval training pairs",
     )
 
     from monGARS.mlops.modeling import load_tokenizer, pick_device
