@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pytest
 
-# Smaller than `make run` so the suite stays quick; the stages still do their real work.
+# Smaller than `make run` so the suite stays quick; the stages still do their real work: sft
+# saves a checkpoint halfway (the killed run's second kill point) and every llm2vec phase trains.
 FAST = {
-    "max_steps": 12,
-    "sft_config": {"eval_steps": 6, "save_steps": 6, "logging_steps": 2},
-    "llm2vec_config": {"mntp_steps": 8, "simcse_steps": 8, "supervised_steps": 8},
+    "max_steps": 8,
+    "sft_config": {"eval_steps": 4, "save_steps": 4, "logging_steps": 2},
+    "llm2vec_config": {"mntp_steps": 4, "simcse_steps": 4, "supervised_steps": 4},
+    "eval_max_examples": 3,
+    "eval_answer_length": 8,
 }
 KNOWN_TOKEN = "hf_monGARSTestTokenMustNeverLeak0042"
 RUN_ID = "itest"

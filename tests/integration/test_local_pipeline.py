@@ -134,7 +134,16 @@ def test_raft_on_hands_the_raft_model_to_export(first_run, runs_root: Path) -> N
 
     with_raft = run_local(
         RUN_ID,
-        {**FAST, "raft": True, "raft_config": {"max_steps": 6, "max_heldout_examples": 2}},
+        {
+            **FAST,
+            "raft": True,
+            "raft_config": {
+                "max_steps": 4,
+                "eval_steps": 4,
+                "max_heldout_examples": 2,
+                "eval_max_new_tokens": 8,
+            },
+        },
         runs_root=runs_root,
     )
     assert {"raft", "merge-adapter", "export", "report"} <= set(with_raft.executed)
