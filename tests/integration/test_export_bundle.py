@@ -252,17 +252,22 @@ def test_modelfile_points_at_the_default_chat_file(exported: dict) -> None:
     assert "PARAMETER num_ctx 1024" in text  # capped at the tiny model's context
 
 
-def test_loader_generates_and_embeds_from_a_moved_bundle(exported: dict, tmp_path: Path) -> None:
+def test_loader_generates_and_embeds_from_a_moved_bundle(
+    exported: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
 
     from monGARS.mlops.export.bundle import load_bundle
 
     moved = tmp_path / "elsewhere"
     shutil.copytree(exported["out"], moved)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the thread budget, not llama-cpp's defaults
     with load_bundle(moved, n_ctx=256, check_hashes=True) as bundle:
         reply = bundle.generate([{"role": "user", "content": "Bonjour"}], max_tokens=4)
         completion = bundle.generate("def f(x):", max_tokens=4, quant="f16")
         vectors = bundle.embed(list(SAMPLE_TEXTS[:2]))
+        contexts = [*bundle._chat.values(), bundle._encoder]
+        assert [(llm.n_threads, llm.n_threads_batch) for llm in contexts] == [(3, 3)] * 3
     assert isinstance(reply, str) and isinstance(completion, str) and completion
     assert vectors.shape == (2, 256) and np.isfinite(vectors).all()
     (moved / "demo-chat-Q8_0.gguf").write_bytes(b"truncated")
