@@ -138,6 +138,7 @@ def test_raft_on_hands_the_raft_model_to_export(first_run, runs_root: Path) -> N
             **FAST,
             "raft": True,
             "raft_config": {
+                "num_examples": 16,  # the 4 steps' examples: only their questions are mined
                 "max_steps": 4,
                 "eval_steps": 4,
                 "max_heldout_examples": 2,

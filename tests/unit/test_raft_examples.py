@@ -16,6 +16,7 @@ from monGARS.mlops.training.raft.data import (
     clip_document,
     hard_negatives,
     load_questions,
+    question_order,
     render_fact,
 )
 from monGARS.mlops.training.raft.format import (
@@ -149,6 +150,11 @@ def test_hard_negatives_are_the_nearest_documents_by_the_embedding_oracle_exclud
     ]
     ranked = hard_negatives([question], pool, bag_of_words, k=3)
     assert ranked == {"q": ["alpha beta gamma", "alpha beta zeta", "alpha zeta eta"]}
+    # Vectors embedded beforehand (the held-out pool reuses the train documents') rank the same.
+    given = bag_of_words(pool)
+    assert hard_negatives([question], pool, bag_of_words, k=3, document_vectors=given) == ranked
+    with pytest.raises(ValueError, match="7 rows for 8 documents"):
+        hard_negatives([question], pool, bag_of_words, k=3, document_vectors=given[:7])
     examples = build_examples(
         [question], pool, k=3, oracle_probability=1.0, count=20, seed=0, ranked=ranked
     )
@@ -265,3 +271,83 @@ def test_documents_are_clipped_at_a_boundary_and_neutralised() -> None:
     clipped = clip_document(text, 30)
     assert len(clipped) <= 30 and clipped.endswith("mot")
     assert BEGIN_QUOTE not in clip_document(f"x {BEGIN_QUOTE} y", 100)
+
+
+# ---------------------------------------------------------------------------- what gets embedded
+
+
+def test_question_order_visits_each_question_once_per_pass() -> None:
+    assert question_order(4, 0, seed=3) == [0, 1, 2, 3]
+    sample = question_order(10, 4, seed=3)
+    assert len(sample) == len(set(sample)) == 4 and set(sample) <= set(range(10))
+    assert question_order(10, 4, seed=3) == sample and question_order(10, 4, seed=4) != sample
+    spread = question_order(3, 8, seed=1)  # two whole passes, then two of the third
+    assert sorted(spread[:3]) == sorted(spread[3:6]) == [0, 1, 2] and len(set(spread[6:])) == 2
+    assert question_order(0, 5, seed=0) == []
+
+
+def _text_vectors(texts: list[str]) -> np.ndarray:
+    """A deterministic embedding of any text: a unit vector seeded by its hash."""
+    import hashlib
+
+    rows = []
+    for text in texts:
+        seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+        rows.append(np.random.default_rng(seed).standard_normal(16))
+    return np.asarray(rows, dtype=np.float32)
+
+
+def test_each_document_and_only_the_visited_questions_are_embedded(tmp_path: Path) -> None:
+    """Mining costs an encoder pass per text: the held-out pool reuses the train documents'
+    vectors, and a num_examples below the question count embeds only the questions it visits,
+    with the same distractors as mining every question."""
+    from monGARS.mlops.training.raft.config import load_raft_config
+    from monGARS.mlops.training.raft.prepare import prepare_examples
+
+    def records(split: str, count: int) -> list[dict]:
+        return [
+            {
+                "id": f"{split}{i}",
+                "messages": [
+                    {"role": "user", "content": f"Que fait {split}_f{i} ?"},
+                    {"role": "assistant", "content": f"Elle calcule {i}."},
+                ],
+                "fact": {"type": "function", "qualname": f"{split}_f{i}", "line": i},
+            }
+            for i in range(count)
+        ]
+
+    _write(tmp_path / "modules" / "m" / "train.jsonl", records("train", 20))
+    _write(tmp_path / "modules" / "m" / "val.jsonl", records("val", 4))
+    embedded: list[str] = []
+
+    def recording(texts: list[str]) -> np.ndarray:
+        embedded.extend(texts)
+        return _text_vectors(texts)
+
+    settings = {"retrieval_source": "off", "num_documents": 3, "max_heldout_examples": 2}
+    config = load_raft_config({**settings, "num_examples": 6, "seed": 11})
+    train, heldout, counts = prepare_examples(config, tmp_path, "m", embed=recording)
+
+    documents = load_questions(tmp_path, "m", "train", "off", config.max_document_chars)
+    val = load_questions(tmp_path, "m", "val", "off", config.max_document_chars)
+    assert counts["heldout_documents"] == len(documents.documents) + len(val.documents)
+    visited = {documents.questions[i].question for i in question_order(20, 6, seed=11)}
+    assert len(visited) == 6 and len(train) == 6
+    asked = [e.question for e in heldout]
+    expected = [*documents.documents, *val.documents, *sorted(visited), *asked]
+    assert sorted(embedded) == sorted(expected), "a text embedded twice, or an unvisited question"
+
+    ranked_all = hard_negatives(documents.questions, documents.documents, _text_vectors, k=3)
+    rebuilt = build_examples(
+        documents.questions,
+        documents.documents,
+        k=3,
+        oracle_probability=config.oracle_probability,
+        count=6,
+        seed=11,
+        ranked=ranked_all,
+        max_quotes=config.max_quotes,
+        absent_answer=config.absent_answer,
+    )
+    assert train == rebuilt

@@ -276,15 +276,22 @@ def hard_negatives(
     chunk: int = 256,
     *,
     embed_questions: Embed | None = None,
+    document_vectors: np.ndarray | None = None,
 ) -> dict[str, list[str]]:
     """The k documents nearest each question by cosine similarity, oracle and co-positives removed.
 
-    Documents are embedded with ``embed``, questions with ``embed_questions`` (the llm2vec
-    encoder's query path, instruction included; default ``embed``). Ranked nearest first.
-    Questions are scored in chunks so the similarity matrix stays small.
+    Documents are embedded with ``embed`` unless ``document_vectors`` (one row per document, in
+    order) already holds them; questions with ``embed_questions`` (the llm2vec encoder's query
+    path, instruction included; default ``embed``). Ranked nearest first. Questions are scored in
+    chunks so the similarity matrix stays small.
     """
     check_pool(questions, documents, k)
-    document_vectors = embed(list(documents))
+    if document_vectors is None:
+        document_vectors = embed(list(documents))
+    elif len(document_vectors) != len(documents):
+        raise ValueError(
+            f"document_vectors has {len(document_vectors)} rows for {len(documents)} documents"
+        )
     question_embed = embed_questions or embed
     ranked: dict[str, list[str]] = {}
     for start in range(0, len(questions), chunk):
@@ -399,6 +406,27 @@ def make_example(
     )
 
 
+def question_order(question_count: int, count: int, seed: int) -> list[int]:
+    """The question indices ``build_examples`` visits, one per example.
+
+    ``count`` 0: each question once, in order. Otherwise ``count`` visits in a seeded order,
+    reshuffled after each pass, so a count above the number of questions spreads draws evenly and
+    a smaller one visits a seeded sample: only those questions need distractors mined. The order
+    has its own generator, so the examples' draws do not depend on how it was computed.
+    """
+    if not count:
+        return list(range(question_count))
+    if not question_count:
+        return []
+    rng = random.Random(f"raft-question-order-{seed}")
+    order: list[int] = []
+    while len(order) < count:
+        visit = list(range(question_count))
+        rng.shuffle(visit)
+        order.extend(visit[: count - len(order)])
+    return order
+
+
 def build_examples(
     questions: Sequence[Question],
     documents: Sequence[str],
@@ -413,23 +441,16 @@ def build_examples(
 ) -> list[RaftExample]:
     """``count`` examples (0 = one per question), each an independent seeded draw.
 
-    ``ranked`` holds each question's hard negatives nearest first (from :func:`hard_negatives`);
-    without it distractors are random. Questions are visited in a seeded order, reshuffled after
-    each pass, so a count above the number of questions spreads draws evenly.
+    ``ranked`` holds the hard negatives, nearest first (from :func:`hard_negatives`), of every
+    question :func:`question_order` visits; without it distractors are random.
     """
     if not questions:
         return []
     check_pool(questions, documents, k)
     rng = random.Random(seed)
-    total = count or len(questions)
-    order: list[int] = []
     examples = []
-    for _ in range(total):
-        if not order:
-            order = list(range(len(questions)))
-            if count:
-                rng.shuffle(order)
-        question = questions[order.pop(0)]
+    for index in question_order(len(questions), count, seed):
+        question = questions[index]
         include = rng.random() < oracle_probability
         needed = k - 1 if include else k
         if ranked is not None:

@@ -23,6 +23,7 @@ from monGARS.mlops.training.raft.data import (
     build_examples,
     hard_negatives,
     load_questions,
+    question_order,
 )
 
 
@@ -157,12 +158,29 @@ def prepare_examples(
     ranked_train = ranked_heldout = None
     if embed_fn is not None:
         k = config.num_documents
+        # Every document is embedded once: the train documents open the held-out pool. Only the
+        # questions the examples will visit are embedded (num_examples may sample fewer).
+        assert heldout_pool[: len(train.documents)] == train.documents  # unique, in order
+        pool_vectors = embed_fn(heldout_pool)
+        order = question_order(len(train.questions), config.num_examples, config.seed)
+        visited = sorted(set(order))
         ranked_train = hard_negatives(
-            train.questions, train.documents, embed_fn, k, embed_questions=embed_questions
+            [train.questions[index] for index in visited],
+            train.documents,
+            embed_fn,
+            k,
+            embed_questions=embed_questions,
+            document_vectors=pool_vectors[: len(train.documents)],
         )
         ranked_heldout = hard_negatives(
-            heldout_questions, heldout_pool, embed_fn, k, embed_questions=embed_questions
+            heldout_questions,
+            heldout_pool,
+            embed_fn,
+            k,
+            embed_questions=embed_questions,
+            document_vectors=pool_vectors,
         )
+        del pool_vectors
     if encoder is not None:  # free the encoder before the chat model loads
         del encoder, embed_fn, embed_questions
         gc.collect()
