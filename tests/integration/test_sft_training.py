@@ -135,7 +135,9 @@ def test_sft_learns_on_assistant_tokens_and_leaves_the_base_alone(
     assert training_config["config"]["lora_r"] == 8
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["eval_loss_before"] == metadata["eval_loss_before"]
-    assert [e["step"] for e in metrics["eval_history"]][:4] == [0, 10, 20, 30]
+    # The Trainer evaluated at the last step (30): that is the final loss, not a second pass.
+    assert [e["step"] for e in metrics["eval_history"]] == [0, 10, 20, 30]
+    assert metrics["eval_history"][-1]["eval_loss"] == metadata["eval_loss_after"]
     assert len(metrics["loss_history"]) == 16  # step 1, then every 2 steps
     page = (out / "loss_curve.html").read_text()
     assert '<img alt="loss curve" src="data:image/png;base64,iVBOR' in page
@@ -189,6 +191,10 @@ def test_module_only_training_and_epochs(
     metadata = sft.train_sft(values, tiny_model_dir, datasets_dir, MODULE, tmp_path / "out")
     assert metadata["train_records"] == 24
     assert metadata["steps"] == 6  # 24 records / 8 per batch * 2 epochs
+    # eval_steps (10) does not divide 6: the final loss is a new evaluation of the trained model.
+    history = json.loads((tmp_path / "out" / "metrics.json").read_text())["eval_history"]
+    assert [e["step"] for e in history] == [0, 6]
+    assert history[-1]["eval_loss"] == metadata["eval_loss_after"] < metadata["eval_loss_before"]
     adapter = load_file(str(tmp_path / "out" / "adapter" / "adapter_model.safetensors"))
     assert {name.split(".")[-3] for name in adapter} == {"q_proj", "v_proj"}
 

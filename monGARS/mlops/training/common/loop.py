@@ -52,6 +52,20 @@ class CountingTrainer(Trainer):
         finally:
             self.eval_seconds += time.perf_counter() - start
 
+    def final_eval_loss(self) -> float:
+        """The eval loss of the trained model: the Trainer's own evaluation when it ran one at the
+        last step (``eval_steps`` divides the step count), else a new one: one pass over the eval
+        set saved per run. Every rank holds the same log history, so all ranks take the same
+        branch of this collective."""
+        loss = logged_eval_loss(self.state.log_history, self.state.global_step)
+        return loss if loss is not None else self.evaluate()["eval_loss"]
+
+
+def logged_eval_loss(history: list[dict[str, Any]], step: int) -> float | None:
+    """The eval loss logged at ``step`` (the latest such entry), or None when none was."""
+    at_step = [e["eval_loss"] for e in history if "eval_loss" in e and e.get("step") == step]
+    return at_step[-1] if at_step else None
+
 
 class _StepCounter(TrainerCallback):
     """Counts ``on_step_end``: called once per optimizer step, after gradient accumulation."""

@@ -423,7 +423,7 @@ def _train(
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_seconds = time.perf_counter() - start - trainer.eval_seconds
-    loss_raft = trainer.evaluate()["eval_loss"]
+    loss_raft = trainer.final_eval_loss()
     raft_answers = answers()
     if scratch is not None:
         model.save_pretrained(str(scratch / ADAPTER_SUBDIR))
@@ -450,12 +450,8 @@ def _train(
         "tokens_per_second": round(trained_tokens / train_seconds, 1) if train_seconds > 0 else 0.0,
         "peak_memory_mb": round(peak_memory_mb(env.cuda)[0], 1),
         "loss_history": [{"step": s, "loss": v} for s, v in losses],
-        # The final evaluate() repeats the Trainer's own evaluation at the last step: keep one.
         "eval_history": [
-            {"step": step, "eval_loss": loss}
-            for step, loss in dict.fromkeys(
-                (e["step"], e["eval_loss"]) for e in history if "eval_loss" in e
-            )
+            {"step": e["step"], "eval_loss": e["eval_loss"]} for e in history if "eval_loss" in e
         ],
     }
     generations = [

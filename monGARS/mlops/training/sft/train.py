@@ -387,7 +387,7 @@ def _train(
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_seconds = time.perf_counter() - start - trainer.eval_seconds
-    eval_after = trainer.evaluate()["eval_loss"] if evaluate else None
+    eval_after = trainer.final_eval_loss() if evaluate else None
     if scratch is not None:
         model.save_pretrained(str(scratch / ADAPTER_SUBDIR))
         tokenizer.save_pretrained(str(scratch / ADAPTER_SUBDIR))
