@@ -22,7 +22,7 @@ import pytest
 # saves a checkpoint halfway (the killed run's second kill point) and every llm2vec phase trains.
 FAST = {
     "max_steps": 8,
-    "sft_config": {"eval_steps": 4, "save_steps": 4, "logging_steps": 2},
+    "sft_config": {"eval_steps": 8, "save_steps": 4, "logging_steps": 2},
     "llm2vec_config": {"mntp_steps": 4, "simcse_steps": 4, "supervised_steps": 4},
     "eval_max_examples": 3,
     "eval_answer_length": 8,
