@@ -89,3 +89,23 @@ def bundle_hashes(outputs: dict) -> dict[str, str]:
             for label, entry in bundle[role]["files"].items():
                 hashes[f"{bundle['module']}.{role}.{label}"] = entry["sha256"]
     return hashes
+
+
+def executor_input(log: Path) -> dict:
+    """The executor input kfp.local echoes at a task's start (``Got executor_input:`` + JSON)."""
+    lines = log.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.endswith("Got executor_input:")) + 1
+    depth, end = 0, start
+    for end in range(start, len(lines)):
+        depth += lines[end].count("{") - lines[end].count("}")
+        if depth == 0:
+            break
+    return json.loads("\n".join(lines[start : end + 1]))
+
+
+def task_output_uri(attempt: dict, task_log: str, artifact: str) -> str:
+    """Where an attempt's task (``state.json`` history entry; the task by its log's name, e.g.
+    ``merge_adapter-platform``) wrote its output artifact ``artifact``, read from the executor
+    input it was given."""
+    (log,) = Path(attempt["logs"]).glob(f"*-{task_log}.log")
+    return executor_input(log)["outputs"]["artifacts"][artifact]["artifacts"][0]["uri"]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from local_runs import FAST, KNOWN_TOKEN, RUN_ID, RecordedRun, bundle_hashes
+from local_runs import FAST, KNOWN_TOKEN, RUN_ID, RecordedRun, task_output_uri
 
 pytestmark = pytest.mark.integration
 
@@ -127,9 +127,12 @@ def test_token_never_reaches_any_written_file(first_run, runs_root: Path) -> Non
     assert KNOWN_TOKEN not in compiled.read_text(encoding="utf-8")
 
 
-def test_raft_on_hands_the_raft_model_to_export(first_run, runs_root: Path) -> None:
-    """raft=true runs RAFT (its branch of the condition) and merges its adapter, handed over on
-    the shared cache folder; export converts that."""
+def test_raft_on_hands_the_raft_adapter_to_merge(first_run, runs_root: Path) -> None:
+    """raft=true runs RAFT (its branch of the condition) and merge_adapter merges its adapter,
+    handed over on the shared cache folder, instead of the SFT one. Run up to the raft stage:
+    export takes merge_adapter's output whichever adapter it merged (the first run exports it)."""
+    from safetensors.torch import load_file
+
     from monGARS.deploy.local_run import run_local
 
     with_raft = run_local(
@@ -146,10 +149,32 @@ def test_raft_on_hands_the_raft_model_to_export(first_run, runs_root: Path) -> N
             },
         },
         runs_root=runs_root,
+        last_stage="raft",
     )
-    assert {"raft", "merge-adapter", "export", "report"} <= set(with_raft.executed)
-    assert "raft-off" not in with_raft.executed
+    modules = sorted(first_run.outputs["modules"])
+    assert with_raft.executed.count("raft") == with_raft.executed.count("merge-adapter") == 2
+    assert "raft-off" not in with_raft.executed and "export" not in with_raft.executed
     assert {"build-datasets", "sft", "llm2vec"} <= set(with_raft.cached)
-    chat = {k: v for k, v in bundle_hashes(with_raft.outputs).items() if ".chat." in k}
-    before = {k: v for k, v in bundle_hashes(first_run.outputs).items() if ".chat." in k}
-    assert chat.keys() == before.keys() and all(chat[k] != before[k] for k in chat)
+    history = json.loads(first_run.state_file.read_text())["history"]
+    first, latest = history[0], history[-1]
+    assert "raft-off" in first["executed_tasks"] and latest["executed_tasks"] == with_raft.executed
+    for name in modules:
+        merged = Path(task_output_uri(latest, f"merge_adapter-{name}", "merged"))
+        before = Path(task_output_uri(first, f"merge_adapter-{name}", "merged"))
+        assert [_merged_from(merged), _merged_from(before)] == ["raft", "sft"], name
+        provenance = json.loads((merged / "provenance.json").read_text())
+        assert provenance["training_config"]["stage"] == "raft", name
+        assert provenance["training_config"]["module"] == name
+        assert provenance["metrics"]["steps"] == 4 and provenance["metrics"]["train_examples"] == 16
+        raft_weights = load_file(str(merged / "model.safetensors"))
+        sft_weights = load_file(str(before / "model.safetensors"))
+        assert raft_weights.keys() == sft_weights.keys()
+        changed = [k for k in sft_weights if not (raft_weights[k] == sft_weights[k]).all()]
+        assert changed, f"{name}: the merged model is the SFT one"
+
+
+def _merged_from(merged: Path) -> str:
+    """The adapter merge_adapter published it merged (its output's metadata, as kfp.local
+    recorded it next to the artifact)."""
+    output = json.loads((merged.parent / "executor_output.json").read_text())
+    return output["artifacts"]["merged"]["artifacts"][0]["metadata"]["adapter_from"]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from local_runs import executor_input
 from runbook_project import MNTP, REPO, SIMCSE, run_runbook_line, write_project
 
 pytestmark = pytest.mark.integration
@@ -78,18 +79,6 @@ class AfterCommand:
         logs = Path(self.attempt["logs"])
         (log,) = logs.glob(f"*-{stage}-{module}.log")
         return executor_input(log)["inputs"]["artifacts"][name]["artifacts"][0]["uri"]
-
-
-def executor_input(log: Path) -> dict[str, Any]:
-    """The executor input kfp.local echoes at a task's start (``Got executor_input:`` + JSON)."""
-    lines = log.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.endswith("Got executor_input:")) + 1
-    depth, end = 0, start
-    for end in range(start, len(lines)):
-        depth += lines[end].count("{") - lines[end].count("}")
-        if depth == 0:
-            break
-    return json.loads("\n".join(lines[start : end + 1]))
 
 
 def _tree_hashes(folder: Path) -> dict[str, str]:
