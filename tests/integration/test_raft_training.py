@@ -108,6 +108,8 @@ def test_raft_training_beats_the_sft_adapter_on_heldout_examples(
         assert set(metrics[model]) >= {"exact_match", "answer_f1", "quote_match", "format_rate"}
     assert metrics["eval_history"][0] == {"step": 0, "eval_loss": metrics["heldout_loss_sft"]}
     assert metrics["eval_history"][-1]["eval_loss"] == metrics["heldout_loss_raft"]
+    # The Trainer's own evaluation at step 40 is the final loss: no second pass after train().
+    assert [e["step"] for e in metrics["eval_history"]] == [0, 20, 40]
 
     generations = [json.loads(line) for line in (out / "heldout_generations.jsonl").open()]
     assert len(generations) == 8
