@@ -153,8 +153,9 @@ def test_hard_negatives_are_the_nearest_documents_by_the_embedding_oracle_exclud
     # Vectors embedded beforehand (the held-out pool reuses the train documents') rank the same.
     given = bag_of_words(pool)
     assert hard_negatives([question], pool, bag_of_words, k=3, document_vectors=given) == ranked
-    with pytest.raises(ValueError, match="7 rows for 8 documents"):
-        hard_negatives([question], pool, bag_of_words, k=3, document_vectors=given[:7])
+    for rows in (given[:7], np.vstack([given, given[:1]])):  # one row short, one too many
+        with pytest.raises(ValueError, match=f"{len(rows)} rows for 8 documents"):
+            hard_negatives([question], pool, bag_of_words, k=3, document_vectors=rows)
     examples = build_examples(
         [question], pool, k=3, oracle_probability=1.0, count=20, seed=0, ranked=ranked
     )
